@@ -1,0 +1,149 @@
+"""Settings: environment variables, *_FILE secrets, validation sentences."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from etl.config import Settings, load_settings
+from etl.errors import ConfigError
+
+BASE = {"VSPC_URL": "https://vspc.example.com:1280", "VSPC_API_KEY": "key-123456"}
+
+
+def settings(**env: str) -> Settings:
+    return load_settings(environ={**env}, dotenv=False)
+
+
+def source_error(**env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        settings(**env).validate_source()
+    return str(info.value)
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = settings(**BASE)
+    assert s.vspc_page_size == 500
+    assert s.vspc_verify_tls is True
+    assert s.vspc_max_delete_ratio == 0.5
+    assert s.database_url is None
+    assert s.source == "vspc.example.com"
+    s.validate_source()
+
+
+def test_source_overrides_host() -> None:
+    assert settings(**BASE, VSPC_SOURCE="acme-prod").source == "acme-prod"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VSPC_API_KEY": "k1234"}, "VSPC_URL is not set"),
+        ({"VSPC_URL": "vspc.example.com", "VSPC_API_KEY": "k1234"}, "is not an http(s) URL"),
+        ({"VSPC_URL": "ftp://vspc.example.com", "VSPC_API_KEY": "k1234"}, "is not an http(s) URL"),
+        ({"VSPC_URL": "https://vspc:99999999", "VSPC_API_KEY": "k1234"}, "has an invalid port"),
+        ({"VSPC_URL": "https://vspc.example.com"}, "no VSPC credentials"),
+        (
+            {"VSPC_URL": "https://h", "VSPC_API_KEY": "k1234", "VSPC_USERNAME": "u"},
+            "both VSPC_API_KEY and VSPC_USERNAME/VSPC_PASSWORD are set",
+        ),
+        ({"VSPC_URL": "https://h", "VSPC_USERNAME": "u"}, "VSPC_USERNAME is set but VSPC_PASSWORD"),
+        ({"VSPC_URL": "https://h", "VSPC_PASSWORD": "p"}, "VSPC_PASSWORD is set but VSPC_USERNAME"),
+        (
+            {**BASE, "VSPC_CA_BUNDLE": "/nonexistent/ca.pem"},
+            "VSPC_CA_BUNDLE '/nonexistent/ca.pem' does not exist",
+        ),
+    ],
+)
+def test_source_validation_says_what_is_wrong(env: dict[str, str], message: str) -> None:
+    assert message in source_error(**env)
+
+
+def test_unreadable_ca_bundle(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate")
+    assert "cannot be read as a PEM certificate file" in source_error(
+        **BASE, VSPC_CA_BUNDLE=str(bogus)
+    )
+
+
+def test_ca_bundle_gives_ssl_context(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    verify = settings(**BASE, VSPC_CA_BUNDLE=str(path)).tls_verify()
+    assert isinstance(verify, ssl.SSLContext)
+
+
+def test_http_url_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        settings(VSPC_URL="http://127.0.0.1:1280", VSPC_API_KEY="k1234").validate_source()
+    assert "plain http" in caplog.text
+
+
+def test_verify_false_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert settings(**BASE, VSPC_VERIFY_TLS="false").tls_verify() is False
+    assert "NOT verified" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VSPC_PAGE_SIZE": "abc"}, "VSPC_PAGE_SIZE: Input should be a valid integer"),
+        ({"VSPC_PAGE_SIZE": "0"}, "VSPC_PAGE_SIZE: Input should be greater than or equal to 1"),
+        ({"VSPC_MAX_DELETE_RATIO": "2"}, "VSPC_MAX_DELETE_RATIO: Input should be less than"),
+        ({"VSPC_VERIFY_TLS": "maybe"}, "VSPC_VERIFY_TLS: Input should be a valid boolean"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: Value error, must be one of DEBUG"),
+    ],
+)
+def test_malformed_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**BASE, **env)
+    assert str(info.value).startswith(message)
+
+
+def test_secret_files(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("from-a-file-9876\n")
+    s = settings(VSPC_URL="https://h", VSPC_API_KEY_FILE=str(key))
+    assert s.vspc_api_key is not None
+    assert s.vspc_api_key.get_secret_value() == "from-a-file-9876"
+    assert "from-a-file-9876" not in repr(s)
+
+
+def test_secret_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="VSPC_PASSWORD_FILE '/nope' cannot be read"):
+        settings(VSPC_PASSWORD_FILE="/nope")
+    key = tmp_path / "key"
+    key.write_text("x")
+    with pytest.raises(ConfigError, match="both VSPC_API_KEY and VSPC_API_KEY_FILE are set"):
+        settings(VSPC_API_KEY="a", VSPC_API_KEY_FILE=str(key))
+
+
+def test_database_password_is_a_secret_and_never_echoed() -> None:
+    url = "postgresql://etl:s3cret-pw@db:5432/warehouse"
+    s = settings(DATABASE_URL=url, VSPC_PASSWORD="pw-xyz1")
+    assert set(s.secrets()) == {"s3cret-pw", "pw-xyz1"}
+    assert "s3cret-pw" not in repr(s)
+    with pytest.raises(ConfigError) as info:
+        settings(DATABASE_URL=url, VSPC_PAGE_SIZE="x")
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_env_file_and_precedence(tmp_path: Path) -> None:
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("VSPC_PAGE_SIZE=250\nVSPC_SOURCE=from-file\n")
+    s = load_settings(
+        {"vspc_source": "from-flag"},
+        environ={"VSPC_PAGE_SIZE": "300"},
+        env_file=env_file,
+    )
+    assert s.vspc_page_size == 300  # environment beats the file
+    assert s.vspc_source == "from-flag"  # flags beat everything
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(environ={}, env_file=tmp_path / "missing.env")
