@@ -1,0 +1,189 @@
+"""The warehouse tables of ``contract.md`` as SQLAlchemy Core metadata.
+
+Alembic migrations create and change the real schema; this metadata mirrors head so that
+``alembic check`` proves the two agree, and the loader builds its SQL from the column lists.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+
+SCHEMA = "vspc"
+
+metadata = MetaData(
+    schema=SCHEMA,
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    },
+)
+
+TZ = TIMESTAMP(timezone=True)
+
+
+def business_columns() -> list[Column[object]]:
+    """The 29 columns copied from a VSPC job record, in contract order, plus ``raw``."""
+    return [
+        Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="VSPC job instanceUid"),
+        Column("source", Text, nullable=False, comment="console the row came from (VSPC_SOURCE)"),
+        Column("backup_agent_uid", UUID(as_uuid=True), comment="agent (computer) uid"),
+        Column("organization_uid", UUID(as_uuid=True), comment="company/reseller/provider uid"),
+        Column("name", Text, comment="job name"),
+        Column("description", Text, comment="job description (VSPC 9.0+)"),
+        Column("config_uid", UUID(as_uuid=True), comment="job configuration uid"),
+        Column("backup_policy_uid", UUID(as_uuid=True), comment="backup policy uid"),
+        Column("backup_policy_name", Text, comment="backup policy name (VSPC 9.0+)"),
+        Column(
+            "backup_policy_assign_status",
+            Text,
+            comment="policy assignment: Unknown, Applying, Assigned, Unassigned, Custom, "
+            "Deleting, FailedToApply, Outdated, Warning (or a newer value as received)",
+        ),
+        Column("backup_policy_failure_message", Text, comment="why the policy failed to apply"),
+        Column(
+            "status",
+            Text,
+            nullable=False,
+            comment="status of the latest session: None, Success, Warning, Failed, Running, "
+            "Starting, Stopping, Unknown (or a newer value as received)",
+        ),
+        Column("operation_mode", Text, comment="Server, Workstation, UnLicensed, Unknown"),
+        Column("destination", Text, comment="backup target path, e.g. C:\\VeeamBackup"),
+        Column("restore_points", Integer, comment="number of restore points"),
+        Column("last_run", TZ, comment="start of the latest session"),
+        Column("last_end_time", TZ, comment="end of the latest session"),
+        Column("last_duration", Integer, comment="duration of the latest session, seconds"),
+        Column("next_run", TZ, comment="next scheduled start"),
+        Column("avg_duration", Integer, comment="average session duration, seconds"),
+        Column("backup_mode", Text, comment="EntireComputer, Volume, File, Unknown"),
+        Column("target_type", Text, comment="Local, Cloud, Unknown"),
+        Column("is_enabled", Boolean, comment="job enabled"),
+        Column(
+            "schedule_type",
+            Text,
+            comment="NotScheduled, Daily, Monthly, Periodically, Continuously, Unknown",
+        ),
+        Column(
+            "schedule_events",
+            ARRAY(Text),
+            comment="AtLock, AtLogoff, WhenBackupTargetIsConnected, Unknown",
+        ),
+        Column("last_modified_date", TZ, comment="when the job configuration last changed"),
+        Column("last_modified_by", Text, comment="who last changed it, e.g. vspc\\administrator"),
+        Column("failure_message", Text, comment="failure message of the latest session"),
+        Column("backed_up_size", BigInteger, comment="bytes in all restore points"),
+        Column("free_space", BigInteger, comment="free bytes on the target; null if never ran"),
+        Column("raw", JSONB, nullable=False, comment="the record exactly as received"),
+    ]
+
+
+backup_agent_jobs = Table(
+    "backup_agent_jobs",
+    metadata,
+    *business_columns(),
+    Column("first_seen_at", TZ, nullable=False, comment="start of the run that first saw the job"),
+    Column(
+        "updated_at", TZ, nullable=False, comment="start of the run that last changed its content"
+    ),
+    Column(
+        "deleted_at",
+        TZ,
+        comment="start of the complete run that no longer found the job; null while it exists",
+    ),
+    Column("last_run_id", BigInteger, comment="etl_runs.run_id that last wrote the row"),
+    PrimaryKeyConstraint("instance_uid"),
+    Index(None, "source", "deleted_at"),
+    comment="Windows backup agent jobs from VSPC: one row per job ever seen, current state",
+)
+
+backup_agent_job_snapshots = Table(
+    "backup_agent_job_snapshots",
+    metadata,
+    *business_columns(),
+    Column("valid_from", TZ, nullable=False, comment="start of the run that observed this version"),
+    Column(
+        "valid_to",
+        TZ,
+        comment="start of the run that observed the next version; null = current version",
+    ),
+    Column(
+        "is_deleted",
+        Boolean,
+        nullable=False,
+        comment="true for the version that records the job's disappearance",
+    ),
+    Column("run_id", BigInteger, nullable=False, comment="etl_runs.run_id that wrote the version"),
+    PrimaryKeyConstraint("instance_uid", "valid_from"),
+    CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="interval"),
+    Index(
+        "uq_backup_agent_job_snapshots_current",
+        "instance_uid",
+        unique=True,
+        postgresql_where=text("valid_to IS NULL"),
+    ),
+    Index(None, "valid_from"),
+    comment="SCD type 2 history of backup_agent_jobs; a version holds for "
+    "valid_from <= t < valid_to",
+)
+
+etl_runs = Table(
+    "etl_runs",
+    metadata,
+    Column("run_id", BigInteger, Identity(always=True), comment="run identifier"),
+    Column("source", Text, nullable=False, comment="console the run read"),
+    Column("started_at", TZ, comment="when the run started"),
+    Column("finished_at", TZ, comment="when the run ended"),
+    Column("status", Text, nullable=False, comment="running, success, failed or skipped"),
+    Column(
+        "complete",
+        Boolean,
+        comment="the extract was verified complete (deletions were only applied if true)",
+    ),
+    Column("pages", Integer, comment="HTTP pages read"),
+    Column("jobs_seen", Integer, comment="distinct jobs in the extract"),
+    Column("jobs_inserted", Integer, comment="jobs seen for the first time"),
+    Column("jobs_updated", Integer, comment="jobs whose content changed (or came back)"),
+    Column("jobs_unchanged", Integer, comment="jobs seen with no change"),
+    Column("jobs_deleted", Integer, comment="jobs soft-deleted by this run"),
+    Column("jobs_rejected", Integer, comment="records written to etl_rejects"),
+    Column("error", Text, comment="why the run failed or what was withheld"),
+    Column("etl_version", Text, comment="vspc-etl package version"),
+    PrimaryKeyConstraint("run_id"),
+    CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
+    Index(None, "source", "started_at"),
+    comment="one row per ETL run, committed even when the run fails",
+)
+
+etl_rejects = Table(
+    "etl_rejects",
+    metadata,
+    Column("reject_id", BigInteger, Identity(always=True), comment="reject identifier"),
+    Column("run_id", BigInteger, nullable=False, comment="etl_runs.run_id that rejected it"),
+    Column("instance_uid", Text, comment="instanceUid as received (may be null or invalid)"),
+    Column("reason", Text, nullable=False, comment="which field, what was wrong"),
+    Column("raw", JSONB, nullable=False, comment="the record as received"),
+    Column("rejected_at", TZ, nullable=False, comment="when it was rejected"),
+    PrimaryKeyConstraint("reject_id"),
+    Index(None, "run_id"),
+    comment="records that could not be loaded, never silently dropped",
+)
+
+BUSINESS = tuple(c.name for c in business_columns() if c.name not in ("source",))
+"""Columns whose change makes a new version: the 29 fields and raw (not ``source``)."""
