@@ -1,0 +1,443 @@
+"""The pure transform: one decoded ``WindowsBackupAgentJob`` record -> one typed row, or a reject.
+
+No I/O, no state. ``transform_record`` returns the 29 business columns of ``vspc.backup_agent_jobs``
+in contract order (``BUSINESS_COLUMNS``), or raises ``RecordRejected`` naming the API field (or the
+dotted path of a nested value) and saying what was wrong and what was expected.
+
+Decisions the contract leaves open, made here:
+
+- Timestamps must be .NET round-trip ISO-8601, ``YYYY-MM-DDTHH:MM:SS[.f{1,7}](Z|±HH:MM)``.
+  Fractions are rounded half up to microseconds (``.9999995`` carries into the next second,
+  except at ``9999-12-31T23:59:59``, where .NET's ``DateTime.MaxValue`` stays the last instant).
+  A timestamp *without* an offset is read as UTC: .NET writes a ``DateTime`` of unspecified kind
+  that way, and rejecting it would drop the whole job (and, if a console version dropped offsets
+  everywhere, every job) from the warehouse over what is at worst a shift by the server's offset.
+- Integer fields accept a float with an integral value that a double holds exactly (``613.0``,
+  up to 2**53) as that integer; any other float is rejected.
+- UUIDs must be in the canonical hyphenated form (any case), as VSPC writes them; braces,
+  ``urn:uuid:`` or bare hex are rejected rather than guessed at.
+- Enum matching folds ASCII case only, so a look-alike such as the Kelvin sign is not taken for
+  ``k``; unknown values are kept as received.
+- Every string of the record, keys included and however deeply nested, must be storable by
+  PostgreSQL text/jsonb (no NUL, no lone surrogate), and every number finite, because the raw
+  record is stored as jsonb beside the row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Literal
+
+from etl.errors import RecordRejected
+
+__all__ = [
+    "BUSINESS_COLUMNS",
+    "FIELDS",
+    "Field",
+    "jsonb_safe",
+    "normalize_enum",
+    "parse_timestamp",
+    "record_key",
+    "transform_record",
+]
+
+Kind = Literal["uuid", "text", "enum", "int32", "int64", "bool", "timestamp", "enum_list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One business column and the API field it comes from."""
+
+    column: str
+    api: str
+    kind: Kind
+    #: lower-case value -> the specification's spelling (enum and enum_list kinds only)
+    spellings: Mapping[str, str] | None = None
+
+
+def _spellings(*values: str) -> Mapping[str, str]:
+    return MappingProxyType({value.lower(): value for value in values})
+
+
+# Enum values as the specification spells them (identical in API 3.5.1 ... 3.7).
+_STATUS = _spellings(
+    "None", "Success", "Warning", "Failed", "Running", "Starting", "Stopping", "Unknown"
+)
+_OPERATION_MODE = _spellings("Server", "Workstation", "UnLicensed", "Unknown")
+_BACKUP_MODE = _spellings("EntireComputer", "Volume", "File", "Unknown")
+_TARGET_TYPE = _spellings("Local", "Cloud", "Unknown")
+_SCHEDULE_TYPE = _spellings(
+    "NotScheduled", "Daily", "Monthly", "Periodically", "Continuously", "Unknown"
+)
+_SCHEDULE_EVENT = _spellings("AtLock", "AtLogoff", "WhenBackupTargetIsConnected", "Unknown")
+_ASSIGN_STATUS = _spellings(
+    "Unknown", "Applying", "Assigned", "Unassigned", "Custom", "Deleting", "FailedToApply",
+    "Outdated", "Warning",
+)  # fmt: skip
+
+FIELDS: tuple[Field, ...] = (
+    Field("instance_uid", "instanceUid", "uuid"),
+    Field("backup_agent_uid", "backupAgentUid", "uuid"),
+    Field("organization_uid", "organizationUid", "uuid"),
+    Field("name", "name", "text"),
+    Field("description", "description", "text"),
+    Field("config_uid", "configUid", "uuid"),
+    Field("backup_policy_uid", "backupPolicyUid", "uuid"),
+    Field("backup_policy_name", "backupPolicyName", "text"),
+    Field("backup_policy_assign_status", "backupPolicyAssignStatus", "enum", _ASSIGN_STATUS),
+    Field("backup_policy_failure_message", "backupPolicyFailureMessage", "text"),
+    Field("status", "status", "enum", _STATUS),
+    Field("operation_mode", "operationMode", "enum", _OPERATION_MODE),
+    Field("destination", "destination", "text"),
+    Field("restore_points", "restorePoints", "int32"),
+    Field("last_run", "lastRun", "timestamp"),
+    Field("last_end_time", "lastEndTime", "timestamp"),
+    Field("last_duration", "lastDuration", "int32"),
+    Field("next_run", "nextRun", "timestamp"),
+    Field("avg_duration", "avgDuration", "int32"),
+    Field("backup_mode", "backupMode", "enum", _BACKUP_MODE),
+    Field("target_type", "targetType", "enum", _TARGET_TYPE),
+    Field("is_enabled", "isEnabled", "bool"),
+    Field("schedule_type", "scheduleType", "enum", _SCHEDULE_TYPE),
+    Field("schedule_events", "scheduleEvents", "enum_list", _SCHEDULE_EVENT),
+    Field("last_modified_date", "lastModifiedDate", "timestamp"),
+    Field("last_modified_by", "lastModifiedBy", "text"),
+    Field("failure_message", "failureMessage", "text"),
+    Field("backed_up_size", "backedUpSize", "int64"),
+    Field("free_space", "freeSpace", "int64"),
+)
+
+BUSINESS_COLUMNS: tuple[str, ...] = tuple(field.column for field in FIELDS)
+
+_QUOTE_LIMIT = 80
+
+# ---------------------------------------------------------------------------------- messages
+
+
+def _quote(text: str) -> str:
+    """``repr`` of at most ~80 characters: NUL and surrogates come out escaped, so storable."""
+    if len(text) > _QUOTE_LIMIT:
+        return repr(text[: _QUOTE_LIMIT - 3] + "...")
+    return repr(text)
+
+
+def _describe(value: object) -> str:
+    """What a wrong value is, in JSON words, without quoting more than ~80 characters of it."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {_quote(value)}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {_number(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) and value.bit_length() > 80:
+        return f"a {value.bit_length()}-bit integer"
+    return repr(value)
+
+
+def _reject(path: str, problem: str) -> RecordRejected:
+    return RecordRejected(f"field {_safe_text(path[:100])}: {problem}", field=_safe_text(path))
+
+
+# -------------------------------------------------------------------- storable strings (jsonb)
+
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
+_NON_FINITE_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_CANNOT_STORE = "PostgreSQL cannot store it"
+
+
+def _text_problem(text: str) -> str | None:
+    """Why PostgreSQL text/jsonb cannot hold ``text``, or None if it can."""
+    if text.isascii():
+        return "contains a NUL character" if "\x00" in text else None
+    bad = _UNSTORABLE_CHAR.search(text)
+    if bad is None:
+        return None
+    if bad.group() == "\x00":
+        return "contains a NUL character"
+    return f"contains a lone surrogate (U+{ord(bad.group()):04X}), which is not valid Unicode"
+
+
+def _safe_text(text: str) -> str:
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE_CHAR.sub(lambda m: "\\u0000" if m.group() == "\x00" else "\ufffd", text)
+
+
+def _check_storable(record: dict[str, object]) -> None:
+    """Reject the record if jsonb could not store it; walks iteratively, so depth is no limit."""
+    stack: list[tuple[str, Iterable[tuple[object, object]]]] = [("", record.items())]
+    while stack:
+        prefix, items = stack.pop()
+        for key, value in items:
+            # The ASCII test and the NUL search run in C; _text_problem only on a suspect.
+            if type(key) is str:
+                if not key.isascii() or "\x00" in key:
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        raise _reject(_path(prefix, key), f"the key {problem}; {_CANNOT_STORE}")
+            elif type(key) is not int:
+                raise _reject(_path(prefix, repr(key)), "the key is not a string, as JSON keys are")
+            if type(value) is str:
+                if not value.isascii() or "\x00" in value:
+                    problem = _text_problem(value)
+                    if problem is not None:
+                        raise _reject(_path(prefix, key), f"the string {problem}; {_CANNOT_STORE}")
+            elif value is None or type(value) is int or type(value) is bool:
+                continue
+            elif type(value) is float:
+                if not math.isfinite(value):
+                    name = _NON_FINITE_NAMES[repr(value)]
+                    raise _reject(
+                        _path(prefix, key), f"{name} is not a JSON number; {_CANNOT_STORE}"
+                    )
+            elif type(value) is dict:
+                stack.append((_path(prefix, key), value.items()))
+            elif type(value) is list:
+                stack.append((_path(prefix, key), enumerate(value)))
+            else:
+                raise _reject(_path(prefix, key), f"{_describe(value)} is not a JSON value")
+
+
+def _path(prefix: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def jsonb_safe(value: object) -> object:
+    """A deep copy of a decoded JSON value that PostgreSQL jsonb can store.
+
+    In every string, keys included, NUL becomes the six characters ``\\u0000`` and a lone
+    surrogate becomes U+FFFD; NaN and ±Infinity become the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``. Used to keep a rejected record in ``etl_rejects.raw``. Iterative, so any
+    depth ``json.loads`` produced is fine. Two keys that become equal after the replacement
+    collapse into one (the later wins): a loss only on records that are rejected anyway.
+    """
+    if not isinstance(value, dict | list):
+        return _safe_scalar(value)
+    root = _empty_like(value)
+    stack = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        pairs: Iterable[tuple[object, object]]
+        pairs = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in pairs:
+            if isinstance(item, dict | list):
+                child = _empty_like(item)
+                stack.append((item, child))
+                copied: object = child
+            else:
+                copied = _safe_scalar(item)
+            if isinstance(target, dict):
+                target[_safe_scalar(key)] = copied
+            else:
+                target.append(copied)
+    return root
+
+
+_Container = dict[object, object] | list[object]
+
+
+def _empty_like(value: _Container) -> _Container:
+    return {} if isinstance(value, dict) else []
+
+
+def _safe_scalar(value: object) -> object:
+    if isinstance(value, str):
+        return _safe_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE_NAMES[repr(value)]
+    return value
+
+
+def record_key(record: object) -> str | None:
+    """The record's ``instanceUid`` as received, for ``etl_rejects``; None if not a string.
+
+    NUL and lone surrogates are replaced as in ``jsonb_safe`` so the key can be stored as text.
+    """
+    if isinstance(record, dict):
+        key = record.get("instanceUid")
+        if isinstance(key, str):
+            return _safe_text(key)
+    return None
+
+
+# -------------------------------------------------------------------------------- timestamps
+
+# The regex checks the shape; fromisoformat (in C) reads the numbers and checks their ranges.
+# Offset minutes are bounded in the regex because fromisoformat reads +14:60 as +15:00.
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?", re.ASCII
+)
+_TIMESTAMP_SHAPE = "YYYY-MM-DDTHH:MM:SS[.fffffff] with Z or ±HH:MM"
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_fromisoformat = datetime.fromisoformat
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse a .NET round-trip ISO-8601 timestamp into an aware datetime, keeping its offset.
+
+    A 7th fractional digit is rounded half up into the microseconds, carrying into the next
+    second when needed (``fromisoformat`` alone would truncate it), except past datetime's last
+    microsecond: .NET's ``DateTime.MaxValue`` (``9999-12-31T23:59:59.9999999``), a "never"
+    sentinel, stays the greatest instant instead of failing. No offset means UTC (see the
+    module docstring). Raises ``ValueError`` with a sentence that quotes the value: wrong shape,
+    impossible date or time, or out of range.
+    """
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{_quote(value)} is not an ISO-8601 timestamp ({_TIMESTAMP_SHAPE})")
+    fraction, offset = match.groups()
+    try:
+        if fraction is None or len(fraction) <= 7:  # the dot and up to 6 digits
+            stamp = _fromisoformat(value)
+        else:  # the 7th digit is at index 26: drop it, then round on it
+            stamp = _fromisoformat(value[:26] + value[27:])
+            if value[26] >= "5" and stamp.replace(tzinfo=None) != datetime.max:
+                stamp += _ONE_MICROSECOND
+    except ValueError as exc:
+        raise ValueError(f"{_quote(value)} is not a real date and time ({exc})") from exc
+    return stamp if offset is not None else stamp.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------- converters
+
+
+def normalize_enum(value: str, spellings: Mapping[str, str]) -> str:
+    """The specification's spelling of ``value`` (ASCII case ignored), else ``value`` unchanged."""
+    if value.isascii():
+        return spellings.get(value.lower(), value)
+    return value
+
+
+# Spelled-out ranges: about twice as fast as the same pattern with re.IGNORECASE.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_INT32 = (-(2**31), 2**31 - 1, "32-bit")  # PostgreSQL integer
+_INT64 = (-(2**63), 2**63 - 1, "64-bit")  # PostgreSQL bigint
+_EXACT_FLOAT = 2**53
+
+
+def _to_uuid(field: Field, value: object) -> uuid.UUID:
+    if type(value) is str and _UUID.fullmatch(value):
+        return uuid.UUID(value)
+    raise _reject(
+        field.api,
+        f"{_describe(value)} is not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+    )
+
+
+def _to_text(field: Field, value: object) -> str:
+    if type(value) is str:
+        return value
+    raise _reject(field.api, f"expected a string, got {_describe(value)}")
+
+
+def _to_enum(field: Field, value: object) -> str:
+    if type(value) is str:
+        return normalize_enum(value, field.spellings or {})
+    raise _reject(field.api, f"expected a string, got {_describe(value)}")
+
+
+def _to_enum_list(field: Field, values: object) -> list[str]:
+    if type(values) is not list:
+        raise _reject(field.api, f"expected an array of strings, got {_describe(values)}")
+    spellings = field.spellings or {}
+    result = []
+    for index, value in enumerate(values):
+        if type(value) is not str:
+            raise _reject(f"{field.api}[{index}]", f"expected a string, got {_describe(value)}")
+        result.append(normalize_enum(value, spellings))
+    return result
+
+
+def _to_int(field: Field, value: object, bounds: tuple[int, int, str]) -> int:
+    low, high, width = bounds
+    if type(value) is int:
+        if low <= value <= high:
+            return value
+        raise _reject(field.api, f"{_number(value)} is outside the {width} integer range")
+    if type(value) is float and value.is_integer():
+        if not low <= value <= high:
+            raise _reject(field.api, f"{_number(value)} is outside the {width} integer range")
+        if abs(value) > _EXACT_FLOAT:
+            raise _reject(field.api, f"{_number(value)} is a float too large to be exact")
+        return int(value)
+    raise _reject(field.api, f"expected a {width} integer, got {_describe(value)}")
+
+
+def _to_int32(field: Field, value: object) -> int:
+    return _to_int(field, value, _INT32)
+
+
+def _to_int64(field: Field, value: object) -> int:
+    return _to_int(field, value, _INT64)
+
+
+def _to_bool(field: Field, value: object) -> bool:
+    if type(value) is bool:
+        return value
+    raise _reject(field.api, f"expected true or false, got {_describe(value)}")
+
+
+def _to_timestamp(field: Field, value: object) -> datetime:
+    if type(value) is not str:
+        raise _reject(field.api, f"expected an ISO-8601 timestamp string, got {_describe(value)}")
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise _reject(field.api, str(exc)) from None
+
+
+_CONVERTERS: dict[Kind, Callable[[Field, object], object]] = {
+    "uuid": _to_uuid,
+    "text": _to_text,
+    "enum": _to_enum,
+    "enum_list": _to_enum_list,
+    "int32": _to_int32,
+    "int64": _to_int64,
+    "bool": _to_bool,
+    "timestamp": _to_timestamp,
+}
+_PLAN = tuple((field.api, _CONVERTERS[field.kind], field) for field in FIELDS)
+
+
+def _required(record: dict[str, object], api: str, expected: str) -> RecordRejected:
+    state = "null" if api in record else "missing"
+    return _reject(api, f"is {state}, but every job must have one ({expected})")
+
+
+def transform_record(record: object) -> tuple[object, ...]:
+    """One decoded job record -> its 29 business column values in ``BUSINESS_COLUMNS`` order.
+
+    Absent and null fields both give None. Raises ``RecordRejected`` (with ``field`` set to the
+    API field or nested path, or None when the record itself is not an object) for anything the
+    warehouse cannot take.
+    """
+    if type(record) is not dict:
+        raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
+    _check_storable(record)
+    get = record.get
+    if get("instanceUid") is None:
+        raise _required(record, "instanceUid", "the job's UUID")
+    status = get("status")
+    if status is None:
+        raise _required(record, "status", "the status of the latest job session")
+    if status == "":
+        raise _reject("status", "is an empty string, but every job must have a status")
+    return tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in _PLAN])
