@@ -1,0 +1,125 @@
+"""Alembic owns schema vspc: upgrade, downgrade to base, comments, metadata in step."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
+from sqlalchemy.engine import URL
+
+from etl.db import migrate
+from etl.load.schema import metadata
+from tests.conftest import create_database, drop_database
+
+TABLES = {"backup_agent_jobs", "backup_agent_job_snapshots", "etl_runs", "etl_rejects"}
+
+
+@pytest.fixture
+def empty_db(server_url: URL) -> Iterator[URL]:
+    """A database of its own, so downgrades do not disturb the session database."""
+    url = create_database(server_url, "vspc_etl_mig")
+    yield url
+    drop_database(server_url, url)
+
+
+def tables(url: URL) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names(schema="vspc")) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(empty_db: URL) -> None:
+    assert migrate(empty_db) == "0001"
+    assert tables(empty_db) == TABLES
+    assert migrate(empty_db, "base") is None
+    assert tables(empty_db) == set()
+    assert migrate(empty_db) == "0001"
+    assert tables(empty_db) == TABLES
+
+
+def test_head_matches_the_metadata(engine: Engine) -> None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_schemas": True,
+                "include_name": lambda name, type_, parents: (
+                    name == "vspc" if type_ == "schema" else name != "alembic_version"
+                ),
+                "compare_type": True,
+            },
+        )
+        assert compare_metadata(context, metadata) == []
+
+
+def test_every_table_and_column_has_a_comment(engine: Engine) -> None:
+    with engine.connect() as conn:
+        missing = conn.execute(
+            text(
+                "SELECT c.relname, a.attname FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'vspc' "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+                "AND NOT a.attisdropped "
+                "WHERE c.relkind IN ('r', 'v', 'm') AND c.relname <> 'alembic_version' "
+                "AND col_description(c.oid, a.attnum) IS NULL"
+            )
+        ).all()
+        tables_without = conn.execute(
+            text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'vspc' AND c.relkind IN ('r', 'v', 'm') "
+                "AND c.relname <> 'alembic_version' AND obj_description(c.oid) IS NULL"
+            )
+        ).all()
+    assert missing == []
+    assert tables_without == []
+
+
+def test_contract_columns_and_types(engine: Engine) -> None:
+    inspector = inspect(engine)
+    columns = {c["name"]: c for c in inspector.get_columns("backup_agent_jobs", schema="vspc")}
+    assert list(columns)[:2] == ["instance_uid", "source"]
+    assert isinstance(columns["schedule_events"]["type"], ARRAY)
+    assert isinstance(columns["schedule_events"]["type"].item_type, TEXT)
+    assert str(columns["backed_up_size"]["type"]) == "BIGINT"
+    assert str(columns["last_run"]["type"]) == "TIMESTAMP"
+    assert columns["last_run"]["type"].timezone is True
+    assert columns["status"]["nullable"] is False
+    with engine.connect() as conn:
+        enums = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = 'vspc' AND t.typtype = 'e'"
+            )
+        ).scalar_one()
+    assert enums == 0  # enum-like values are text, never PostgreSQL ENUMs
+
+
+def test_two_migrators_at_once(empty_db: URL, tmp_path: Path) -> None:
+    """Two `vspc-etl migrate` processes race; the advisory lock serializes them."""
+    env = dict(os.environ, DATABASE_URL=empty_db.render_as_string(hide_password=False))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "etl", "migrate"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all(out.strip().endswith("is at revision 0001") for out, _ in outputs)
+    assert tables(empty_db) == TABLES
