@@ -1,0 +1,498 @@
+"""HTTP client for the VSPC REST API v3: authentication, retries and 202 async actions.
+
+    get_json(path, params)          the decoded body of a 200, following a 202 if need be
+    └── _get_ok                     one GET that must end 200 (or 202); re-login once on 401
+        └── _send                   one logical request, repeated by tenacity while transient
+            └── _attempt            one HTTP exchange; every httpx exception is mapped here
+
+Every failure leaves as an ``etl.errors`` type. Transient ones (429, 408, 5xx/520, retryable
+error bodies, timeouts, dropped connections, a 200 that is not JSON) are retried with capped
+exponential backoff plus jitter, bounded by attempts and by elapsed time; then
+``RetriesExhausted`` says what kept failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import httpx
+import tenacity
+
+from etl.errors import (
+    AsyncActionFailed,
+    AuthenticationError,
+    ConfigError,
+    PermissionDenied,
+    ProtocolError,
+    RequestRejected,
+    RetriesExhausted,
+    SourceError,
+    TransientSourceError,
+    VspcEtlError,
+)
+from etl.extract.auth import TOKEN_PATH, ApiKeyAuth, PasswordAuth
+
+_log = logging.getLogger(__name__)
+
+_RETRYABLE_ERROR_TYPES = frozenset({"transport", "retryableLogical"})
+_ASYNC_FINAL = frozenset({"succeed", "failed", "canceled"})
+_ASYNC_POLL_MAX = 5.0  # seconds between two polls of an async action, at most
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+Params = Mapping[str, str | int]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Budgets are per request; ``jitter`` is the most added to a backoff."""
+
+    max_attempts: int = 8
+    max_elapsed: float = 300.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    async_timeout: float = 300.0
+    jitter: float = 1.0
+
+
+@dataclass
+class ClientStats:
+    """Counters since the client was made: HTTP requests, retries, requests by outcome."""
+
+    requests: int = 0
+    retries: int = 0
+    by_outcome: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    response: httpx.Response
+    body: Any  # decoded JSON; None when the body is empty or not JSON
+
+
+class _Transient(TransientSourceError):
+    """One attempt worth repeating. ``doing`` completes "VSPC kept ..." in the final message."""
+
+    def __init__(
+        self,
+        outcome: str,
+        doing: str,
+        path: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            f"VSPC was {doing} for {path}.", status_code=status_code, retry_after=retry_after
+        )
+        self.outcome = outcome
+        self.doing = doing
+
+
+_DEFAULT_RETRY = RetryPolicy()
+
+
+class VspcClient:
+    """Reads JSON from a VSPC console through a caller-configured ``httpx.Client``.
+
+    ``http`` carries the base URL, TLS settings and timeouts. ``sleep`` and ``clock`` are
+    injectable so tests never wait; ``on_event(kind, outcome)`` is called once per HTTP
+    request (``"request"``) and once per retry (``"retry"``).
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        auth: ApiKeyAuth | PasswordAuth,
+        *,
+        retry: RetryPolicy = _DEFAULT_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+        on_event: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._auth = auth
+        self._policy = retry
+        self._sleep = sleep
+        self._on_event = on_event
+        self._clock = clock
+        self._backoff = tenacity.wait_exponential(
+            multiplier=retry.backoff_initial, max=retry.backoff_max
+        ) + tenacity.wait_random(0, retry.jitter)
+        self._poll_backoff = tenacity.wait_exponential(
+            multiplier=retry.backoff_initial, max=min(_ASYNC_POLL_MAX, retry.backoff_max)
+        )
+        self.stats = ClientStats()
+
+    def get_json(self, path: str, params: Params | None = None) -> Any:
+        """The decoded JSON body of a 200 for ``GET path``, following a 202 async action."""
+        # An async result is kept about five minutes: if it is gone when we come to read it,
+        # the original request is sent once more.
+        for _ in range(2):
+            reply = self._get_ok(path, params, accept_async=True)
+            if reply.response.status_code == 200:
+                return reply.body
+            result = self._async_result(path, reply)
+            if result is not None:
+                return result.body
+        raise RetriesExhausted(
+            f"VSPC kept discarding the async result for {path} before it could be read (404); "
+            "gave up after 2 attempts."
+        )
+
+    # -- one GET, authenticated ---------------------------------------------------------
+
+    def _get_ok(self, url: str | httpx.URL, params: Params | None, *, accept_async: bool) -> _Reply:
+        return self._expect(self._get(url, params), accept_async=accept_async)
+
+    def _get(self, url: str | httpx.URL, params: Params | None) -> _Reply:
+        reply = self._send("GET", url, params=params)
+        if reply.response.status_code != 401:
+            return reply
+        # Another application logging in with the same account ends our session at any
+        # moment, mid-paging included: renew the credentials and try once more.
+        self._auth.invalidate()
+        self._note_retry("401")
+        reply = self._send("GET", url, params=params)
+        if reply.response.status_code != 401:
+            return reply
+        raise AuthenticationError(
+            f"The VSPC console rejected the credentials/API key (401) for "
+            f"{reply.response.request.url.path} twice in a row{self._detail(reply.body)}; "
+            "check VSPC_API_KEY, or VSPC_USERNAME and VSPC_PASSWORD.",
+            status_code=401,
+        )
+
+    def _expect(self, reply: _Reply, *, accept_async: bool) -> _Reply:
+        status = reply.response.status_code
+        if status == 200 or (status == 202 and accept_async):
+            return reply
+        path = reply.response.request.url.path
+        detail = self._detail(reply.body)
+        if status == 403:
+            raise PermissionDenied(
+                f"The VSPC console denied access to {path} (403): the account's role lacks "
+                f"access to it{detail}; give the account a role that may read it.",
+                status_code=status,
+            )
+        if 400 <= status < 500:
+            raise RequestRejected(
+                f"The VSPC console rejected GET {path} with HTTP {status}{detail}.",
+                status_code=status,
+            )
+        raise ProtocolError(
+            f"The VSPC console answered HTTP {status} to GET {path}, "
+            f"which the API does not document{detail}.",
+            status_code=status,
+        )
+
+    # -- 202 Accepted: async actions ----------------------------------------------------
+
+    def _async_result(self, path: str, accepted: _Reply) -> _Reply | None:
+        """The async action's result, or None when the console no longer has it (404)."""
+        location = self._async_location(path, accepted)
+        action = location.path.rstrip("/")
+        start = self._clock()
+        timeout = self._policy.async_timeout
+
+        def give_up(state: tenacity.RetryCallState) -> NoReturn:
+            last = state.outcome.result() if state.outcome is not None else "?"
+            raise RetriesExhausted(
+                f"VSPC kept reporting the async action for {path} as {last!r}; gave up after "
+                f"{_count(state.attempt_number, 'poll')} in {self._clock() - start:.0f} s."
+            )
+
+        poll = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda status: status not in _ASYNC_FINAL),
+            wait=lambda s: min(self._poll_backoff(s), max(0.0, timeout - self._clock() + start)),
+            stop=lambda _: self._clock() - start >= timeout,
+            sleep=self._pause,
+            retry_error_callback=give_up,
+        )
+        status = poll(self._async_status, location, path)
+        if status != "succeed":
+            raise AsyncActionFailed(
+                f"The VSPC console ran GET {path} as async action "
+                f"{action.rsplit('/', 1)[-1]} and it ended {status}."
+            )
+        reply = self._get(location.copy_with(path=f"{action}/result"), None)
+        if reply.response.status_code == 404:
+            return None
+        return self._expect(reply, accept_async=False)
+
+    def _async_location(self, path: str, accepted: _Reply) -> httpx.URL:
+        origin = accepted.response.request.url
+        raw = accepted.response.headers.get("Location")
+        if not raw:
+            raise ProtocolError(
+                f"The VSPC console answered 202 Accepted for {path} without a Location header."
+            )
+        try:
+            location = origin.join(raw)
+        except httpx.InvalidURL as exc:
+            raise ProtocolError(
+                f"The VSPC console answered 202 Accepted for {path} with an invalid Location."
+            ) from exc
+        if _origin(location) != _origin(origin):
+            scheme, host, port = _origin(location)
+            raise ProtocolError(
+                f"The VSPC console answered 202 Accepted for {path} with a Location on another "
+                f"origin ({scheme}://{host}:{port}); refusing to send credentials there."
+            )
+        return location
+
+    def _async_status(self, location: httpx.URL, path: str) -> str:
+        body = self._get_ok(location, None, accept_async=False).body
+        data = body.get("data") if isinstance(body, dict) else None
+        status = data.get("status") if isinstance(data, dict) else None
+        if not isinstance(status, str):
+            raise ProtocolError(
+                f"The VSPC async action {location.path} (for {path}) answered without data.status."
+            )
+        return status.lower()
+
+    # -- one logical request, retried ---------------------------------------------------
+
+    def _post_token(self, form: Mapping[str, str]) -> tuple[int, Any]:
+        reply = self._send("POST", TOKEN_PATH, data=dict(form), authenticated=False)
+        return reply.response.status_code, reply.body
+
+    def _send(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        params: Params | None = None,
+        data: dict[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> _Reply:
+        """Any reply that is not transient; transient ones are repeated within the budget."""
+        try:
+            request = self._http.build_request(
+                method, url, params=params, data=data, headers={"Accept": "application/json"}
+            )
+        except httpx.InvalidURL as exc:
+            raise RequestRejected(f"Cannot build a request for {str(url)!r}: {exc}.") from exc
+        start = self._clock()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=lambda state: self._wait(state, start),
+            stop=lambda state: self._stop(state, start),
+            sleep=self._pause,
+            before_sleep=lambda state: self._note_retry(_last_transient(state).outcome),
+            retry_error_callback=lambda state: self._give_up(state, request.url.path, start),
+        )
+        return retrying(self._attempt, request, authenticated)
+
+    def _pause(self, seconds: float) -> None:
+        self._sleep(float(seconds))  # tenacity passes a float subclass
+
+    def _wait(self, state: tenacity.RetryCallState, start: float) -> float:
+        # Backoff never sleeps past the budget; a wait the console asks for is honoured in
+        # full (``_stop`` gives up instead when it would not fit).
+        remaining = max(0.0, self._policy.max_elapsed - (self._clock() - start))
+        return max(min(self._backoff(state), remaining), _asked_wait(state))
+
+    def _stop(self, state: tenacity.RetryCallState, start: float) -> bool:
+        elapsed = self._clock() - start
+        budget = self._policy.max_elapsed
+        return (
+            state.attempt_number >= self._policy.max_attempts
+            or elapsed >= budget
+            or elapsed + _asked_wait(state) > budget
+        )
+
+    def _note_retry(self, reason: str) -> None:
+        self.stats.retries += 1
+        if self._on_event is not None:
+            self._on_event("retry", reason)
+
+    def _give_up(self, state: tenacity.RetryCallState, path: str, start: float) -> NoReturn:
+        last = _last_transient(state)
+        elapsed = self._clock() - start
+        budget = self._policy.max_elapsed
+        why = ""
+        if (
+            last.retry_after
+            and state.attempt_number < self._policy.max_attempts
+            and elapsed + last.retry_after > budget
+        ):
+            why = (
+                f": the console asked to wait {last.retry_after:g} s, "
+                f"beyond the {budget:g} s budget"
+            )
+        raise RetriesExhausted(
+            f"VSPC kept {last.doing} for {path}; gave up after "
+            f"{_count(state.attempt_number, 'attempt')} in {elapsed:.0f} s{why}.",
+            status_code=last.status_code,
+        ) from last
+
+    # -- one HTTP exchange --------------------------------------------------------------
+
+    def _attempt(self, request: httpx.Request, authenticated: bool) -> _Reply:
+        if authenticated:
+            request.headers["Authorization"] = f"Bearer {self._auth.token(self._post_token)}"
+        started = self._clock()
+        try:
+            response = self._http.send(request)
+        except httpx.HTTPError as exc:
+            outcome, error = self._map_exception(exc, request.url)
+            self._record(request, outcome, started)
+            raise error from exc
+        try:
+            reply = self._classify(response)
+        except _Transient as exc:
+            self._record(request, exc.outcome, started)
+            raise
+        status = response.status_code
+        self._record(request, "ok" if status == 200 else str(status), started)
+        return reply
+
+    def _classify(self, response: httpx.Response) -> _Reply:
+        status = response.status_code
+        path = response.request.url.path
+        if status == 200:
+            try:
+                return _Reply(response, response.json())
+            except ValueError as exc:
+                raise _Transient(
+                    "invalid_json",
+                    "answering HTTP 200 with a body that is not valid JSON (truncated?)",
+                    path,
+                    status_code=status,
+                ) from exc
+        body = _json_or_none(response)
+        detail = self._detail(body)
+        if status == 429:
+            raise _Transient(
+                "429",
+                f"answering HTTP 429 (rate limited{detail})",
+                path,
+                status_code=status,
+                retry_after=_retry_after(body, response.headers),
+            )
+        if status == 408 or status >= 500:
+            kind = "request timeout" if status == 408 else "server error"
+            raise _Transient(
+                str(status), f"answering HTTP {status} ({kind}{detail})", path, status_code=status
+            )
+        error_type = _first_error(body).get("type")
+        if status != 401 and status >= 400 and error_type in _RETRYABLE_ERROR_TYPES:
+            raise _Transient(
+                str(status),
+                f"answering HTTP {status} ({error_type} error{detail})",
+                path,
+                status_code=status,
+            )
+        return _Reply(response, body)
+
+    def _map_exception(self, exc: httpx.HTTPError, url: httpx.URL) -> tuple[str, VspcEtlError]:
+        """The stats outcome and the ``etl.errors`` exception for an httpx exception."""
+        path = url.path
+        detail = self._auth.redact(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, httpx.TimeoutException):
+            return "timeout", _Transient("timeout", f"timing out ({detail})", path)
+        if isinstance(exc, httpx.ConnectError):
+            failure = _tls_verification_failure(exc)
+            if failure is not None:
+                return "tls", SourceError(
+                    f"TLS verification failed for {url.host}:{_origin(url)[2]} ({failure}); "
+                    "set VSPC_CA_BUNDLE to the console's CA certificate (PEM) or, "
+                    "at your own risk, VSPC_VERIFY_TLS=false."
+                )
+            return "connect", _Transient("connect", f"refusing the connection ({detail})", path)
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return "config", ConfigError(
+                f"VSPC_URL must start with https:// (or http://); cannot send {path} ({detail})."
+            )
+        if isinstance(exc, httpx.LocalProtocolError):
+            return "rejected", RequestRejected(f"The request for {path} cannot be sent ({detail}).")
+        if isinstance(exc, httpx.TransportError | httpx.DecodingError):
+            return "transport", _Transient("transport", f"breaking off the answer ({detail})", path)
+        if isinstance(exc, httpx.TooManyRedirects):
+            return "redirect", ProtocolError(f"The VSPC console redirected {path} in a loop.")
+        return "error", SourceError(f"The request for {path} failed ({detail}).")
+
+    def _record(self, request: httpx.Request, outcome: str, started: float) -> None:
+        self.stats.requests += 1
+        self.stats.by_outcome[outcome] += 1
+        if self._on_event is not None:
+            self._on_event("request", outcome)
+        _log.debug(
+            "%s %s -> %s in %.0f ms",
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            "200" if outcome == "ok" else outcome,
+            (self._clock() - started) * 1000,
+        )
+
+    def _detail(self, body: Any) -> str:
+        """``": <the console's error message>"``, secrets scrubbed, or ``""``."""
+        message = _first_error(body).get("message")
+        if not isinstance(message, str) or not message.strip():
+            return ""
+        return f": {self._auth.redact(message.strip().rstrip('.'))}"
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:  # an error page in HTML, or no body at all
+        return None
+
+
+def _first_error(body: Any) -> dict[str, Any]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    return first if isinstance(first, dict) else {}
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _retry_after(body: Any, headers: httpx.Headers) -> float | None:
+    """The longer of the body's ``errors[0].retryAfter`` and a ``Retry-After`` header."""
+    # Only delta-seconds is understood in the header; an HTTP-date falls back to backoff.
+    hints = [_seconds(_first_error(body).get("retryAfter")), _seconds(headers.get("Retry-After"))]
+    known = [hint for hint in hints if hint is not None]
+    return max(known) if known else None
+
+
+def _last_transient(state: tenacity.RetryCallState) -> _Transient:
+    error = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(error, _Transient)  # tenacity retries only on _Transient
+    return error
+
+
+def _asked_wait(state: tenacity.RetryCallState) -> float:
+    return _last_transient(state).retry_after or 0.0
+
+
+def _tls_verification_failure(exc: BaseException) -> str | None:
+    """Why the certificate was refused, if ``exc`` comes from a TLS verification failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
