@@ -66,6 +66,6 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> Redacting
         root.addHandler(handler)
     root.setLevel(level)
     # httpx logs every request at INFO; that belongs to DEBUG for an ETL.
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     return _filter

@@ -527,13 +527,14 @@ def truncating_console() -> Iterator[tuple[str, list[int]]]:
             with conn:
                 conn.recv(65536)
                 body = b'{"data": [], "meta": {"pagingInfo": {"total": 0}}}'
-                if not served:
+                # Count before answering: the client may return before this thread runs on.
+                served.append(1)
+                if len(served) == 1:
                     head = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"
                     conn.sendall(head + body[:20])
                 else:
                     head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                     conn.sendall(head + body)
-                served.append(1)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -45,8 +45,8 @@ class Stage:
         self.conn.execute(text("DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects"))
         self.conn.execute(
             text(
-                f"CREATE TEMP TABLE stage_jobs AS SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS} "
-                f"FROM {table} WITH NO DATA"
+                "CREATE TEMP TABLE stage_jobs AS "
+                f"SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS} FROM {table} WITH NO DATA"
             )
         )
         self.conn.execute(
@@ -119,5 +119,6 @@ SELECT (SELECT count(*) FROM (
           SELECT instance_uid::text FROM stage_jobs WHERE CAST(:p AS int) IS NULL OR pass_no = :p
           UNION SELECT lower(instance_uid) FROM stage_rejects
           WHERE instance_uid IS NOT NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p)) k)
-     + (SELECT count(*) FROM stage_rejects WHERE instance_uid IS NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p))
+     + (SELECT count(*) FROM stage_rejects
+        WHERE instance_uid IS NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p))
 """

@@ -1,0 +1,53 @@
+"""A loopback stand-in for the Veeam Service Provider Console REST API v3.
+
+Faithful to ``shared/vspc-api.md``, failure modes included: the tests, ``vspc-etl demo`` and
+``vspc-etl simulate`` run the extractor against it.
+
+    from etl.simulator import Simulator, SimulatorServer
+
+    sim = Simulator(jobs=50, seed=1)                # api key "sim-api-key", admin/sim-password
+    with SimulatorServer(sim, port=0) as server:    # serves on a background thread
+        server.url                                  # "http://127.0.0.1:PORT" (VSPC_URL)
+        sim.advance(24)                             # a virtual day passes: jobs run, come, go
+        sim.faults.add("429", after=1, retry_after=1)
+
+Layout: ``data`` (deterministic records and the virtual clock), ``query`` (paging, filter,
+sort, select), ``faults`` (what goes wrong, and when), ``app`` (the console as a function of
+the request), ``server`` (HTTP), ``cli`` (the ``simulate`` command).
+
+API served under ``/api/v3`` (``Authorization: Bearer <api key or access token>`` on GETs):
+
+    GET  /infrastructure/backupAgents/windows/jobs   limit, offset, filter, sort, select
+    GET  /infrastructure/backupAgents/windows         agents (same paging)
+    GET  /organizations                               organizations (same paging)
+    POST /token                                       password and refresh_token grants
+    GET  /asyncActions/{id}, /asyncActions/{id}/result
+
+Control endpoints, for a simulator running in another process (no auth, JSON answers):
+
+    POST /_sim/advance?hours=24   let virtual time pass; answers {now, changed, added, deleted}
+    POST /_sim/faults             body {"kind": "429", "after": 0, "times": 1, "path": "jobs",
+                                  ...params} adds a rule (``times`` null: forever);
+                                  {"clear": true} removes all faults;
+                                  {"random": {"rate": 0.1, "kinds": [...], "seed": 1}}
+    GET  /_sim/jobs               the truth: {now, data: [job, ...]} in creation order
+    GET  /_sim/stats              {now, requests: {endpoint: n}, faults: {kind: n}}
+"""
+
+from etl.simulator.app import Request, Response, Simulator, Stats
+from etl.simulator.data import AdvanceSummary
+from etl.simulator.faults import Fault, FaultPlan
+from etl.simulator.server import SimulatorServer
+from etl.simulator.wire import ABSENT
+
+__all__ = [
+    "ABSENT",
+    "AdvanceSummary",
+    "Fault",
+    "FaultPlan",
+    "Request",
+    "Response",
+    "Simulator",
+    "SimulatorServer",
+    "Stats",
+]

@@ -1,0 +1,144 @@
+"""``vspc-etl simulate``: serve a simulated VSPC console until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from etl.simulator.app import Simulator
+from etl.simulator.server import SimulatorServer
+
+
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=1280,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--jobs",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Number of Windows agent jobs to generate.",
+)
+@click.option("--seed", default=1, show_default=True, help="Seed of the generated data.")
+@click.option(
+    "--api-key",
+    default="sim-api-key",
+    show_default=True,
+    help="API key accepted as the bearer token.",
+)
+@click.option("--username", default="admin", show_default=True, help="User of the password grant.")
+@click.option(
+    "--password", default="sim-password", show_default=True, help="Password of that user."
+)
+@click.option(
+    "--token-ttl",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds an access token lives.",
+)
+@click.option(
+    "--max-page-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest limit served; larger ones are capped.",
+)
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Probability that a jobs request fails (429, 520, 503, reset).",
+)
+@click.option(
+    "--advance-every",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="Let virtual time pass every SECONDS of real time (default: never).",
+)
+@click.option(
+    "--advance-hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Virtual hours that pass each time.",
+)
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds added to every jobs page.",
+)
+def simulate(
+    host: str,
+    port: int,
+    jobs: int,
+    seed: int,
+    api_key: str,
+    username: str,
+    password: str,
+    token_ttl: float,
+    max_page_size: int,
+    fault_rate: float,
+    advance_every: float | None,
+    advance_hours: float,
+    latency: float,
+) -> None:
+    """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
+
+    Prints the URL and credentials to use, then serves until interrupted.
+    """
+    sim = Simulator(
+        jobs=jobs,
+        seed=seed,
+        api_keys=(api_key,),
+        users={username: password},
+        token_ttl=token_ttl,
+        max_page_size=max_page_size,
+        latency=latency,
+    )
+    if fault_rate:
+        sim.faults.random(fault_rate, seed=seed)
+    try:
+        server = SimulatorServer(sim, host=host, port=port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
+            click.echo(
+                f"VSPC simulator: VSPC_URL={server.url} VSPC_API_KEY={api_key} "
+                f"(or VSPC_USERNAME={username} VSPC_PASSWORD={password}); "
+                f"{jobs} jobs, seed {seed}"
+            )
+            while not stop.wait(advance_every or 0.5):
+                if advance_every:
+                    summary = sim.advance(advance_hours)
+                    click.echo(
+                        f"advanced to {summary.now.isoformat()}: {len(summary.changed)} changed, "
+                        f"{len(summary.added)} added, {len(summary.deleted)} deleted",
+                        err=True,
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    simulate()

@@ -1,0 +1,195 @@
+"""Query parameters of a VSPC collection: ``limit``/``offset`` paging and JSON ``filter``,
+``sort`` and ``select``, checked the way the console checks them (a bad one is a 400, never
+silently ignored), then applied to rows.
+
+Comparisons are case-insensitive for strings (enum values arrive in several casings) and by
+instant for timestamps (each job carries its own UTC offset).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etl.simulator.wire import parse_instant
+
+MAX_OFFSET = 2_147_483_647
+_LOGICAL = frozenset({"and", "or", "not", "exclusiveOr"})
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "lessThan": operator.lt,
+    "lessThanOrEqual": operator.le,
+    "greaterThan": operator.gt,
+    "greaterThanOrEqual": operator.ge,
+}
+_LEAF = frozenset({"equals", "notEquals", "in", "contains", "subset", "superset", *_COMPARE})
+_LIST_VALUED = frozenset({"in", "subset", "superset"})
+
+
+class QueryError(ValueError):
+    """The query is invalid: the console answers 400 with an error of type ``logical``."""
+
+
+@dataclass(frozen=True)
+class Query:
+    limit: int
+    offset: int
+    filter: tuple[dict[str, Any], ...] = ()
+    sort: tuple[tuple[str, bool], ...] = ()  # (property, descending)
+    select: tuple[str, ...] | None = None
+
+
+def parse_query(
+    params: Mapping[str, Sequence[str]],
+    *,
+    fields: Collection[str],
+    max_page_size: int,
+    default_limit: int = 100,
+) -> Query:
+    """Check the query string of a collection request; raise :class:`QueryError` if invalid."""
+    limit = min(_integer(params, "limit", default_limit, 1), max_page_size)
+    offset = _integer(params, "offset", 0, 0)
+    filters = _json_list(params, "filter")
+    for node in filters:
+        _check_node(node, fields)
+    sort = []
+    for item in _json_list(params, "sort"):
+        prop = _property(item, "property", fields)
+        direction = str(item.get("direction", "ascending")).lower()
+        if direction not in ("ascending", "descending"):
+            raise QueryError(f"Sort direction '{item.get('direction')}' is not supported.")
+        sort.append((prop, direction == "descending"))
+    select = None
+    if "select" in params:
+        select = tuple(
+            _property(item, "propertyPath", fields) for item in _json_list(params, "select")
+        )
+    return Query(limit, offset, tuple(filters), tuple(sort), select)
+
+
+def arrange(
+    rows: Sequence[dict[str, Any]], query: Query, timestamps: Collection[str]
+) -> list[dict[str, Any]]:
+    """The rows that pass the filter, in the requested order (stored order when unsorted)."""
+    chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in query.filter)]
+    for prop, descending in reversed(query.sort):
+        chosen.sort(
+            key=lambda row, p=prop: _sort_key(row.get(p), p, timestamps),  # type: ignore[misc]
+            reverse=descending,
+        )
+    return chosen
+
+
+def project(row: dict[str, Any], select: tuple[str, ...] | None) -> dict[str, Any]:
+    """Only the selected properties of a row (all of them without ``select``)."""
+    if select is None:
+        return row
+    return {prop: row[prop] for prop in select if prop in row}
+
+
+def _integer(params: Mapping[str, Sequence[str]], name: str, default: int, minimum: int) -> int:
+    values = params.get(name)
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise QueryError(f"The value '{values[0]}' is not valid for {name}.") from None
+    if not minimum <= value <= MAX_OFFSET:
+        raise QueryError(f"{name} must be between {minimum} and {MAX_OFFSET}.")
+    return value
+
+
+def _json_list(params: Mapping[str, Sequence[str]], name: str) -> list[dict[str, Any]]:
+    values = params.get(name)
+    if not values:
+        return []
+    try:
+        parsed = json.loads(values[0])
+    except ValueError:
+        raise QueryError(f"The {name} parameter is not valid JSON.") from None
+    if not isinstance(parsed, list) or not all(isinstance(item, dict) for item in parsed):
+        raise QueryError(f"The {name} parameter must be a JSON array of objects.")
+    return parsed
+
+
+def _property(item: dict[str, Any], key: str, fields: Collection[str]) -> str:
+    prop = item.get(key)
+    if not isinstance(prop, str) or prop not in fields:
+        raise QueryError(f"Property '{prop}' does not exist or cannot be used here.")
+    return prop
+
+
+def _check_node(node: Any, fields: Collection[str]) -> None:
+    if not isinstance(node, dict):
+        raise QueryError("A filter item must be a JSON object.")
+    op = node.get("operation")
+    if op in _LOGICAL:
+        items = node.get("items")
+        if not isinstance(items, list) or not items:
+            raise QueryError(f"Filter operation '{op}' needs a non-empty 'items' array.")
+        for item in items:
+            _check_node(item, fields)
+        return
+    if op not in _LEAF:
+        raise QueryError(f"Filter operation '{op}' is not supported.")
+    _property(node, "property", fields)
+    if "value" not in node:
+        raise QueryError(f"Filter operation '{op}' needs a 'value'.")
+    if op in _LIST_VALUED and not isinstance(node["value"], list):
+        raise QueryError(f"Filter operation '{op}' needs an array value.")
+
+
+def _normal(value: Any, prop: str, timestamps: Collection[str]) -> Any:
+    if isinstance(value, str):
+        if prop in timestamps:
+            instant = parse_instant(value)
+            if instant is not None:
+                return instant
+        return value.casefold()
+    if isinstance(value, list):
+        return [_normal(item, prop, timestamps) for item in value]
+    return value
+
+
+def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[str]) -> bool:
+    op = node["operation"]
+    if op in _LOGICAL:
+        results = [_matches(row, item, timestamps) for item in node["items"]]
+        return {
+            "and": all(results),
+            "or": any(results),
+            "not": not all(results),
+            "exclusiveOr": sum(results) == 1,
+        }[op]
+    prop = node["property"]
+    actual = _normal(row.get(prop), prop, timestamps)
+    wanted = _normal(node["value"], prop, timestamps)
+    try:
+        if op == "equals":
+            return bool(actual == wanted)
+        if op == "notEquals":
+            return bool(actual != wanted)
+        if op == "in":
+            return actual in wanted
+        if op == "contains":
+            return actual is not None and wanted in actual
+        if op == "subset":
+            return actual is not None and all(item in wanted for item in actual)
+        if op == "superset":
+            return actual is not None and all(item in actual for item in wanted)
+        return actual is not None and wanted is not None and _COMPARE[op](actual, wanted)
+    except TypeError:  # e.g. a number compared with a string: no match, as SQL would say
+        return False
+
+
+def _sort_key(value: Any, prop: str, timestamps: Collection[str]) -> tuple[int, str, Any]:
+    # Nulls first when ascending; the type name keeps a column of mixed types sortable.
+    normal = _normal(value, prop, timestamps)
+    if normal is None:
+        return (0, "", "")
+    if isinstance(normal, list):
+        normal = str(normal)
+    return (1, type(normal).__name__, normal)

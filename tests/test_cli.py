@@ -1,0 +1,153 @@
+"""The ``vspc-etl`` command: exit codes, messages, help, and no secret in any output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+
+from etl.cli import main
+from etl.simulator import Simulator, SimulatorServer
+from tests.conftest import TEST_API_KEY, TEST_PASSWORD, TEST_USER
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_for(
+    database_url: URL, server: SimulatorServer | None = None, **extra: str
+) -> dict[str, str]:
+    env = {"DATABASE_URL": database_url.render_as_string(hide_password=False)}
+    if server is not None:
+        env |= {"VSPC_URL": server.url, "VSPC_API_KEY": TEST_API_KEY, "VSPC_SOURCE": "cli"}
+    return env | extra
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner in an empty directory (no stray .env) with a clean environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
+            monkeypatch.delenv(name)
+    return CliRunner()
+
+
+def test_every_command_has_help_and_is_documented(runner: CliRunner) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, command in main.commands.items():
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert (command.help or "").strip(), name
+        assert f"vspc-etl {name}" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "error: VSPC_URL is not set: give the console's base URL"),
+        ({"VSPC_URL": "https://h"}, "error: no VSPC credentials"),
+        ({"VSPC_URL": "h:1280", "VSPC_API_KEY": "k1234"}, "error: VSPC_URL 'h:1280' is not"),
+        ({"VSPC_URL": "https://h", "VSPC_API_KEY": "k", "VSPC_USERNAME": "u"}, "error: both"),
+        (
+            {"VSPC_URL": "https://h", "VSPC_API_KEY": "k", "VSPC_CA_BUNDLE": "/no/ca.pem"},
+            "error: VSPC_CA_BUNDLE '/no/ca.pem' does not exist",
+        ),
+        ({"VSPC_PAGE_SIZE": "lots"}, "error: VSPC_PAGE_SIZE: Input should be a valid integer"),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_sentence(
+    runner: CliRunner, database_url: URL, env: dict[str, str], message: str
+) -> None:
+    result = runner.invoke(main, ["sync"], env=env_for(database_url) | env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_sync_prints_a_summary(
+    runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
+) -> None:
+    result = runner.invoke(main, ["sync", "--no-progress"], env=env_for(database_url, sim_server))
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"run 1 success in \d+\.\ds: 1 pages, 60 jobs seen, 60 inserted, 0 updated, "
+        r"0 unchanged, 0 deleted, 0 rejected\n",
+        result.stdout,
+    )
+
+
+def test_failed_run_exits_1(
+    runner: CliRunner,
+    fresh_db: Engine,
+    database_url: URL,
+    sim_server: SimulatorServer,
+    simulator: Simulator,
+) -> None:
+    simulator.faults.add("403", after=0, times=None)
+    result = runner.invoke(main, ["sync"], env=env_for(database_url, sim_server))
+    assert result.exit_code == 1
+    assert "run 1 failed" in result.stdout
+    assert "Traceback" not in result.output
+    with fresh_db.connect() as conn:
+        status, error = conn.execute(text("SELECT status, error FROM vspc.etl_runs")).one()
+    assert status == "failed"
+    assert "403" in error
+
+
+def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorServer) -> None:
+    env = {
+        "DATABASE_URL": "postgresql://nobody:pw-0000@127.0.0.1:1/none",
+        "VSPC_URL": sim_server.url,
+        "VSPC_API_KEY": TEST_API_KEY,
+    }
+    result = runner.invoke(main, ["sync"], env=env)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot connect to the database")
+    assert "pw-0000" not in result.output
+
+
+def test_migrate_reports_revision(runner: CliRunner, database_url: URL) -> None:
+    result = runner.invoke(main, ["migrate"], env=env_for(database_url))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("is at revision 0001")
+
+
+def test_no_secret_in_any_output_at_debug(
+    fresh_db: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    simulator = Simulator(jobs=30, seed=5, users={TEST_USER: TEST_PASSWORD}, token_ttl=1.0)
+    simulator.faults.add("401", after=2, times=1)
+    with SimulatorServer(simulator, host="127.0.0.1", port=0) as server:
+        env = dict(
+            os.environ,
+            DATABASE_URL=database_url.render_as_string(hide_password=False),
+            VSPC_URL=server.url,
+            VSPC_USERNAME=TEST_USER,
+            VSPC_PASSWORD=TEST_PASSWORD,
+            VSPC_PAGE_SIZE="4",
+            LOG_LEVEL="DEBUG",
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "etl", "sync"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        tokens = simulator.issued_tokens()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "DEBUG" in output  # the debug log really was on
+    assert len(tokens) >= 2
+    for secret in [TEST_PASSWORD, *tokens]:
+        assert secret not in output
