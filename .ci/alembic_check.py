@@ -54,7 +54,7 @@ def main() -> int:
             ["check"],
         ):
             print("alembic", *args, flush=True)
-            subprocess.run([*alembic, *args], check=True, env=env, cwd=ROOT)
+            subprocess.run([*alembic, *args], check=True, env=env, cwd=ROOT)  # noqa: S603
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
