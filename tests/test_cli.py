@@ -91,15 +91,25 @@ def test_failed_run_exits_1(
     sim_server: SimulatorServer,
     simulator: Simulator,
 ) -> None:
-    simulator.faults.add("403", after=0, times=None)
-    result = runner.invoke(main, ["sync"], env=env_for(database_url, sim_server))
+    """The console fails for good from page 3 on: exit 1, nothing loaded, run failed."""
+    simulator.faults.add("520", after=2, times=None)
+    env = env_for(database_url, sim_server, VSPC_PAGE_SIZE="10", VSPC_MAX_ATTEMPTS="2")
+    result = runner.invoke(main, ["sync"], env=env)
     assert result.exit_code == 1
-    assert "run 1 failed" in result.stdout
+    assert result.stdout.startswith("run 1 failed in ")
+    assert "HTTP 520" in result.stdout
     assert "Traceback" not in result.output
     with fresh_db.connect() as conn:
-        status, error = conn.execute(text("SELECT status, error FROM vspc.etl_runs")).one()
+        status, error, pages = conn.execute(
+            text("SELECT status, error, pages FROM vspc.etl_runs")
+        ).one()
+        jobs = conn.execute(text("SELECT count(*) FROM vspc.backup_agent_jobs")).scalar_one()
+        versions = conn.execute(
+            text("SELECT count(*) FROM vspc.backup_agent_job_snapshots")
+        ).scalar_one()
     assert status == "failed"
-    assert "403" in error
+    assert "gave up after 2 attempts" in error
+    assert (pages, jobs, versions) == (2, 0, 0)
 
 
 def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorServer) -> None:
@@ -120,20 +130,31 @@ def test_migrate_reports_revision(runner: CliRunner, database_url: URL) -> None:
     assert result.stdout.strip().endswith("is at revision 0001")
 
 
+@pytest.mark.parametrize("auth", ["password", "api-key"])
 def test_no_secret_in_any_output_at_debug(
-    fresh_db: Engine, database_url: URL, tmp_path: Path
+    fresh_db: Engine, database_url: URL, tmp_path: Path, auth: str
 ) -> None:
-    simulator = Simulator(jobs=30, seed=5, users={TEST_USER: TEST_PASSWORD}, token_ttl=1.0)
+    simulator = Simulator(
+        jobs=30,
+        seed=5,
+        users={TEST_USER: TEST_PASSWORD},
+        api_keys=(TEST_API_KEY,),
+        token_ttl=1.0,
+    )
     simulator.faults.add("401", after=2, times=1)
+    credentials = (
+        {"VSPC_USERNAME": TEST_USER, "VSPC_PASSWORD": TEST_PASSWORD}
+        if auth == "password"
+        else {"VSPC_API_KEY": TEST_API_KEY}
+    )
     with SimulatorServer(simulator, host="127.0.0.1", port=0) as server:
         env = dict(
             os.environ,
             DATABASE_URL=database_url.render_as_string(hide_password=False),
             VSPC_URL=server.url,
-            VSPC_USERNAME=TEST_USER,
-            VSPC_PASSWORD=TEST_PASSWORD,
             VSPC_PAGE_SIZE="4",
             LOG_LEVEL="DEBUG",
+            **credentials,
         )
         proc = subprocess.run(
             [sys.executable, "-m", "etl", "sync"],
@@ -148,6 +169,54 @@ def test_no_secret_in_any_output_at_debug(
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "DEBUG" in output  # the debug log really was on
-    assert len(tokens) >= 2
-    for secret in [TEST_PASSWORD, *tokens]:
+    assert "401" in output  # the re-authentication happened and was logged
+    if auth == "password":
+        assert len(tokens) >= 2
+    for secret in [TEST_PASSWORD, TEST_API_KEY, *tokens]:
         assert secret not in output
+
+
+def test_demo_runs_the_whole_job(runner: CliRunner, fresh_db: Engine, database_url: URL) -> None:
+    result = runner.invoke(main, ["demo", "--days", "2", "--jobs", "30"], env=env_for(database_url))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("migrating postgresql+psycopg://")
+    assert re.match(r"day 0: run 1 success in .*: 1 pages, 30 jobs seen, 30 inserted", lines[2])
+    assert lines[4].startswith("day 2: run 3 success")
+    with fresh_db.connect() as conn:
+        live = conn.execute(
+            text("SELECT count(*) FROM vspc.backup_agent_jobs WHERE deleted_at IS NULL")
+        ).scalar_one()
+        runs = conn.execute(text("SELECT count(*) FROM vspc.etl_runs")).scalar_one()
+    assert f"warehouse: {live} live jobs" in result.stdout
+    assert runs == 3
+
+
+def test_mfa_account_gets_a_clear_sentence(
+    runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
+) -> None:
+    env = env_for(database_url) | {
+        "VSPC_URL": sim_server.url,
+        "VSPC_USERNAME": "mfa-user",
+        "VSPC_PASSWORD": "whatever-9",
+    }
+    result = runner.invoke(main, ["sync"], env=env)
+    assert result.exit_code == 1
+    assert "multi-factor" in result.stdout
+    assert "VSPC_API_KEY" in result.stdout
+    assert "whatever-9" not in result.output
+
+
+def test_bad_password_gets_a_clear_sentence(
+    runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
+) -> None:
+    env = env_for(database_url) | {
+        "VSPC_URL": sim_server.url,
+        "VSPC_USERNAME": TEST_USER,
+        "VSPC_PASSWORD": "wrong-password-7",
+    }
+    result = runner.invoke(main, ["sync"], env=env)
+    assert result.exit_code == 1
+    assert "invalid_grant" in result.stdout
+    assert "check VSPC_USERNAME and VSPC_PASSWORD" in result.stdout
+    assert "wrong-password-7" not in result.output

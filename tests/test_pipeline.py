@@ -239,7 +239,26 @@ def test_second_sync_versions_only_what_changed(
     assert tomb["valid_from"] == run2["started_at"]
     assert by_uid[victim][0]["valid_to"] == run2["started_at"]
     assert current_rows(fresh_db)[victim]["deleted_at"] == run2["started_at"]
-    assert (run2["jobs_inserted"], run2["jobs_deleted"], run2["status"]) == (1, 1, "success")
+    assert run2["status"] == "success"
+    assert run2["complete"] is True
+    assert (
+        run2["jobs_seen"],
+        run2["jobs_inserted"],
+        run2["jobs_updated"],
+        run2["jobs_unchanged"],
+        run2["jobs_deleted"],
+        run2["jobs_rejected"],
+        run2["pages"],
+    ) == (
+        second.seen,
+        second.inserted,
+        second.updated,
+        second.unchanged,
+        second.deleted,
+        second.rejected,
+        second.pages,
+    )
+    assert run2["finished_at"] > run2["started_at"]
     assert first.run_id < second.run_id
 
 
@@ -505,3 +524,13 @@ def test_orphaned_running_row_is_marked_failed(fresh_db: Engine, settings: Any) 
     row = run_row(fresh_db, orphan)
     assert row["status"] == "failed"
     assert "ended without finishing" in row["error"]
+
+
+def test_progress_is_reported_per_page(
+    fresh_db: Engine, database_url: URL, sim_server: SimulatorServer, simulator: Simulator
+) -> None:
+    settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=25, VSPC_SOURCE="progress")
+    calls: list[tuple[int, int, int]] = []
+    result = run_once(settings, engine=fresh_db, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 25, 60), (2, 50, 60), (3, 60, 60)]
+    assert result.pages == 3
