@@ -25,6 +25,7 @@ Decisions the contract leaves open, made here:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Literal
+
+import orjson
 
 from etl.errors import RecordRejected
 
@@ -429,9 +432,41 @@ def transform_record(record: object) -> tuple[object, ...]:
     API field or nested path, or None when the record itself is not an object) for anything the
     warehouse cannot take.
     """
+    return transform_with_raw(record)[0]
+
+
+_FLAT_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _fast_raw(record: dict[str, object]) -> str | None:
+    """The record as JSON text when it is plainly storable, else None (take the slow walk).
+
+    A typical job is flat: scalars and one list of strings. For such a record orjson proves
+    most of what the walk would (valid Unicode, string keys) while producing the text we store
+    anyway; only NUL remains to look for, in the output.
+    """
+    for value in record.values():
+        kind = type(value)
+        if kind in _FLAT_TYPES:
+            continue
+        if kind is list and all(type(item) is str for item in value):  # type: ignore[attr-defined]
+            continue
+        return None  # floats (NaN?), objects, nested lists: the walk decides
+    try:
+        out = orjson.dumps(record)
+    except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
+        return None
+    return None if b"\\u0000" in out else out.decode()
+
+
+def transform_with_raw(record: object) -> tuple[tuple[object, ...], str]:
+    """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column."""
     if type(record) is not dict:
         raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
-    _check_storable(record)
+    raw = _fast_raw(record)
+    if raw is None:
+        _check_storable(record)
+        raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     get = record.get
     if get("instanceUid") is None:
         raise _required(record, "instanceUid", "the job's UUID")
@@ -440,4 +475,5 @@ def transform_record(record: object) -> tuple[object, ...]:
         raise _required(record, "status", "the status of the latest job session")
     if status == "":
         raise _reject("status", "is an empty string, but every job must have a status")
-    return tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in _PLAN])
+    row = tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in _PLAN])
+    return row, raw

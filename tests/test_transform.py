@@ -23,6 +23,7 @@ from etl.transform import (
     parse_timestamp,
     record_key,
     transform_record,
+    transform_with_raw,
 )
 
 # The two example jobs of the vendor page (seeds/000_e54a73112d889be5.txt), with the backslashes
@@ -820,3 +821,37 @@ def test_any_record_gives_a_row_or_a_rejection(changes: dict[str, Any]) -> None:
     assert reason.startswith("field ")
     reason.encode("utf-8")
     assert "\x00" not in reason
+
+
+# -- transform_with_raw: the row plus the text stored in `raw` ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"futureField": {"x": [1, 2.5, None]}},  # nested: the slow walk decides
+        {"big": 2**70},  # beyond orjson's 64 bits: the standard library writes it
+        {"name": "Büro-PC \u00e9\u4e2d"},
+    ],
+)
+def test_raw_text_is_the_record(extra: dict[str, object]) -> None:
+    record = {"instanceUid": "724111ac-15f5-bf02-604d-20862fbafece", "status": "success", **extra}
+    row, raw = transform_with_raw(record)
+    assert json.loads(raw) == record
+    assert row == transform_record(record)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"name": "a\x00b"}, "name"),
+        ({"futureField": {"x": "\ud800"}}, "futureField.x"),
+        ({"ratio": float("nan")}, "ratio"),
+    ],
+)
+def test_raw_fast_path_never_hides_unstorable_text(extra: dict[str, object], field: str) -> None:
+    record = {"instanceUid": "724111ac-15f5-bf02-604d-20862fbafece", "status": "success", **extra}
+    with pytest.raises(RecordRejected) as info:
+        transform_with_raw(record)
+    assert info.value.field == field

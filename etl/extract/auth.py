@@ -12,6 +12,7 @@ into an error message.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -78,12 +79,18 @@ class PasswordAuth:
         self._access_token: str | None = None
         self._refresh_token: str | None = None
         self._renew_at = 0.0
+        # The concurrent pager asks from several threads: one of them logs in, the rest wait.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"PasswordAuth(username={self._username!r}, password=***)"
 
     def token(self, post: PostToken) -> str:
         """The bearer token to send now, logging in or refreshing first when it is due."""
+        with self._lock:
+            return self._token(post)
+
+    def _token(self, post: PostToken) -> str:
         if self._access_token is not None and self._clock() < self._renew_at:
             return self._access_token
         self._access_token = None
@@ -103,7 +110,8 @@ class PasswordAuth:
 
     def invalidate(self) -> None:
         """Drop the access token after a 401; the next ``token()`` refreshes or logs in."""
-        self._access_token = None
+        with self._lock:
+            self._access_token = None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this object holds replaced by ``***``."""

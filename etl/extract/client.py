@@ -13,8 +13,10 @@ exponential backoff plus jitter, bounded by attempts and by elapsed time; then
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import httpx
+import orjson
 import tenacity
 
 from etl.errors import (
@@ -128,6 +131,7 @@ class VspcClient:
             multiplier=retry.backoff_initial, max=min(_ASYNC_POLL_MAX, retry.backoff_max)
         )
         self.stats = ClientStats()
+        self._stats_lock = threading.Lock()
 
     def get_json(self, path: str, params: Params | None = None) -> Any:
         """The decoded JSON body of a 200 for ``GET path``, following a 202 async action."""
@@ -308,7 +312,8 @@ class VspcClient:
         )
 
     def _note_retry(self, reason: str) -> None:
-        self.stats.retries += 1
+        with self._stats_lock:
+            self.stats.retries += 1
         if self._on_event is not None:
             self._on_event("retry", reason)
 
@@ -358,7 +363,7 @@ class VspcClient:
         path = response.request.url.path
         if status == 200:
             try:
-                return _Reply(response, response.json())
+                return _Reply(response, decode_json(response.content))
             except ValueError as exc:
                 raise _Transient(
                     "invalid_json",
@@ -419,8 +424,9 @@ class VspcClient:
         return "error", SourceError(f"The request for {path} failed ({detail}).")
 
     def _record(self, request: httpx.Request, outcome: str, started: float) -> None:
-        self.stats.requests += 1
-        self.stats.by_outcome[outcome] += 1
+        with self._stats_lock:  # the concurrent pager shares one client between threads
+            self.stats.requests += 1
+            self.stats.by_outcome[outcome] += 1
         if self._on_event is not None:
             self._on_event("request", outcome)
         _log.debug(
@@ -437,6 +443,19 @@ class VspcClient:
         if not isinstance(message, str) or not message.strip():
             return ""
         return f": {self._auth.redact(message.strip().rstrip('.'))}"
+
+
+def decode_json(content: bytes) -> Any:
+    """Decode a JSON body: orjson on the hot path, the standard library for what it refuses.
+
+    orjson rejects lone surrogates, NaN and integers beyond 64 bits; the standard library
+    accepts them, so such a record reaches the transform and is rejected there with a reason,
+    instead of failing its whole page.
+    """
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -11,12 +11,16 @@ bounds the number of pages.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Generator, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from etl.errors import ProtocolError
 from etl.extract.client import VspcClient
+
+_log = logging.getLogger(__name__)
 
 # Compact JSON, as the console's examples spell it; httpx URL-encodes it.
 SORT_BY_INSTANCE_UID = json.dumps(
@@ -70,22 +74,60 @@ def iter_pages(
     report: PassReport,
     params: Mapping[str, str] | None = None,
     max_pages: int = 1_000_000,
-) -> Iterator[Page]:
+    concurrency: int = 1,
+) -> Generator[Page, None, None]:
     """Yield the pages of one pass over ``path``; ``report`` is filled in as it goes.
 
     ``params`` add to the query (``filter``, ``select``); ``limit``, ``offset`` and ``sort``
-    are the pager's own.
+    are the pager's own. With ``concurrency`` > 1, the pages after the first are fetched that
+    many at a time once the first page has told the total; they are yielded as they arrive,
+    not in offset order.
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
     try:
-        yield from _pass(client, path, page_size, report, params, max_pages)
+        if concurrency <= 1:
+            yield from _pass(client, path, page_size, report, params, max_pages)
+        else:
+            yield from _concurrent_pass(
+                client, path, page_size, report, params, max_pages, concurrency
+            )
     finally:
         if len(set(report.totals)) > 1:
             report.note(
                 f"the collection changed while paging: total was {report.totals[0]} on the "
                 f"first page and {report.totals[-1]} on the last"
             )
+
+
+def _fetch(
+    client: VspcClient, path: str, params: Mapping[str, str] | None, page_size: int, offset: int
+) -> _Envelope:
+    query: dict[str, str | int] = {
+        **(params or {}),
+        "limit": page_size,
+        "offset": offset,
+        "sort": SORT_BY_INSTANCE_UID,
+    }
+    return _envelope(client.get_json(path, query), path, offset)
+
+
+def _accept(page: _Envelope, report: PassReport, offset: int, page_size: int) -> Page | None:
+    """Check a page and count it in ``report``; None if the console re-served another offset."""
+    if page.offset is not None and page.offset != offset:
+        report.note(f"the console re-served offset {page.offset} when asked for offset {offset}")
+        return None
+    _check(page, report, offset)
+    report.pages += 1
+    report.items += len(page.items)
+    report.totals.append(page.total)
+    served_to = offset + len(page.items)
+    if len(page.items) < page_size and page.total > served_to:
+        report.note(
+            f"the console served {len(page.items)} items at offset {offset} when asked "
+            f"for {page_size}, but reported a total of {page.total}"
+        )
+    return Page(offset=offset, items=page.items, total=page.total)
 
 
 def _pass(
@@ -95,42 +137,100 @@ def _pass(
     report: PassReport,
     params: Mapping[str, str] | None,
     max_pages: int,
+    offset: int = 0,
 ) -> Iterator[Page]:
-    offset = 0
-    for _ in range(max_pages):
-        query: dict[str, str | int] = {
-            **(params or {}),
-            "limit": page_size,
-            "offset": offset,
-            "sort": SORT_BY_INSTANCE_UID,
-        }
-        page = _envelope(client.get_json(path, query), path, offset)
-        if page.offset is not None and page.offset != offset:
-            # Never step on from here: a server that ignores offset would loop forever.
-            report.note(
-                f"the console re-served offset {page.offset} when asked for offset {offset}"
-            )
-            return
-        _check(page, report, offset)
-        report.pages += 1
-        report.items += len(page.items)
-        report.totals.append(page.total)
-        yield Page(offset=offset, items=page.items, total=page.total)
-
+    for _ in range(max_pages - report.pages):
+        page = _accept(_fetch(client, path, params, page_size, offset), report, offset, page_size)
+        if page is None:
+            return  # never step on from a re-served page: that server would loop forever
+        yield page
         served_to = offset + len(page.items)
-        if len(page.items) < page_size:
-            if page.total > served_to:
-                report.note(
-                    f"the console served {len(page.items)} items at offset {offset} when asked "
-                    f"for {page_size}, but reported a total of {page.total}"
-                )
-            report.finished = True
-            return
-        if 0 < page.total <= served_to:
+        if len(page.items) < page_size or 0 < page.total <= served_to:
             report.finished = True
             return
         offset = served_to
     report.note(f"stopped after {max_pages} pages (max_pages) before the end of {path}")
+
+
+def _concurrent_pass(
+    client: VspcClient,
+    path: str,
+    page_size: int,
+    report: PassReport,
+    params: Mapping[str, str] | None,
+    max_pages: int,
+    concurrency: int,
+) -> Iterator[Page]:
+    first = _accept(_fetch(client, path, params, page_size, 0), report, 0, page_size)
+    if first is None:
+        return
+    yield first
+    if len(first.items) < page_size or 0 < first.total <= len(first.items):
+        report.finished = True
+        return
+    if first.total == 0:
+        # No usable total to plan with: walk on one page at a time.
+        yield from _pass(client, path, page_size, report, params, max_pages, len(first.items))
+        return
+    throttle = Throttle(concurrency)
+    end, next_offset, stop = first.total, page_size, False
+    in_flight: dict[Future[_Envelope], int] = {}
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vspc-pager")
+    try:
+        while True:
+            while not stop and len(in_flight) < throttle.limit and next_offset < end:
+                if report.pages + len(in_flight) >= max_pages:
+                    report.note(
+                        f"stopped after {max_pages} pages (max_pages) before the end of {path}"
+                    )
+                    stop = True
+                    break
+                future = pool.submit(_fetch, client, path, params, page_size, next_offset)
+                in_flight[future] = next_offset
+                next_offset += page_size
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=in_flight.__getitem__):
+                offset = in_flight.pop(future)
+                page = _accept(future.result(), report, offset, page_size)
+                throttle.observe(client.stats.by_outcome["429"])
+                if page is None:
+                    stop = True
+                    continue
+                end = max(end, page.total)  # the collection grew: plan the extra pages too
+                yield page
+        report.finished = not stop
+    finally:
+        # On an error or an early close, pages still in flight are abandoned, not awaited.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Throttle:
+    """How many pages may be in flight: halved on every new 429, then regained one by one.
+
+    The console limits requests per user and per IP; backing off as a whole, not just per
+    request, is what lets it recover.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self._throttled = 0
+        self._calm = 0
+
+    def observe(self, throttled_total: int) -> None:
+        """Feed the client's running count of 429 answers after each page."""
+        if throttled_total > self._throttled:
+            self._throttled = throttled_total
+            self.limit = max(1, self.limit // 2)
+            self._calm = 0
+            _log.info("the console throttles us (429): %d page(s) in flight now", self.limit)
+            return
+        self._calm += 1
+        if self.limit < self.ceiling and self._calm >= 2 * self.limit:
+            self.limit += 1
+            self._calm = 0
 
 
 def _check(page: _Envelope, report: PassReport, offset: int) -> None:

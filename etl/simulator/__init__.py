@@ -30,6 +30,7 @@ Control endpoints, for a simulator running in another process (no auth, JSON ans
                                   ...params} adds a rule (``times`` null: forever);
                                   {"clear": true} removes all faults;
                                   {"random": {"rate": 0.1, "kinds": [...], "seed": 1}}
+    POST /_sim/touch?fraction=0.1 edit that share of the jobs (benchmarks); answers {changed}
     GET  /_sim/jobs               the truth: {now, data: [job, ...]} in creation order
     GET  /_sim/stats              {now, requests: {endpoint: n}, faults: {kind: n}}
 """

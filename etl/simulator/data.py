@@ -123,6 +123,7 @@ class World:
             raise ValueError("start must be timezone-aware")
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
+        self.version = 0  # bumped by every change, so servers may cache sorted views
         self._now = start.astimezone(UTC)
         self.add_rate, self.delete_rate, self.change_rate = add_rate, delete_rate, change_rate
         self._orgs: dict[str, dict[str, Any]] = {}
@@ -170,6 +171,7 @@ class World:
                 else:
                     job[key] = copy.deepcopy(value)
             self._jobs[uid] = job
+            self.version += 1
             return copy.deepcopy(job)
 
     def add_job(self, *, first: bool = False, **fields: Any) -> dict[str, Any]:
@@ -197,6 +199,22 @@ class World:
         with self._lock:
             del self._jobs[uid]
             del self._meta[uid]
+            self.version += 1
+
+    def touch(self, fraction: float) -> list[str]:
+        """Edit ``fraction`` of the jobs in place of time passing (benchmarks: "10 % changed")."""
+        if not 0 <= fraction <= 1:
+            raise ValueError("fraction must be between 0 and 1")
+        with self._lock:
+            chosen = self._rng.sample(list(self._jobs), round(len(self._jobs) * fraction))
+            stamp = wire.format_timestamp(self._now, UTC, 7)
+            for uid in chosen:
+                job = dict(self._jobs[uid])
+                job["lastModifiedDate"] = stamp
+                job["restorePoints"] = _count(job, "restorePoints") + 1
+                self._jobs[uid] = job
+            self.version += 1
+            return chosen
 
     # ------------------------------------------------------------ time passing
     def advance(self, hours: float) -> AdvanceSummary:
@@ -223,6 +241,7 @@ class World:
                 self._jobs[uid] = self._advance_job(uid, dict(self._jobs[uid]), created, t1, 0)
                 summary.added.append(uid)
             self._now = t1
+            self.version += 1
             summary.changed = [
                 uid for uid, job in self._jobs.items() if uid in before and before[uid] != job
             ]
@@ -323,6 +342,7 @@ class World:
             self._orgs[uid] = {"instanceUid": uid, "name": name, "alias": alias, "type": kind}
 
     def _add_agent(self, org_uid: str) -> str:
+        self.version += 1
         rng = self._rng
         alias = self._orgs[org_uid]["alias"]
         number = len(self._agents) + 1
@@ -396,6 +416,7 @@ class World:
 
     def _store(self, job: dict[str, Any], meta: _JobMeta, first: bool = False) -> None:
         uid = job["instanceUid"]
+        self.version += 1
         self._meta[uid] = meta
         if first:
             self._jobs = {uid: job, **self._jobs}

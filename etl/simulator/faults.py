@@ -13,6 +13,7 @@ Kinds and their parameters (defaults in ``KINDS``):
     "500", "503"  plain 5xx from a proxy in front (HTML body, not JSON)
     "400"         logical error body
     "403"         security error body: the role may not read this
+    "404"         not found: an older console without this endpoint
     "202"         async action; ``polls`` answers "running", then ``final``
     "reset"       full Content-Length, part of the body, then the socket is reset
     "hang"        no answer for ``seconds`` (cut short when the server stops), then the answer
@@ -44,6 +45,7 @@ KINDS: dict[str, dict[str, Any]] = {
     "503": {},
     "400": {},
     "403": {},
+    "404": {},
     "202": {"polls": 1, "final": "succeed"},
     "reset": {},
     "hang": {"seconds": 10.0},

@@ -156,6 +156,9 @@ def control(sim: Simulator, request: Request) -> Response:
         if route == ("POST", "/advance"):
             hours = float(request.query.get("hours", ["24"])[0])
             return json_response(200, sim.advance(hours).as_dict())
+        if route == ("POST", "/touch"):
+            fraction = float(request.query.get("fraction", ["0.1"])[0])
+            return json_response(200, {"changed": len(sim.world.touch(fraction))})
         if route == ("POST", "/faults"):
             spec = json.loads(request.body or b"{}")
             if not isinstance(spec, dict):
