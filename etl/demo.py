@@ -24,10 +24,22 @@ def run_demo(
     settings: Settings, *, days: int, jobs: int, seed: int, echo: Callable[[str], None]
 ) -> int:
     """Run the demo; returns the number of failed runs."""
+    quiet = {"etl.pipeline": logging.WARNING, "etl.config": logging.ERROR}
+    saved = {name: logging.getLogger(name).level for name in quiet}
     if settings.log_level != "DEBUG":
         # The demo prints its own line per run; the plain-http warning is moot on loopback.
-        logging.getLogger("etl.pipeline").setLevel(logging.WARNING)
-        logging.getLogger("etl.config").setLevel(logging.ERROR)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+    try:
+        return _demo(settings, days=days, jobs=jobs, seed=seed, echo=echo)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _demo(
+    settings: Settings, *, days: int, jobs: int, seed: int, echo: Callable[[str], None]
+) -> int:
     url = database_url(settings)
     echo(f"migrating {url.render_as_string(hide_password=True)}")
     migrate(url)
