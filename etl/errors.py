@@ -13,7 +13,8 @@
     │   ├── ProtocolError             the answer does not follow the API (bad JSON, bad envelope)
     │   └── RetriesExhausted          transient failures outlasted the retry budget
     ├── RecordRejected                one record cannot be loaded: reject it, load the rest
-    └── LoadError                     the database refused the run: fail it, roll everything back
+    ├── LoadError                     the database refused the run: fail it, roll everything back
+    └── RunCancelled                  asked to stop (daemon shutdown): fail it, roll everything back
 
 The CLI is the only place that turns these into messages and exit codes.
 """
@@ -94,3 +95,7 @@ class RecordRejected(VspcEtlError):
 
 class LoadError(VspcEtlError):
     """The database could not take the run; nothing of it was committed."""
+
+
+class RunCancelled(VspcEtlError):
+    """The run was asked to stop before it finished; nothing of it was committed."""

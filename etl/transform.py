@@ -20,7 +20,10 @@ Decisions the contract leaves open, made here:
   ``k``; unknown values are kept as received.
 - Every string of the record, keys included and however deeply nested, must be storable by
   PostgreSQL text/jsonb (no NUL, no lone surrogate), and every number finite, because the raw
-  record is stored as jsonb beside the row.
+  record is stored as jsonb beside the row. Nesting beyond ``MAX_DEPTH`` (512) levels is
+  rejected: writing such a record out again would exhaust Python's recursion limit.
+- A timestamp whose instant, once in UTC, falls outside the years 1 to 9999 is rejected: .NET
+  cannot produce it, and Python clients of the warehouse could not read it back.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from etl.errors import RecordRejected
 __all__ = [
     "BUSINESS_COLUMNS",
     "FIELDS",
+    "MAX_DEPTH",
     "Field",
     "jsonb_safe",
     "normalize_enum",
@@ -183,10 +187,10 @@ def _safe_text(text: str) -> str:
 
 
 def _check_storable(record: dict[str, object]) -> None:
-    """Reject the record if jsonb could not store it; walks iteratively, so depth is no limit."""
-    stack: list[tuple[str, Iterable[tuple[object, object]]]] = [("", record.items())]
+    """Reject the record if jsonb could not store it, or if it nests beyond ``MAX_DEPTH``."""
+    stack: list[tuple[str, Iterable[tuple[object, object]], int]] = [("", record.items(), 1)]
     while stack:
-        prefix, items = stack.pop()
+        prefix, items, depth = stack.pop()
         for key, value in items:
             # The ASCII test and the NUL search run in C; _text_problem only on a suspect.
             if type(key) is str:
@@ -209,12 +213,23 @@ def _check_storable(record: dict[str, object]) -> None:
                     raise _reject(
                         _path(prefix, key), f"{name} is not a JSON number; {_CANNOT_STORE}"
                     )
-            elif type(value) is dict:
-                stack.append((_path(prefix, key), value.items()))
-            elif type(value) is list:
-                stack.append((_path(prefix, key), enumerate(value)))
+            elif isinstance(value, dict | list) and type(value) in (dict, list):
+                if depth >= MAX_DEPTH:
+                    raise _reject(_path(prefix, key), _TOO_DEEP)
+                pairs = value.items() if isinstance(value, dict) else enumerate(value)
+                stack.append((_path(prefix, key), pairs, depth + 1))
             else:
                 raise _reject(_path(prefix, key), f"{_describe(value)} is not a JSON value")
+
+
+# Writing raw back out (json.dumps) recurses once per level: well inside Python's recursion
+# limit (1000) on any thread, and far beyond any real job record, which is flat.
+MAX_DEPTH = 512
+CUT = f"(nested deeper than {MAX_DEPTH} levels: cut)"
+_TOO_DEEP = (
+    f"nested more than {MAX_DEPTH} levels deep (a job record is flat); the record is kept in "
+    f"etl_rejects with what lies deeper cut"
+)
 
 
 def _path(prefix: str, key: object) -> str:
@@ -223,28 +238,33 @@ def _path(prefix: str, key: object) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def jsonb_safe(value: object) -> object:
+def jsonb_safe(value: object, *, max_depth: int | None = None) -> object:
     """A deep copy of a decoded JSON value that PostgreSQL jsonb can store.
 
     In every string, keys included, NUL becomes the six characters ``\\u0000`` and a lone
     surrogate becomes U+FFFD; NaN and ±Infinity become the strings ``"NaN"``, ``"Infinity"``,
     ``"-Infinity"``. Used to keep a rejected record in ``etl_rejects.raw``. Iterative, so any
-    depth ``json.loads`` produced is fine. Two keys that become equal after the replacement
-    collapse into one (the later wins): a loss only on records that are rejected anyway.
+    depth ``json.loads`` produced is fine; with ``max_depth``, an object or array nested deeper
+    becomes the string ``CUT`` (so the copy can be written out by a recursive encoder). Two
+    keys that become equal after the replacement collapse into one (the later wins): a loss
+    only on records that are rejected anyway.
     """
     if not isinstance(value, dict | list):
         return _safe_scalar(value)
     root = _empty_like(value)
-    stack = [(value, root)]
+    stack = [(value, root, 1)]
     while stack:
-        source, target = stack.pop()
+        source, target, depth = stack.pop()
         pairs: Iterable[tuple[object, object]]
         pairs = source.items() if isinstance(source, dict) else enumerate(source)
         for key, item in pairs:
             if isinstance(item, dict | list):
-                child = _empty_like(item)
-                stack.append((item, child))
-                copied: object = child
+                if max_depth is not None and depth >= max_depth:
+                    copied: object = CUT
+                else:
+                    child = _empty_like(item)
+                    stack.append((item, child, depth + 1))
+                    copied = child
             else:
                 copied = _safe_scalar(item)
             if isinstance(target, dict):
@@ -316,7 +336,17 @@ def parse_timestamp(value: str) -> datetime:
                 stamp += _ONE_MICROSECOND
     except ValueError as exc:
         raise ValueError(f"{_quote(value)} is not a real date and time ({exc})") from exc
-    return stamp if offset is not None else stamp.replace(tzinfo=UTC)
+    if offset is None:
+        return stamp.replace(tzinfo=UTC)
+    if stamp.year in (1, 9999):  # only there can the offset push the instant out of range
+        try:
+            stamp.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"{_quote(value)} is not an instant .NET can hold: in UTC it falls outside "
+                "the years 1 to 9999"
+            ) from None
+    return stamp
 
 
 # ------------------------------------------------------------------------------- converters

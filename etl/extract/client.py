@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import threading
 import time
@@ -354,6 +355,9 @@ class VspcClient:
         except _Transient as exc:
             self._record(request, exc.outcome, started)
             raise
+        except ProtocolError:
+            self._record(request, "protocol", started)
+            raise
         status = response.status_code
         self._record(request, "ok" if status == 200 else str(status), started)
         return reply
@@ -364,6 +368,12 @@ class VspcClient:
         if status == 200:
             try:
                 return _Reply(response, decode_json(response.content))
+            except RecursionError:  # the same body would fail again: not worth a retry
+                raise ProtocolError(
+                    f"The VSPC console answered {path} with JSON nested too deeply to decode "
+                    "(more than about 1,000 levels).",
+                    status_code=status,
+                ) from None
             except ValueError as exc:
                 raise _Transient(
                     "invalid_json",
@@ -448,20 +458,29 @@ class VspcClient:
 def decode_json(content: bytes) -> Any:
     """Decode a JSON body: orjson on the hot path, the standard library for what it refuses.
 
-    orjson rejects lone surrogates, NaN and integers beyond 64 bits; the standard library
-    accepts them, so such a record reaches the transform and is rejected there with a reason,
-    instead of failing its whole page.
+    orjson rejects lone surrogates and NaN, and makes integers beyond 64 bits floats; the
+    standard library keeps them all as sent, so such a record reaches the transform and is
+    rejected there with a reason (or stored exactly), instead of failing its whole page.
+    Nesting beyond the standard library's reach raises RecursionError.
     """
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
+    if _LONG_DIGITS.search(content) is None:
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content)
+
+
+# orjson silently turns an integer beyond 64 bits into a float (2**64 -> 1.8446744073709552e19),
+# so a body holding a run of 19 digits anywhere (such an integer or not) takes the standard
+# library, which keeps every integer exact. Job records have no such runs: the fast path stays.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:  # an error page in HTML, or no body at all
+    except (ValueError, RecursionError):  # an error page in HTML, no body, absurd nesting
         return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -144,11 +145,13 @@ def _pass(
         if page is None:
             return  # never step on from a re-served page: that server would loop forever
         yield page
-        served_to = offset + len(page.items)
-        if len(page.items) < page_size or 0 < page.total <= served_to:
+        # Only a short page ends a pass. A full page that reaches a stale total may hide a
+        # job inserted meanwhile: calling that extract complete would delete the job pushed
+        # past the total. Costs one empty page when the total is a multiple of the page size.
+        if len(page.items) < page_size:
             report.finished = True
             return
-        offset = served_to
+        offset += len(page.items)
     report.note(f"stopped after {max_pages} pages (max_pages) before the end of {path}")
 
 
@@ -165,7 +168,7 @@ def _concurrent_pass(
     if first is None:
         return
     yield first
-    if len(first.items) < page_size or 0 < first.total <= len(first.items):
+    if len(first.items) < page_size:  # only a short page ends a pass (see _pass)
         report.finished = True
         return
     if first.total == 0:
@@ -173,12 +176,14 @@ def _concurrent_pass(
         yield from _pass(client, path, page_size, report, params, max_pages, len(first.items))
         return
     throttle = Throttle(concurrency)
-    end, next_offset, stop = first.total, page_size, False
+    # Plan through the page holding offset ``total``: the last page must come back short.
+    end, next_offset, stop = first.total + 1, page_size, False
+    data_end = sys.maxsize  # where a short page showed the data to end: plan nothing past it
     in_flight: dict[Future[_Envelope], int] = {}
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vspc-pager")
     try:
         while True:
-            while not stop and len(in_flight) < throttle.limit and next_offset < end:
+            while not stop and len(in_flight) < throttle.limit and next_offset < min(end, data_end):
                 if report.pages + len(in_flight) >= max_pages:
                     report.note(
                         f"stopped after {max_pages} pages (max_pages) before the end of {path}"
@@ -198,7 +203,9 @@ def _concurrent_pass(
                 if page is None:
                     stop = True
                     continue
-                end = max(end, page.total)  # the collection grew: plan the extra pages too
+                end = max(end, page.total + 1)  # the collection grew: plan extra pages too
+                if len(page.items) < page_size:  # a total can lie (2**31 - 1): data cannot
+                    data_end = min(data_end, offset + len(page.items))
                 yield page
         report.finished = not stop
     finally:

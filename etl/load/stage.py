@@ -11,9 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, text
 
 from etl.load.schema import BUSINESS, backup_agent_jobs
+from etl.testhook import pause
 
 _COLUMNS = ", ".join(BUSINESS)
 
@@ -28,8 +31,19 @@ class StagedReject:
 
 
 def dump_json(value: Any) -> str:
-    """Compact JSON for a jsonb column (PostgreSQL parses it; key order does not matter)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """Compact JSON for a jsonb column (PostgreSQL parses it; key order does not matter).
+
+    orjson is several times faster; the standard library takes what orjson refuses (integers
+    beyond 64 bits in an unknown field).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _as_is(text: Any) -> Any:
+    return text
 
 
 class Stage:
@@ -56,6 +70,17 @@ class Stage:
                 "raw jsonb NOT NULL)"
             )
         )
+        # Binary COPY needs each column's type; read them back from the table just made.
+        self._types = [
+            str(t)
+            for t in self.conn.execute(
+                text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = 'pg_temp.stage_jobs'::regclass AND attnum > 0 "
+                    "AND NOT attisdropped ORDER BY attnum"
+                )
+            ).scalars()
+        ]
         self.conn.commit()
         self._seq = 0
         self.pass_no = 1
@@ -74,15 +99,21 @@ class Stage:
         self.conn.commit()
 
     def add(
-        self, rows: Sequence[tuple[Any, ...]], raws: Sequence[Any], rejects: Iterable[StagedReject]
+        self, rows: Sequence[tuple[Any, ...]], raws: Sequence[str], rejects: Iterable[StagedReject]
     ) -> None:
-        """COPY one page: typed rows (BUSINESS order minus raw) with their raw records."""
+        """COPY one page: typed rows (BUSINESS order minus raw) with their raw JSON texts."""
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        # raw arrives as JSON text already (dump_json): the jsonb dumper must pass it through.
+        set_json_dumps(_as_is, context=cursor)
         if rows:
-            with cursor.copy(f"COPY stage_jobs (seq, pass_no, {_COLUMNS}) FROM STDIN") as copy:
+            # Binary COPY: half the cost of text per row, and no quoting rules to get wrong.
+            sql = f"COPY stage_jobs (seq, pass_no, {_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            with cursor.copy(sql) as copy:
+                copy.set_types(self._types)
                 for row, raw in zip(rows, raws, strict=True):
                     self._seq += 1
-                    copy.write_row((self._seq, self.pass_no, *row, dump_json(raw)))
+                    copy.write_row((self._seq, self.pass_no, *row, raw))
+                pause("copy")  # chaos tests only (etl/testhook.py)
         rejects = list(rejects)
         if rejects:
             with cursor.copy(

@@ -1,0 +1,44 @@
+"""One sync in a process of its own, for bench/sync_bench.py: prints a JSON line of figures.
+
+Run as ``python bench/_sync_worker.py``; settings come from the environment like ``vspc-etl sync``.
+Peak RSS is this process's own (ru_maxrss), so the simulator and PostgreSQL are not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+from etl.config import load_settings
+from etl.db import make_engine
+from etl.pipeline import run_once
+
+
+def main() -> int:
+    settings = load_settings(dotenv=False)
+    engine = make_engine(settings)
+    started = time.perf_counter()
+    result = run_once(settings, engine=engine)
+    wall = time.perf_counter() - started
+    engine.dispose()
+    figures = {
+        "status": result.status,
+        "error": result.error,
+        "complete": result.complete,
+        "pages": result.pages,
+        "seen": result.seen,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    print(json.dumps(figures))
+    return 0 if result.status == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
