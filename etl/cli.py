@@ -52,7 +52,7 @@ def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     if root.get("log_level"):
         overrides["log_level"] = root["log_level"]
     settings = load_settings(overrides, env_file=root.get("env_file"))
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.log_level, settings.secrets(), settings.log_format)
     return settings
 
 
@@ -120,6 +120,43 @@ def sync(
         sys.exit(EXIT_FAILED)
 
 
+@main.command()
+@click.option("--interval", help="Time between runs: 900, 15m, 1h (SYNC_INTERVAL, default 15m).")
+@click.option("--cron", help="Crontab line, wins over --interval (SYNC_CRON), e.g. '0 * * * *'.")
+@click.option("--http-port", type=click.IntRange(0, 65535), help="HTTP_PORT; 0 serves no HTTP.")
+@click.option("--source", help="Name recorded in `source` columns (VSPC_SOURCE).")
+@click.option("--vspc-url", help="Base URL of the console (VSPC_URL).")
+@click.pass_context
+@handle_errors
+def run(
+    ctx: click.Context,
+    interval: str | None,
+    cron: str | None,
+    http_port: int | None,
+    source: str | None,
+    vspc_url: str | None,
+) -> None:
+    """Run as a daemon: sync on a schedule, serve /healthz, /readyz and /metrics.
+
+    Runs the same sync as `vspc-etl sync` every SYNC_INTERVAL (or on SYNC_CRON) until SIGTERM
+    or SIGINT; a run in progress gets SHUTDOWN_GRACE seconds to finish, then is rolled back.
+    """
+    from etl.daemon import run_daemon
+    from etl.schedule import build_schedule
+
+    settings = settings_from(
+        ctx,
+        sync_interval=interval,
+        sync_cron=cron,
+        http_port=http_port,
+        vspc_source=source,
+        vspc_url=vspc_url,
+    )
+    build_schedule(settings)  # a schedule error is the one line printed, before any warning
+    settings.validate_source()
+    run_daemon(settings)
+
+
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Callable[[int, int, int], None] | None]:
     """A rich progress bar of records read against the console's total."""
@@ -173,6 +210,107 @@ def demo(ctx: click.Context, days: int, jobs: int, seed: int) -> None:
     failed = run_demo(settings, days=days, jobs=jobs, seed=seed, echo=click.echo)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=30,
+    show_default=True,
+    help="Calendar days to report, today included (report_settings.time_zone).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["organization", "day", "job"]),
+    default="organization",
+    show_default=True,
+    help="One row per organization, per day, or per live job.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; csv and json keep the views' values (rates 0..1).",
+)
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a trend chart (RPO compliance, success rate per day) to FILE.png/.svg.",
+)
+@click.pass_context
+@handle_errors
+def report(ctx: click.Context, days: int, by: str, fmt: str, chart: Path | None) -> None:
+    """Print the SLA of the last --days days, read from the views of schema vspc."""
+    from etl.db import make_engine
+    from etl.report import render, sla_report, trend, write_chart
+    from etl.report.chart import chart_format
+
+    settings = settings_from(ctx)
+    if chart is not None:
+        chart_format(chart)  # a wrong suffix fails before any work
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            result = sla_report(conn, by=by, days=days)
+            history = trend(conn, days=days) if chart is not None else None
+    finally:
+        engine.dispose()
+    click.echo(render(result, fmt), nl=False)
+    if chart is not None and history is not None:
+        write_chart(history, chart, title=f"vspc SLA, last {days} days")
+        click.echo(f"chart written to {chart}", err=True)
+
+
+@main.command()
+@click.argument("role")
+@click.pass_context
+@handle_errors
+def grant(ctx: click.Context, role: str) -> None:
+    """Let ROLE read schema vspc: USAGE, SELECT on all tables and views, and future ones."""
+    from etl.db import make_engine
+    from etl.report import grant_read_access
+
+    settings = settings_from(ctx)
+    engine = make_engine(settings)
+    try:
+        with engine.begin() as conn:
+            grant_read_access(conn, role)
+    finally:
+        engine.dispose()
+    click.echo(f"granted {role} read-only access to schema vspc (now and future objects)")
+
+
+@main.command()
+@click.option("--source", help="Check only this source (default: every source).")
+@click.pass_context
+@handle_errors
+def verify(ctx: click.Context, source: str | None) -> None:
+    """Check the warehouse's invariants; list each violation and exit 1, or exit 0 if sound.
+
+    One current version per job, versions that meet exactly, jobs equal to their current
+    versions, deleted_at iff tombstone, changes only from successful runs, no orphaned run.
+    Only reads: a reader role is enough.
+    """
+    from etl.db import make_engine
+    from etl.verify import check_invariants, warehouse_counts
+
+    settings = settings_from(ctx)
+    engine = make_engine(settings)
+    try:
+        violations = check_invariants(engine, source)
+        counts = warehouse_counts(engine, source)
+    finally:
+        engine.dispose()
+    checked = f"{counts['jobs']} jobs, {counts['versions']} versions, {counts['runs']} runs"
+    for violation in violations:
+        click.echo(str(violation))
+    if violations:
+        click.echo(f"error: {len(violations)} invariant violation(s) in {checked}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"ok: {checked}; every invariant holds")
 
 
 main.add_command(simulate)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -25,6 +26,22 @@ log = logging.getLogger(__name__)
 
 SECRET_VARIABLES = ("VSPC_API_KEY", "VSPC_PASSWORD", "DATABASE_URL")
 MAX_PAGE_SIZE = 10_000  # the console's MaxPageSize defaults to 500 but an admin may raise it
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
+_DURATION_UNITS = (86_400, 3_600, 60, 1)
+
+
+def parse_duration(value: object) -> int:
+    """Whole seconds from ``900``, ``"900"``, ``"15m"``, ``"1h"`` or ``"1h30m"`` (d, h, m, s)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 900, 15m or 1h")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    match = _DURATION.fullmatch(text)
+    if not text or match is None or not any(match.groups()):
+        raise ValueError("must be a duration such as 900, 15m or 1h (units d, h, m, s)")
+    return sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
 
 
 class Settings(BaseSettings):
@@ -48,8 +65,18 @@ class Settings(BaseSettings):
     vspc_max_attempts: int = Field(default=8, ge=1, le=100)
     vspc_retry_budget: float = Field(default=300.0, gt=0)
     vspc_max_passes: int = Field(default=3, ge=1, le=10)
+    vspc_concurrency: int = Field(default=4, ge=1, le=32)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = None  # None: json unless stderr is a terminal
     data_dir: Path = Path(".vspc-etl")
+    # the daemon (``vspc-etl run``)
+    sync_interval: int = Field(default=900, ge=1, le=31 * 86_400)
+    sync_cron: str | None = None
+    sync_jitter: int = Field(default=30, ge=0, le=86_400)
+    sync_run_at_start: bool = True
+    shutdown_grace: float = Field(default=60.0, ge=0, le=3_600)
+    http_host: str = "0.0.0.0"  # noqa: S104 - probes and Prometheus reach a container from outside
+    http_port: int = Field(default=8080, ge=0, le=65_535)
 
     @classmethod
     def settings_customise_sources(
@@ -68,6 +95,28 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sync_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> int:
+        return parse_duration(value)
+
+    @field_validator("sync_cron", mode="before")
+    @classmethod
+    def _crontab(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        from etl.schedule import cron_trigger  # checked now, so a typo fails at start
+
+        cron_trigger(str(value))
+        return " ".join(str(value).split())
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -143,7 +192,8 @@ class Settings(BaseSettings):
                 "VSPC_URL uses plain http: credentials and data travel unencrypted "
                 "(fine for the simulator or behind a TLS-terminating proxy)"
             )
-        self.tls_verify()  # reads the CA bundle now so a bad path fails at start
+        if self.vspc_verify_tls:
+            self.tls_verify()  # reads the CA bundle now so a bad path fails at start
 
     def tls_verify(self) -> ssl.SSLContext | bool:
         """What httpx should use for ``verify``."""

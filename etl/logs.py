@@ -3,14 +3,21 @@
 Known secret values (API key, password, database password) are replaced wherever they appear;
 token-shaped text (``Bearer …``, ``access_token=…``, ``"refresh_token": "…"``) is masked too, so
 tokens obtained at run time cannot leak through a library's debug log either.
+
+Two formats: ``text`` for a person at a terminal, ``json`` (one object per line: ``timestamp``,
+``level``, ``logger``, ``event``, plus ``run_id``, ``source``, ``status``, ``counts`` and
+``duration_s`` when the caller passes them with ``extra=``) for a log collector.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 MASK = "***"
 _TOKENISH = re.compile(
@@ -48,24 +55,72 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Fields a caller may attach with ``extra=`` that the JSON format carries.
+EXTRA_FIELDS = ("run_id", "source", "status", "counts", "duration_s", "error")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record. The message was scrubbed by the filter; extras are here."""
+
+    def __init__(self, redacting: RedactingFilter) -> None:
+        super().__init__()
+        self.redacting = redacting
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for name in EXTRA_FIELDS:
+            if name in record.__dict__:
+                event[name] = self._scrub(record.__dict__[name])
+        if record.exc_info and record.exc_info[1] is not None:  # no filter ran (foreign handler)
+            event["event"] += "\n" + self.redacting.redact(self.formatException(record.exc_info))
+        return json.dumps(event, ensure_ascii=False, default=str)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redacting.redact(value)
+        if isinstance(value, dict):
+            return {str(k): self._scrub(v) for k, v in value.items()}
+        return value
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
 _filter = RedactingFilter()
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> RedactingFilter:
-    """Configure the root logger once per process; later calls update level and secrets."""
+def resolve_format(log_format: str | None) -> Literal["json", "text"]:
+    """``json`` or ``text``; unset means json unless stderr is a terminal."""
+    if log_format in ("json", "text"):
+        return log_format  # type: ignore[return-value]
+    return "text" if sys.stderr.isatty() else "json"
+
+
+def setup_logging(
+    level: str = "INFO", secrets: Iterable[str] = (), log_format: str | None = None
+) -> RedactingFilter:
+    """Configure the root logger once per process; later calls update level, secrets, format."""
     _filter.add(secrets)
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_vspc_etl", False)), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
         handler.addFilter(_filter)
         handler._vspc_etl = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    if resolve_format(log_format) == "json":
+        handler.setFormatter(JsonFormatter(_filter))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT, "%H:%M:%S"))
     root.setLevel(level)
-    # httpx logs every request at INFO; that belongs to DEBUG for an ETL.
-    for noisy in ("httpx", "httpcore", "pgserver"):
+    # httpx logs every request at INFO and APScheduler every job start and end; that belongs
+    # to DEBUG for an ETL (the daemon logs each run itself).
+    for noisy in ("httpx", "httpcore", "pgserver", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     return _filter

@@ -6,24 +6,30 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import __version__
 from etl.config import Settings
 from etl.db import short
-from etl.errors import LoadError, RecordRejected, VspcEtlError
+from etl.errors import LoadError, RecordRejected, RunCancelled, VspcEtlError
 from etl.extract import ApiKeyAuth, PassReport, PasswordAuth, RetryPolicy, VspcClient, iter_pages
-from etl.load import runs
+from etl.extract.names import NamesFetch
+from etl.load import names as name_store
+from etl.load import reporting, runs
 from etl.load.merge import merge
 from etl.load.stage import Stage, StagedReject
-from etl.transform import jsonb_safe, record_key, transform_record
+from etl.testhook import pause
+from etl.transform import MAX_DEPTH, jsonb_safe, record_key, transform_with_raw
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,14 @@ JOBS_PATH = "/api/v3/infrastructure/backupAgents/windows/jobs"
 
 Progress = Callable[[int, int, int], None]
 """Called after each page with (pages read, records read, total the console reports)."""
+
+OnEvent = Callable[[str, str], None]
+"""Called by the VSPC client per HTTP request (``"request"``) and retry, with the outcome."""
+
+# The stage COPYs through the raw psycopg cursor, whose errors SQLAlchemy never wraps.
+DatabaseError = SQLAlchemyError | psycopg.Error
+
+CANCELLED = "cancelled before it finished (the process is shutting down); nothing was committed"
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,9 @@ class RunResult:
     rejected: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds by stage (for benchmarks and DEBUG logs): http_wait (waiting for the next page),
+    transform, copy, merge."""
 
     def summary(self) -> str:
         """One line for the operator."""
@@ -62,6 +79,28 @@ class RunResult:
         )
         return f"{head} ({self.error})" if self.error else head
 
+    def log_fields(self) -> dict[str, Any]:
+        """``extra=`` for the log line that reports the run (the JSON log format shows them)."""
+        fields: dict[str, Any] = {
+            "run_id": self.run_id,
+            "source": self.source,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.status != "skipped":
+            fields["counts"] = {
+                "pages": self.pages,
+                "seen": self.seen,
+                "inserted": self.inserted,
+                "updated": self.updated,
+                "unchanged": self.unchanged,
+                "deleted": self.deleted,
+                "rejected": self.rejected,
+            }
+        if self.error:
+            fields["error"] = self.error
+        return fields
+
 
 @dataclass
 class _Extract:
@@ -70,6 +109,7 @@ class _Extract:
     complete: bool = False
     problem: str | None = None
     reports: list[PassReport] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def make_http_client(settings: Settings, **kwargs: Any) -> httpx.Client:
@@ -87,7 +127,11 @@ def make_http_client(settings: Settings, **kwargs: Any) -> httpx.Client:
 
 
 def make_client(
-    settings: Settings, http: httpx.Client, *, sleep: Callable[[float], None] = time.sleep
+    settings: Settings,
+    http: httpx.Client,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    on_event: OnEvent | None = None,
 ) -> VspcClient:
     """A VSPC client with the configured credentials and retry budget."""
     auth: ApiKeyAuth | PasswordAuth
@@ -99,7 +143,7 @@ def make_client(
     retry = RetryPolicy(
         max_attempts=settings.vspc_max_attempts, max_elapsed=settings.vspc_retry_budget
     )
-    return VspcClient(http, auth, retry=retry, sleep=sleep)
+    return VspcClient(http, auth, retry=retry, sleep=sleep, on_event=on_event)
 
 
 def run_once(
@@ -109,12 +153,16 @@ def run_once(
     http: httpx.Client | None = None,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cancel: threading.Event | None = None,
+    on_event: OnEvent | None = None,
 ) -> RunResult:
     """Sync every Windows agent job once. Never leaves a ``running`` row or partial data.
 
-    Raises ConfigError for bad settings; every other expected failure is recorded in
-    ``etl_runs`` and returned as a ``failed`` result. Unexpected exceptions are recorded too,
-    then re-raised.
+    Raises ConfigError for bad settings, and LoadError when the database cannot even be
+    reached to record the run; every other expected failure is recorded in ``etl_runs`` and
+    returned as a ``failed`` result. Unexpected exceptions are recorded too, then re-raised.
+    Once ``cancel`` is set the run stops after the page in hand or before the merge and is
+    recorded ``failed``; ``on_event`` goes to the VSPC client (request and retry metrics).
     """
     settings.validate_source()
     source = settings.source
@@ -128,13 +176,25 @@ def run_once(
                 row = runs.record_skipped(
                     conn, source, __version__, "another sync of this source was in progress"
                 )
-                log.info("sync of %s skipped: another sync holds the lock", source)
-                return RunResult(row.run_id, source, "skipped", error="another sync was running")
+                skipped = RunResult(row.run_id, source, "skipped", error="another sync was running")
+                log.info(
+                    "sync of %s skipped: another sync holds the lock",
+                    source,
+                    extra=skipped.log_fields(),
+                )
+                return skipped
             try:
                 runs.fail_orphans(conn, source)
                 run = runs.start(conn, source, __version__)
-                log.info("run %d started for %s", run.run_id, source)
-                return _execute(settings, conn, engine, http, run, progress, sleep, clock)
+                log.info(
+                    "run %d started for %s",
+                    run.run_id,
+                    source,
+                    extra={"run_id": run.run_id, "source": source, "status": "running"},
+                )
+                return _execute(
+                    settings, conn, engine, http, run, progress, sleep, clock, cancel, on_event
+                )
             finally:
                 runs.unlock(conn, source)
         finally:
@@ -160,16 +220,24 @@ def _execute(
     progress: Progress | None,
     sleep: Callable[[float], None],
     clock: float,
+    cancel: threading.Event | None = None,
+    on_event: OnEvent | None = None,
 ) -> RunResult:
     source = settings.source
     extract = _Extract()
+    names_fetch: NamesFetch | None = None
     try:
-        client = make_client(settings, http, sleep=sleep)
+        client = make_client(settings, http, sleep=sleep, on_event=on_event)
         stage = Stage(conn)
         stage.create()
-        _extract(settings, client, stage, extract, progress)
+        _extract(settings, client, stage, extract, progress, cancel)
         conn.commit()  # end the staging transaction; the merge gets one of its own
-        with conn.begin():
+        _check_cancel(cancel)
+        # Names are secondary (a refusal is only a warning): read them while the merge runs.
+        names_fetch = NamesFetch(
+            client, page_size=settings.vspc_page_size, concurrency=settings.vspc_concurrency
+        )
+        with _timed(extract.timings, "merge"), conn.begin():
             result = merge(
                 conn,
                 run_id=run.run_id,
@@ -179,6 +247,12 @@ def _execute(
                 incomplete_reason=extract.problem,
                 max_delete_ratio=settings.vspc_max_delete_ratio,
             )
+            with _timed(extract.timings, "names"):  # waiting for the reads, if still at it
+                names = names_fetch.result()
+            with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
+                name_store.upsert_names(conn, names, source=source, now=run.started_at)
+                reporting.record_job_runs(conn, now=run.started_at)
+            notes = "; ".join(n for n in (result.withheld, *names.warnings) if n) or None
             runs.finish_success(
                 conn,
                 run.run_id,
@@ -190,22 +264,28 @@ def _execute(
                 jobs_unchanged=result.unchanged,
                 jobs_deleted=result.deleted,
                 jobs_rejected=result.rejected,
-                error=result.withheld,
+                error=notes,
             )
+            pause("commit")  # chaos tests only (etl/testhook.py)
     except BaseException as exc:
+        if names_fetch is not None:
+            names_fetch.stop()
         _rollback(conn)
         error = _describe_failure(exc)
+        if cancel is not None and cancel.is_set() and error != CANCELLED:
+            error = f"{CANCELLED} ({error})"  # e.g. its merge statement cancelled on the server
         runs.finish_failed(engine, run.run_id, error, pages=extract.pages)
-        log.error("run %d failed: %s", run.run_id, error)
-        if isinstance(exc, VspcEtlError | SQLAlchemyError):
-            return RunResult(
-                run.run_id,
-                source,
-                "failed",
-                pages=extract.pages,
-                duration_s=time.monotonic() - clock,
-                error=error,
-            )
+        failed = RunResult(
+            run.run_id,
+            source,
+            "failed",
+            pages=extract.pages,
+            duration_s=time.monotonic() - clock,
+            error=error,
+        )
+        log.error("run %d failed: %s", run.run_id, error, extra=failed.log_fields())
+        if isinstance(exc, VspcEtlError | DatabaseError):
+            return failed
         raise
     outcome = RunResult(
         run.run_id,
@@ -220,9 +300,10 @@ def _execute(
         deleted=result.deleted,
         rejected=result.rejected,
         duration_s=time.monotonic() - clock,
-        error=result.withheld,
+        error=notes,
+        timings=extract.timings,
     )
-    log.info(outcome.summary())
+    log.info(outcome.summary(), extra=outcome.log_fields())
     return outcome
 
 
@@ -232,6 +313,7 @@ def _extract(
     stage: Stage,
     extract: _Extract,
     progress: Progress | None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Read the collection into the stage, re-reading (bounded) if it shifted under the pager."""
     for attempt in range(1, settings.vspc_max_passes + 1):
@@ -239,12 +321,30 @@ def _extract(
             stage.next_pass()
         report = PassReport()
         extract.reports.append(report)
-        for page in iter_pages(client, JOBS_PATH, page_size=settings.vspc_page_size, report=report):
-            extract.pages += 1
-            extract.records += len(page.items)
-            _stage_page(stage, page.items, page.offset)
-            if progress is not None:
-                progress(extract.pages, extract.records, page.total)
+        pages = iter_pages(
+            client,
+            JOBS_PATH,
+            page_size=settings.vspc_page_size,
+            report=report,
+            concurrency=settings.vspc_concurrency,
+        )
+        # Pages stream through: fetched by the pager's threads, transformed and COPYed here
+        # as they arrive. (A COPY thread of its own was tried: it lost more to the GIL than
+        # it gained in overlap.) A failure stops the pager's threads now, not at GC.
+        with closing(pages):
+            while True:
+                with _timed(extract.timings, "http_wait"):
+                    page = next(pages, None)
+                if page is None:
+                    break
+                extract.pages += 1
+                extract.records += len(page.items)
+                with _timed(extract.timings, "transform"):
+                    rows, raws, rejects = _transform_page(page.items, page.offset)
+                with _timed(extract.timings, "copy"):
+                    stage.add(rows, raws, rejects)
+                if progress is not None:
+                    progress(extract.pages, extract.records, page.total)
         total = report.totals[-1] if report.totals else 0
         distinct = stage.distinct_keys()
         problems = list(report.problems)
@@ -265,13 +365,25 @@ def _extract(
         )
 
 
-def _stage_page(stage: Stage, items: list[Any], offset: int) -> None:
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the time spent in the block to ``timings[name]`` (where a run's time goes)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+
+def _transform_page(
+    items: list[Any], offset: int
+) -> tuple[list[tuple[Any, ...]], list[str], list[StagedReject]]:
     rows: list[tuple[Any, ...]] = []
-    raws: list[Any] = []
+    raws: list[str] = []
     rejects: list[StagedReject] = []
     for record in items:
         try:
-            rows.append(transform_record(record))
+            row, raw = transform_with_raw(record)
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None
@@ -284,12 +396,20 @@ def _stage_page(stage: Stage, items: list[Any], offset: int) -> None:
             )
             rejects.append(
                 StagedReject(
-                    safe_key if isinstance(safe_key, str) else None, exc.reason, jsonb_safe(record)
+                    safe_key if isinstance(safe_key, str) else None,
+                    exc.reason,
+                    jsonb_safe(record, max_depth=MAX_DEPTH),
                 )
             )
         else:
-            raws.append(record)
-    stage.add(rows, raws, rejects)
+            rows.append(row)
+            raws.append(raw)
+    return rows, raws, rejects
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise RunCancelled(CANCELLED)
 
 
 def _rollback(conn: Connection) -> None:
@@ -302,7 +422,7 @@ def _rollback(conn: Connection) -> None:
 def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, VspcEtlError):
         return str(exc)
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, DatabaseError):
         return f"database error: {short(exc)}"
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted before it finished; nothing of it was committed"
