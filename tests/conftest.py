@@ -97,9 +97,14 @@ def fresh_db(engine: Engine) -> Engine:
         conn.execute(
             text(
                 "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
-                "vspc.etl_runs, vspc.etl_rejects RESTART IDENTITY"
+                "vspc.etl_runs, vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
+                "vspc.organizations, vspc.backup_agents RESTART IDENTITY"
             )
         )
+        # Reporting settings back to the defaults 0002 seeded (each fires a cheap refresh).
+        conn.execute(text("DELETE FROM vspc.sla_policy WHERE organization_uid IS NOT NULL"))
+        conn.execute(text("UPDATE vspc.sla_policy SET rpo_hours = 24"))
+        conn.execute(text("UPDATE vspc.report_settings SET time_zone = 'UTC'"))
     return engine
 
 

@@ -19,7 +19,18 @@ from etl.db import migrate
 from etl.load.schema import metadata
 from tests.conftest import create_database, drop_database
 
-TABLES = {"backup_agent_jobs", "backup_agent_job_snapshots", "etl_runs", "etl_rejects"}
+CORE = {"backup_agent_jobs", "backup_agent_job_snapshots", "etl_runs", "etl_rejects"}
+REPORTING = {
+    "organizations",
+    "backup_agents",
+    "job_run_facts",
+    "sla_daily_counts",
+    "sla_policy",
+    "report_settings",
+}
+TABLES = CORE | REPORTING
+VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -38,13 +49,23 @@ def tables(url: URL) -> set[str]:
         engine.dispose()
 
 
+def views(url: URL) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_view_names(schema="vspc"))
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_downgrade_upgrade(empty_db: URL) -> None:
-    assert migrate(empty_db) == "0001"
-    assert tables(empty_db) == TABLES
+    assert migrate(empty_db) == HEAD
+    assert (tables(empty_db), views(empty_db)) == (TABLES, VIEWS)
+    assert migrate(empty_db, "0001") == "0001"
+    assert (tables(empty_db), views(empty_db)) == (CORE, set())
     assert migrate(empty_db, "base") is None
     assert tables(empty_db) == set()
-    assert migrate(empty_db) == "0001"
-    assert tables(empty_db) == TABLES
+    assert migrate(empty_db) == HEAD
+    assert (tables(empty_db), views(empty_db)) == (TABLES, VIEWS)
 
 
 def test_head_matches_the_metadata(engine: Engine) -> None:
@@ -121,5 +142,35 @@ def test_two_migrators_at_once(empty_db: URL, tmp_path: Path) -> None:
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert all(out.strip().endswith("is at revision 0001") for out, _ in outputs)
+    assert all(out.strip().endswith(f"is at revision {HEAD}") for out, _ in outputs)
     assert tables(empty_db) == TABLES
+
+
+def test_0002_turns_existing_history_into_sessions(empty_db: URL) -> None:
+    """A warehouse synced before 0002 gets its sessions and days when it upgrades."""
+    from etl.load.reporting import rebuild
+    from tests.history import insert, sla_history
+
+    migrate(empty_db, "0001")
+    engine = create_engine(empty_db)
+    try:
+        with engine.begin() as conn:
+            insert(conn, sla_history())
+        migrate(empty_db)
+        query = [
+            "SELECT * FROM vspc.job_run_facts ORDER BY 1, 2",
+            "SELECT * FROM vspc.sla_daily_counts ORDER BY 1, 2",
+        ]
+        with engine.connect() as conn:
+            upgraded = [conn.execute(text(q)).all() for q in query]
+        with engine.begin() as conn:
+            rebuild(conn)
+            rebuilt = [conn.execute(text(q)).all() for q in query]
+        assert len(upgraded[0]) == 5 + 4 + 2 + 1  # J2, J3, K1, M1 in tests/history.py
+        assert upgraded == rebuilt
+        migrate(empty_db, "0001")
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM vspc.backup_agent_job_snapshots"))
+            assert kept.scalar_one() == len(sla_history())
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Identity,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
@@ -139,6 +141,8 @@ backup_agent_job_snapshots = Table(
         postgresql_where=text("valid_to IS NULL"),
     ),
     Index(None, "valid_from"),
+    # Reporting (0002): "versions valid at t" for recent t reads only recent versions.
+    Index(None, "valid_to"),
     comment="SCD type 2 history of backup_agent_jobs; a version holds for "
     "valid_from <= t < valid_to",
 )
@@ -183,6 +187,129 @@ etl_rejects = Table(
     PrimaryKeyConstraint("reject_id"),
     Index(None, "run_id"),
     comment="records that could not be loaded, never silently dropped",
+)
+
+# ---------------------------------------------------------------- reporting (revision 0002)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="VSPC organization uid"),
+    Column("source", Text, nullable=False, comment="console the row came from (VSPC_SOURCE)"),
+    Column("name", Text, comment="organization name"),
+    Column("alias", Text, comment="organization alias"),
+    Column("type", Text, comment="Company, Provider, Reseller, Unknown (or a newer value)"),
+    Column("first_seen_at", TZ, nullable=False, comment="start of the run that first listed it"),
+    Column("updated_at", TZ, nullable=False, comment="start of the run that last changed it"),
+    PrimaryKeyConstraint("instance_uid"),
+    comment="organization names from GET /api/v3/organizations, refreshed by each sync",
+)
+
+backup_agents = Table(
+    "backup_agents",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="VSPC backup agent uid"),
+    Column("source", Text, nullable=False, comment="console the row came from (VSPC_SOURCE)"),
+    Column("computer_name", Text, comment="name of the computer the agent runs on"),
+    Column("organization_uid", UUID(as_uuid=True), comment="organization the agent belongs to"),
+    Column("version", Text, comment="agent version"),
+    Column("status", Text, comment="agent status as reported, e.g. Active, Inaccessible"),
+    Column("first_seen_at", TZ, nullable=False, comment="start of the run that first listed it"),
+    Column("updated_at", TZ, nullable=False, comment="start of the run that last changed it"),
+    PrimaryKeyConstraint("instance_uid"),
+    comment="Windows backup agents (computer names) from GET "
+    "/api/v3/infrastructure/backupAgents/windows, refreshed by each sync",
+)
+
+job_run_facts = Table(
+    "job_run_facts",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="job instanceUid"),
+    Column("started_at", TZ, nullable=False, comment="session start (the job's lastRun)"),
+    Column("source", Text, nullable=False, comment="console the session was read from"),
+    Column("organization_uid", UUID(as_uuid=True), comment="organization of the job"),
+    Column("backup_agent_uid", UUID(as_uuid=True), comment="agent (computer) of the job"),
+    Column("job_name", Text, comment="job name when the session was observed"),
+    Column("ended_at", TZ, comment="session end (lastEndTime); null if not at/after the start"),
+    Column("duration_s", Integer, comment="seconds from started_at to ended_at"),
+    Column("status", Text, nullable=False, comment="final outcome: Success, Warning or Failed"),
+    Column("failure_message", Text, comment="failure or warning message of the session"),
+    Column("backed_up_size", BigInteger, comment="bytes in all restore points after it"),
+    Column("restore_points", Integer, comment="restore points after it"),
+    Column("run_id", BigInteger, nullable=False, comment="etl_runs.run_id that first recorded it"),
+    PrimaryKeyConstraint("instance_uid", "started_at"),
+    CheckConstraint("status IN ('Success', 'Warning', 'Failed')", name="status"),
+    Index(None, "organization_uid", "started_at"),
+    Index(None, "started_at"),
+    Index(None, "ended_at"),
+    comment="one row per observed job session with a final outcome, kept by each sync from "
+    "the snapshot versions it writes; read it through the view job_runs",
+)
+
+sla_daily_counts = Table(
+    "sla_daily_counts",
+    metadata,
+    Column("day", Date, nullable=False, comment="calendar day in report_settings.time_zone"),
+    Column("organization_uid", UUID(as_uuid=True), comment="organization"),
+    Column("jobs_protected", Integer, nullable=False, comment="live, enabled jobs at day end"),
+    Column("runs", Integer, nullable=False, comment="sessions started that day"),
+    Column("success_runs", Integer, nullable=False, comment="of which Success"),
+    Column("warning_runs", Integer, nullable=False, comment="of which Warning"),
+    Column("failed_runs", Integer, nullable=False, comment="of which Failed"),
+    Column(
+        "jobs_meeting_rpo",
+        Integer,
+        nullable=False,
+        comment="protected jobs whose latest successful session ended within rpo_hours",
+    ),
+    Column("rpo_hours", Integer, nullable=False, comment="the RPO applied (sla_policy)"),
+    UniqueConstraint("day", "organization_uid", postgresql_nulls_not_distinct=True),
+    comment="sla_daily's numbers, kept by each sync and recomputed whole when sla_policy or "
+    "report_settings change; read it through the view sla_daily",
+)
+
+sla_policy = Table(
+    "sla_policy",
+    metadata,
+    Column(
+        "organization_uid",
+        UUID(as_uuid=True),
+        comment="organization this row applies to; null = the default for all others",
+    ),
+    Column(
+        "rpo_hours",
+        Integer,
+        nullable=False,
+        comment="recovery point objective: a successful session must have ended within this "
+        "many hours",
+    ),
+    UniqueConstraint("organization_uid", postgresql_nulls_not_distinct=True),
+    CheckConstraint("rpo_hours > 0", name="rpo_hours"),
+    comment="RPO per organization (edit with plain SQL; the row with a null organization_uid "
+    "is the default, seeded with 24 hours)",
+)
+
+report_settings = Table(
+    "report_settings",
+    metadata,
+    Column(
+        "id",
+        Boolean,
+        nullable=False,
+        server_default=text("true"),
+        comment="always true: the table has one row",
+    ),
+    Column(
+        "time_zone",
+        Text,
+        nullable=False,
+        server_default=text("'UTC'"),
+        comment="IANA time zone whose calendar days sla_daily and job_runs.day use",
+    ),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id", name="one_row"),
+    comment="reporting settings, one row (edit with plain SQL: UPDATE vspc.report_settings "
+    "SET time_zone = 'Europe/Berlin')",
 )
 
 BUSINESS = tuple(c.name for c in business_columns() if c.name not in ("source",))

@@ -1,0 +1,350 @@
+"""Reporting at scale: dashboard queries over a year of history, and what reporting adds to a sync.
+
+    python bench/reporting_bench.py [--jobs 10000] [--orgs 50] [--days 365] [--repeat 7]
+
+1. Starts ``bench/_reporting_sim.py`` (a process of its own) with ``--jobs`` jobs over ``--orgs``
+   organizations, its clock a few days behind the real one, and makes a throwaway database on
+   BENCH_DATABASE_URL (default postgres@127.0.0.1:5432), migrated to head.
+2. Generates ``--days`` days of history for those jobs with SQL (generate_series): one snapshot
+   version per job and day, each a finished session (4 % Failed, 4 % Warning), then derives the
+   sessions and the daily numbers from it (what migration 0002 does to an existing warehouse).
+3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``): a first (initial) sync;
+   then a copy of the warehouse and a second, identical simulator, and one sync after 24 h of
+   virtual time (every daily job ran) and two after 1 h each, run on both, with and without
+   the reporting layer: what reporting adds = wall with / wall without - 1. The simulator's
+   clock reaches the real one, so sessions are as recent as in production.
+4. Times the queries a dashboard sends (and every query of deploy/grafana's dashboard, last 90
+   days, all organizations): one warm-up, then ``--repeat`` runs; median and max, client side,
+   all rows fetched. Then a settings change (time zone, RPO policy), which recomputes every day.
+Prints Markdown (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import URL
+
+from etl.db import migrate, normalize_url
+from etl.load.reporting import rebuild
+from etl.report import sla_report
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-api-key"
+
+HISTORY = """
+INSERT INTO vspc.backup_agent_job_snapshots (instance_uid, source, backup_agent_uid,
+  organization_uid, name, status, last_run, last_end_time, last_duration, is_enabled,
+  restore_points, backed_up_size, raw, valid_from, valid_to, is_deleted, run_id)
+SELECT j.uid, 'bench', j.agent, j.org, 'Backup Job ' || j.n, o.status, o.started,
+  o.started + make_interval(secs => o.seconds), o.seconds, true, 7, 1000000000 + k,
+  jsonb_build_object('instanceUid', j.uid, 'status', o.status),
+  o.started + interval '4 hours',
+  CASE WHEN k < :days THEN o.started + interval '1 day 4 hours' END, false, 0
+FROM bench_jobs j
+CROSS JOIN generate_series(1, :days) AS k
+CROSS JOIN LATERAL (
+  SELECT CASE WHEN h < 4 THEN 'Failed' WHEN h < 8 THEN 'Warning' ELSE 'Success' END AS status,
+         :start - make_interval(days => :days + 1 - k) + make_interval(mins => j.n * 37 % 1200)
+           AS started,
+         300 + j.n % 3000 AS seconds
+  FROM (SELECT abs(hashtext(j.uid::text || k)) % 100 AS h) r
+) o
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def simulator(jobs: int, orgs: int, start: datetime) -> Iterator[str]:
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "bench" / "_reporting_sim.py"), "--port", str(port)]
+    cmd += ["--jobs", str(jobs), "--orgs", str(orgs), "--start", start.isoformat()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("the simulator did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@contextmanager
+def database() -> Iterator[URL]:
+    admin = normalize_url(
+        os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    name = f"vspc_etl_rbench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.set(database=name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@contextmanager
+def clone(db: URL) -> Iterator[URL]:
+    """A copy of database ``db`` (CREATE DATABASE … TEMPLATE), dropped afterwards."""
+    admin = create_engine(db.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    copy = db.set(database=f"{db.database}_base")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{copy.database}" TEMPLATE "{db.database}"'))
+    try:
+        yield copy
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{copy.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def sync(db: URL, vspc_url: str, *flags: str) -> dict[str, Any]:
+    env = dict(
+        os.environ,
+        DATABASE_URL=db.render_as_string(hide_password=False),
+        VSPC_URL=vspc_url,
+        VSPC_API_KEY=API_KEY,
+        VSPC_SOURCE="bench",
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "_reporting_worker.py"), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"sync failed: {proc.stdout}{proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def timed(step: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def generate(conn: Connection, jobs: list[dict[str, Any]], start: datetime, days: int) -> None:
+    conn.execute(text("SET work_mem = '256MB'"))
+    conn.execute(text("CREATE TEMP TABLE bench_jobs (uid uuid, org uuid, agent uuid, n int)"))
+    conn.execute(
+        text("INSERT INTO bench_jobs VALUES (:uid, :org, :agent, :n)"),
+        [
+            {
+                "uid": j["instanceUid"],
+                "org": j["organizationUid"],
+                "agent": j["backupAgentUid"],
+                "n": n,
+            }
+            for n, j in enumerate(jobs)
+        ],
+    )
+    conn.execute(text(HISTORY), {"start": start, "days": days})
+
+
+def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[str, str]:
+    board = json.loads((ROOT / "deploy/grafana/dashboards/vspc-sla.json").read_text())
+    start = (last_day_end - timedelta(days=90)).isoformat()
+    end = last_day_end.isoformat()
+    found: dict[str, str] = {}
+    sources = [(v["name"], v["query"]) for v in board["templating"]["list"]]
+    sources += [(p["title"], t["rawSql"]) for p in board["panels"] for t in p["targets"]]
+    for title, sql in sources:
+        head = "$__timeFilter("
+        while head in sql:
+            at = sql.index(head)
+            depth, i = 1, at + len(head)
+            while depth:
+                depth += {"(": 1, ")": -1}.get(sql[i], 0)
+                i += 1
+            column = sql[at + len(head) : i - 1]
+            sql = f"{sql[:at]}{column} BETWEEN '{start}' AND '{end}'{sql[i:]}"
+        # "All" organizations, as Grafana expands it: every value of the variable, quoted
+        sql = sql.replace("$organization", ", ".join(f"'{o}'" for o in organizations))
+        found[f"dashboard: {title}"] = sql
+    return found
+
+
+def measure(
+    conn: Connection, sql: str, params: dict[str, Any], repeat: int
+) -> tuple[float, float, int]:
+    rows = len(conn.execute(text(sql), params).all())  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        conn.execute(text(sql), params).all()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), max(times), rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--orgs", type=int, default=50)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    now = datetime.now(UTC)
+    # The simulator's clock runs 26 h behind: after the 24-hour step it is 2 h behind the real
+    # one, so each sync sees sessions as recent as a sync in production would.
+    start = now - timedelta(hours=26)
+    lines: list[str] = []
+    out = lines.append
+    with simulator(args.jobs, args.orgs, start) as url, database() as db:
+        jobs = httpx.get(f"{url}/_sim/jobs", timeout=120).json()["data"]
+        engine = create_engine(db)
+        with engine.begin() as conn:
+            t_generate = timed(lambda: generate(conn, jobs, start, args.days))
+        with engine.begin() as conn:
+            conn.execute(text("SET work_mem = '256MB'"))
+            t_derive = timed(lambda: rebuild(conn))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+            sizes = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM vspc.backup_agent_job_snapshots), "
+                    "(SELECT count(*) FROM vspc.job_run_facts), "
+                    "(SELECT count(*) FROM vspc.sla_daily_counts), "
+                    "pg_size_pretty(pg_total_relation_size('vspc.job_run_facts')), "
+                    "pg_size_pretty(pg_total_relation_size('vspc.backup_agent_job_snapshots'))"
+                )
+            ).one()
+        out(
+            f"History: {args.jobs:,} jobs over {args.orgs} organizations, {args.days} days: "
+            f"{sizes[0]:,} snapshot versions ({sizes[4]}), {sizes[1]:,} sessions in job_run_facts "
+            f"({sizes[3]}), {sizes[2]:,} rows in sla_daily_counts. Generating it took "
+            f"{t_generate:.0f} s; deriving sessions and days from it (what migration 0002 does "
+            f"to an existing warehouse) {t_derive:.0f} s."
+        )
+        out("")
+        first = sync(db, url)
+        out(
+            f"First sync (initial load of {first['inserted']:,} jobs onto that history): "
+            f"{first['wall_s']:.2f} s, of which the reporting step "
+            f"{first['timings'].get('reporting', 0):.2f} s (its sessions reach back up to two "
+            "months, and every day since is computed once)."
+        )
+        out("")
+        # A/B: a copy of the warehouse and a second, identical simulator; every later sync runs
+        # on both, with and without the reporting layer, one right after the other.
+        engine.dispose()
+        with clone(db) as base, simulator(args.jobs, args.orgs, start) as base_url:
+            out(
+                "| sync | jobs changed | sessions | wall s with reporting | wall s without "
+                "| added | names wait s | reporting step s |"
+            )
+            out("|---|---:|---:|---:|---:|---:|---:|---:|")
+            engine = create_engine(db)
+            plan = [("after 24 h (all jobs ran)", 24.0), ("after 1 h", 1.0), ("after 1 h", 1.0)]
+            for label, hours in plan:
+                for target in (url, base_url):
+                    httpx.post(f"{target}/_sim/advance", params={"hours": hours}, timeout=300)
+                with engine.connect() as conn:
+                    before = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
+                r = sync(db, url)
+                plain = sync(base, base_url, "--without-reporting")
+                with engine.connect() as conn:
+                    after = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
+                t = r["timings"]
+                out(
+                    f"| {label} | {r['inserted'] + r['updated']:,} | +{after - before:,} | "
+                    f"{r['wall_s']:.2f} | {plain['wall_s']:.2f} | "
+                    f"{r['wall_s'] / plain['wall_s'] - 1:+.1%} | {t.get('names', 0):.2f} | "
+                    f"{t.get('reporting', 0):.2f} |"
+                )
+        out("")
+        out(f"Queries (median and max of {args.repeat} runs after one warm-up, all rows fetched):")
+        out("")
+        out("| query | median ms | max ms | rows |")
+        out("|---|---:|---:|---:|")
+        with engine.connect() as conn:
+            org = jobs[0]["organizationUid"]
+            last_day = conn.execute(text("SELECT max(day) FROM vspc.sla_daily")).scalar_one()
+            tz_end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + timedelta(
+                days=1
+            )
+            queries: dict[str, tuple[str, dict[str, Any]]] = {
+                "sla_daily, last 90 days, all organizations": (
+                    "SELECT * FROM vspc.sla_daily WHERE day > "
+                    "(SELECT max(day) FROM vspc.sla_daily) - 90",
+                    {},
+                ),
+                "job_sla_current, all jobs": ("SELECT * FROM vspc.job_sla_current", {}),
+                "job_runs, one organization, 30 days": (
+                    "SELECT * FROM vspc.job_runs WHERE organization_uid = :org "
+                    "AND started_at >= now() - interval '30 days'",
+                    {"org": org},
+                ),
+            }
+            organizations = [
+                str(o)
+                for o in conn.execute(
+                    text("SELECT DISTINCT organization_uid FROM vspc.sla_daily_counts")
+                ).scalars()
+            ]
+            for name, sql in dashboard_queries(tz_end, organizations).items():
+                queries[name] = (sql, {})
+            for name, (sql, params) in queries.items():
+                median, worst, rows = measure(conn, sql, params, args.repeat)
+                out(f"| {name} | {median:.1f} | {worst:.1f} | {rows:,} |")
+            for by in ("organization", "day", "job"):
+                times = []
+                for _ in range(args.repeat + 1):
+                    started = time.perf_counter()
+                    report = sla_report(conn, by=by, days=30)
+                    times.append((time.perf_counter() - started) * 1000)
+                out(
+                    f"| `vspc-etl report --by {by}` (30 days) | {statistics.median(times[1:]):.1f} "
+                    f"| {max(times[1:]):.1f} | {len(report.rows):,} |"
+                )
+        out("")
+        out("Settings changes (each recomputes every day of sla_daily_counts, in the UPDATE):")
+        out("")
+        out("| statement | s |")
+        out("|---|---:|")
+        for statement in (
+            "UPDATE vspc.report_settings SET time_zone = 'Europe/Moscow'",
+            "UPDATE vspc.report_settings SET time_zone = 'UTC'",
+            "UPDATE vspc.sla_policy SET rpo_hours = 48 WHERE organization_uid IS NULL",
+            "UPDATE vspc.sla_policy SET rpo_hours = 24 WHERE organization_uid IS NULL",
+        ):
+            with engine.begin() as conn:
+                seconds = timed(lambda s=statement: conn.execute(text(s)))
+            out(f"| `{statement}` | {seconds:.1f} |")
+        engine.dispose()
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

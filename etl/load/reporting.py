@@ -1,0 +1,147 @@
+"""Keep the reporting tables in step with the snapshots, inside the sync's merge transaction.
+
+VSPC keeps no session history for agent jobs: each snapshot version whose status is final
+(``Success``, ``Warning``, ``Failed``) describes the session that started at its ``last_run``.
+``record_job_runs`` turns the versions this run opened (the jobs in ``stage_changed``) into
+``job_run_facts`` rows, one per (job, ``last_run``), the latest version winning; then
+``vspc.refresh_sla_daily`` (migration 0002) recomputes the days those sessions and today's
+changes touch. ``rebuild`` does the same from the whole history (repairs, hand-built tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = (
+    "instance_uid, started_at, source, organization_uid, backup_agent_uid, job_name, ended_at, "
+    "duration_s, status, failure_message, backed_up_size, restore_points, run_id"
+)
+_ALL = [c.strip() for c in _COLUMNS.split(",")]
+# run_id keeps the run that first recorded the session; the rest follows the latest look.
+_UPDATABLE = _ALL[2:-1]
+
+# An end before the start belongs to an earlier session (the console keeps the previous
+# lastEndTime while a job runs): unknown, so null.
+_SESSION = """
+  s.instance_uid, s.last_run, s.source, s.organization_uid, s.backup_agent_uid, s.name,
+  CASE WHEN s.last_end_time >= s.last_run THEN s.last_end_time END,
+  CASE WHEN s.last_end_time >= s.last_run
+        AND s.last_end_time - s.last_run < interval '2147483647 seconds'  -- fits duration_s
+       THEN round(extract(epoch FROM s.last_end_time - s.last_run))::integer END,
+  s.status, s.failure_message, s.backed_up_size, s.restore_points"""
+_FINAL = (
+    "NOT s.is_deleted AND s.last_run IS NOT NULL AND s.status IN ('Success', 'Warning', 'Failed')"
+)
+
+# The whole history: the latest version describing a session wins, run_id is the first's.
+_ALL_SESSIONS = f"""
+SELECT DISTINCT ON (s.instance_uid, s.last_run) {_SESSION},
+  min(s.run_id) OVER (PARTITION BY s.instance_uid, s.last_run)
+FROM vspc.backup_agent_job_snapshots s
+WHERE {_FINAL}
+ORDER BY s.instance_uid, s.last_run, s.valid_from DESC
+"""
+
+_SET = ", ".join(f"{c} = excluded.{c}" for c in _UPDATABLE)
+_DIFFERS = (
+    f"({', '.join(f'f.{c}' for c in _UPDATABLE)}) "
+    f"IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in _UPDATABLE)})"
+)
+
+# The versions this run opened are the current versions of the jobs it changed; the
+# versions it closed (valid_to = now) come along in the same scan, one window per job. A
+# session is new unless the closed version had the same lastRun: only those few are looked
+# up among the stored sessions (a large, mostly cold index), each with its own index probe
+# (LIMIT 1 keeps the planner from turning the lookups into a join over the whole table). A
+# renamed job or a new restore point rewrites its session but does not move sla_daily.
+_THIS_RUN = f"""
+WITH versions AS (
+  SELECT {_SESSION}, s.run_id, s.valid_to, {_FINAL} AS final,
+    s.last_run IS NOT DISTINCT FROM max(s.last_run) FILTER (WHERE s.valid_to IS NOT NULL)
+      OVER (PARTITION BY s.instance_uid) AS seen
+  FROM vspc.backup_agent_job_snapshots s
+  JOIN stage_changed c ON c.instance_uid = s.instance_uid
+  WHERE s.valid_to IS NULL OR s.valid_to = :now
+),
+sessions AS (
+  SELECT {_COLUMNS}, seen FROM versions AS v ({_COLUMNS}, valid_to, final, seen)
+  WHERE valid_to IS NULL AND final
+),
+changed AS (
+  SELECT {_COLUMNS}, true AS counted_differently FROM sessions WHERE NOT seen
+  UNION ALL
+  SELECT {", ".join(f"p.{c}" for c in _ALL)},
+    (f.status, f.ended_at, f.organization_uid)
+      IS DISTINCT FROM (p.status, p.ended_at, p.organization_uid)
+  FROM sessions p
+  LEFT JOIN LATERAL (
+    SELECT * FROM vspc.job_run_facts f
+    WHERE f.instance_uid = p.instance_uid AND f.started_at = p.started_at LIMIT 1
+  ) f ON true
+  WHERE p.seen AND (f.instance_uid IS NULL
+    OR ({", ".join(f"f.{c}" for c in _UPDATABLE)})
+       IS DISTINCT FROM ({", ".join(f"p.{c}" for c in _UPDATABLE)}))
+),
+written AS (
+  INSERT INTO vspc.job_run_facts AS f ({_COLUMNS})
+  SELECT {_COLUMNS} FROM changed
+  ON CONFLICT (instance_uid, started_at) DO UPDATE SET {_SET} WHERE {_DIFFERS}
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM written),
+       (SELECT min(started_at) FROM changed WHERE counted_differently)
+"""
+
+# After the table is emptied: every session of the whole history, once.
+_EVERYTHING = f"""
+INSERT INTO vspc.job_run_facts ({_COLUMNS})
+{_ALL_SESSIONS}
+"""
+
+
+@dataclass(frozen=True)
+class ReportingResult:
+    """Sessions written (new or changed) and daily rows recomputed."""
+
+    sessions: int
+    days_rows: int
+
+
+def record_job_runs(conn: Connection, *, now: datetime) -> ReportingResult:
+    """Sessions from the versions this run opened, then the SLA days they touch.
+
+    Runs inside the caller's transaction, after :func:`etl.load.merge.merge`, which leaves
+    the changed jobs in the temp table ``stage_changed``.
+    """
+    started = time.perf_counter()
+    written, earliest = conn.execute(text(_THIS_RUN), {"now": now}).one()
+    recorded = time.perf_counter()
+    # Today's end changes with every run (new, changed, deleted jobs): refresh from today at
+    # least, and from the day of the earliest session counted differently if that is older.
+    since = now if earliest is None else min(earliest, now)
+    days = conn.execute(text("SELECT vspc.refresh_sla_daily(:since)"), {"since": since})
+    result = ReportingResult(int(written), int(days.scalar_one()))
+    log.debug(
+        "reporting: %d session(s) written in %.0f ms; %d daily row(s) from %s in %.0f ms",
+        result.sessions,
+        (recorded - started) * 1000,
+        result.days_rows,
+        since.isoformat(),
+        (time.perf_counter() - recorded) * 1000,
+    )
+    return result
+
+
+def rebuild(conn: Connection) -> ReportingResult:
+    """Derive every session from the whole snapshot history and recompute every day."""
+    conn.execute(text("DELETE FROM vspc.job_run_facts"))
+    written = conn.execute(text(_EVERYTHING)).rowcount
+    days = conn.execute(text("SELECT vspc.refresh_sla_daily(NULL)")).scalar_one()
+    return ReportingResult(int(written), int(days))

@@ -1,0 +1,80 @@
+"""The trend chart of ``vspc-etl report --chart FILE``: PNG or SVG, chosen by the file's suffix.
+
+Two panels over the period, RPO compliance on top and success rate below, each with every
+organization together (thick) and the worst organizations by RPO compliance (thin). Drawn by
+matplotlib's Agg backend: no display needed, and the same code writes both formats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etl.errors import ConfigError
+from etl.report.queries import Series, Trend
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+CHART_FORMATS = {".png": "png", ".svg": "svg"}
+
+
+def chart_format(path: Path) -> str:
+    """``png`` or ``svg`` from the file name; ConfigError for anything else."""
+    fmt = CHART_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"--chart {str(path)!r}: the file name must end in .png or .svg")
+    return fmt
+
+
+def write_chart(trend: Trend, path: Path, *, title: str) -> None:
+    """Draw ``trend`` into ``path`` (PNG or SVG by suffix)."""
+    fmt = chart_format(path)
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    from matplotlib import pyplot as plt
+
+    # SVG keeps its text as text (searchable, smaller) rather than drawn glyphs.
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig, (rpo, success) = plt.subplots(2, 1, sharex=True, figsize=(11, 7), layout="constrained")
+        try:
+            _draw(fig, rpo, success, trend, title)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, format=fmt, dpi=100)
+        finally:
+            plt.close(fig)
+
+
+def _draw(fig: Figure, rpo: Axes, success: Axes, trend: Trend, title: str) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    fig.suptitle(title)
+    for axes, what, label in (
+        (rpo, "rpo_compliance", "RPO compliance"),
+        (success, "success_rate", "success rate"),
+    ):
+        _line(axes, trend, trend.overall, what, overall=True)
+        for series in trend.worst:
+            _line(axes, trend, series, what, overall=False)
+        axes.set_ylabel(label)
+        axes.set_ylim(-0.02, 1.02)
+        axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+        axes.grid(True, alpha=0.3)
+    if trend.days:
+        rpo.legend(loc="lower left", fontsize="small")
+    else:
+        rpo.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=rpo.transAxes)
+    fig.autofmt_xdate()
+
+
+def _line(axes: Axes, trend: Trend, series: Series, what: str, *, overall: bool) -> None:
+    values = getattr(series, what)
+    points = [(d, v) for d, v in zip(trend.days, values, strict=True) if v is not None]
+    if not points:
+        return
+    days, ys = zip(*points, strict=True)
+    width, color = (2.5, "black") if overall else (1.2, None)
+    marker = "." if len(points) < 40 else ""
+    axes.plot(days, ys, marker=marker, label=series.label, linewidth=width, color=color)

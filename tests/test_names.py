@@ -1,0 +1,248 @@
+"""Organization and computer names: parsed leniently, refreshed by each sync, never required."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient
+from etl.extract.names import (
+    AGENTS_PATH,
+    ORGANIZATIONS_PATH,
+    AgentRow,
+    NamesFetch,
+    OrganizationRow,
+    agent_row,
+    fetch_names,
+    organization_row,
+)
+from etl.pipeline import RunResult, run_once
+from etl.simulator import Simulator
+from tests.conftest import no_sleep
+
+UID = "6b4cb242-4a23-d596-2217-beaddbc496cb"
+ORG = "0cb1e29c-658c-da14-95e6-0af593bd04cf"
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            {"instanceUid": UID, "name": "ООО Ромашка", "alias": "romashka", "type": "company"},  # noqa: RUF001
+            OrganizationRow(uuid.UUID(UID), "ООО Ромашка", "romashka", "Company"),  # noqa: RUF001
+        ),
+        (
+            {"instanceUid": UID.upper(), "name": "A\x00B", "type": "Distributor"},
+            OrganizationRow(uuid.UUID(UID), "A\ufffdB", None, "Distributor"),
+        ),
+        (
+            {"instanceUid": UID, "name": 42, "alias": None},
+            OrganizationRow(uuid.UUID(UID), None, None, None),
+        ),
+        ({"name": "no uid"}, None),
+        ({"instanceUid": "not-a-uid", "name": "x"}, None),
+        ({"instanceUid": UID.replace("-", ""), "name": "bare hex"}, None),
+        (["not", "a", "record"], None),
+    ],
+)
+def test_organization_row(record: Any, expected: OrganizationRow | None) -> None:
+    assert organization_row(record) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            {
+                "instanceUid": UID,
+                "agentPlatform": "Windows",
+                "name": "Сервер-1С",  # noqa: RUF001
+                "organizationUid": ORG,
+                "version": "6.3.0.177",
+                "status": "Active",
+            },
+            AgentRow(uuid.UUID(UID), "Сервер-1С", uuid.UUID(ORG), "6.3.0.177", "Active"),  # noqa: RUF001
+        ),
+        (
+            {"instanceUid": UID, "organizationUid": "garbage", "version": 6},
+            AgentRow(uuid.UUID(UID), None, None, None, None),
+        ),
+        ({"instanceUid": None, "name": "PC"}, None),
+        (None, None),
+    ],
+)
+def test_agent_row(record: Any, expected: AgentRow | None) -> None:
+    assert agent_row(record) == expected
+
+
+def sync(settings: Any, engine: Engine) -> RunResult:
+    return run_once(settings, engine=engine, sleep=no_sleep)
+
+
+def stored(engine: Engine, sql: str) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return {str(r[0]): tuple(r[1:]) for r in conn.execute(text(sql))}
+
+
+def test_sync_stores_the_consoles_names(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    result = sync(settings, fresh_db)
+    assert (result.status, result.error) == ("success", None)
+    orgs = {o["instanceUid"]: (o["name"], o["alias"], o["type"]) for o in simulator.organizations()}
+    agents = {
+        a["instanceUid"]: (a["name"], uuid.UUID(a["organizationUid"]), a["version"], a["status"])
+        for a in simulator.agents()
+    }
+    assert stored(fresh_db, "SELECT instance_uid, name, alias, type FROM vspc.organizations") == (
+        orgs
+    )
+    assert (
+        stored(
+            fresh_db,
+            "SELECT instance_uid, computer_name, organization_uid, version, status "
+            "FROM vspc.backup_agents",
+        )
+        == agents
+    )
+    expected = {
+        j["instanceUid"]: (orgs[j["organizationUid"]][0], agents[j["backupAgentUid"]][0])
+        for j in simulator.jobs()
+    }
+    named = stored(
+        fresh_db, "SELECT instance_uid, organization_name, computer_name FROM vspc.job_sla_current"
+    )
+    assert named == expected
+    # A rename reaches the views with the next sync; unchanged names are not rewritten.
+    org_uid = next(iter(orgs))
+    simulator.mutate_organization(org_uid, name="Renamed GmbH")
+    assert sync(settings, fresh_db).status == "success"
+    with fresh_db.connect() as conn:
+        changed = conn.execute(
+            text(
+                "SELECT instance_uid::text, name FROM vspc.organizations "
+                "WHERE updated_at > first_seen_at"
+            )
+        ).all()
+    assert [tuple(r) for r in changed] == [(org_uid, "Renamed GmbH")]
+
+
+def test_organizations_refused_403_sync_succeeds_names_null(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    simulator.faults.add("403", path="organizations", times=None)
+    result = sync(settings, fresh_db)
+    assert result.status == "success" and result.complete
+    assert result.inserted == len(simulator.jobs())
+    assert result.error is not None
+    assert result.error.startswith(
+        "organization names were not refreshed: The VSPC console denied access to "
+        "/api/v3/organizations (403)"
+    )
+    with fresh_db.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, error FROM vspc.etl_runs WHERE run_id = :id"),
+            {"id": result.run_id},
+        ).one()
+        names = conn.execute(
+            text(
+                "SELECT count(*), count(organization_name), count(computer_name) "
+                "FROM vspc.job_sla_current"
+            )
+        ).one()
+        organizations = conn.execute(text("SELECT count(*) FROM vspc.organizations")).scalar()
+    assert tuple(row) == ("success", result.error)
+    assert tuple(names) == (len(simulator.jobs()), 0, len(simulator.jobs()))
+    assert organizations == 0
+
+
+def test_agents_missing_404_keeps_the_names_already_stored(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    assert sync(settings, fresh_db).error is None
+    simulator.faults.add("404", path="agents", times=None)
+    result = sync(settings, fresh_db)
+    assert result.status == "success"
+    assert result.error == (
+        "computer names (backup agents) were not refreshed: The VSPC console rejected GET "
+        "/api/v3/infrastructure/backupAgents/windows with HTTP 404: The requested resource "
+        "was not found."
+    )
+    with fresh_db.connect() as conn:
+        unnamed = conn.execute(
+            text("SELECT count(*) FROM vspc.job_sla_current WHERE computer_name IS NULL")
+        ).scalar()
+    assert unnamed == 0
+
+
+def test_the_names_warning_follows_withheld_deletions(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    sync(settings, fresh_db)
+    for job in simulator.jobs()[: len(simulator.jobs()) * 2 // 3]:
+        simulator.delete_job(job["instanceUid"])
+    simulator.faults.add("403", path="organizations", times=None)
+    result = sync(settings, fresh_db)
+    assert result.status == "success" and result.deleted == 0
+    assert result.error is not None
+    withheld, names = result.error.split("; organization names were not refreshed: ")
+    assert withheld.startswith("deletions withheld: 40 of 60 live jobs")
+    assert names.startswith("The VSPC console denied access to /api/v3/organizations (403)")
+
+
+# ---------------------------------------------------------------- the fetch, scripted
+def scripted(handler: Any) -> VspcClient:
+    http = httpx.Client(transport=httpx.MockTransport(handler), base_url="https://vspc.test")
+    return VspcClient(http, ApiKeyAuth("k"), retry=RetryPolicy(max_attempts=1), sleep=no_sleep)
+
+
+def one_per_page(request: httpx.Request) -> httpx.Response:
+    """Three organizations or agents, one per page."""
+    offset = int(request.url.params["offset"])
+    uid = f"00000000-0000-4000-8000-{offset:012d}"
+    data = [{"instanceUid": uid, "name": f"n{offset}"}] if offset < 3 else []
+    paging = {"total": 3, "count": len(data), "offset": offset}
+    return httpx.Response(200, json={"meta": {"pagingInfo": paging}, "data": data})
+
+
+def test_fetch_reads_every_page_of_both_collections() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return one_per_page(request)
+
+    names = NamesFetch(scripted(handler), page_size=1).result()
+    assert [o.name for o in names.organizations or []] == ["n0", "n1", "n2"]
+    assert [a.computer_name for a in names.agents or []] == ["n0", "n1", "n2"]
+    # the pager confirms the end with an empty page after the total
+    assert (names.pages, names.skipped, names.warnings) == (8, 0, [])
+    assert seen == [ORGANIZATIONS_PATH] * 4 + [AGENTS_PATH] * 4
+
+
+def test_a_stopped_fetch_reads_no_further_page() -> None:
+    stop = threading.Event()
+    stop.set()
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        return one_per_page(request)
+
+    names = fetch_names(scripted(handler), page_size=1, stop=stop)
+    assert requests == [ORGANIZATIONS_PATH, AGENTS_PATH]  # the page in flight, no other
+    assert (names.organizations, names.agents, names.pages) == ([], [], 0)
+
+
+def test_an_unexpected_error_in_the_fetch_reaches_the_caller() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise ZeroDivisionError("a bug, not a console answer")
+
+    fetch = NamesFetch(scripted(broken), page_size=1)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        fetch.result()
