@@ -350,10 +350,11 @@ def test_transient_faults_mid_paging_still_load_everything(
     kind: str,
     params: dict[str, Any],
 ) -> None:
-    settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=10, VSPC_SOURCE="faulty")
-    # Two separate hits, mid-paging (a 401 twice in a row is a real rejection, not a logout).
+    settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=5, VSPC_SOURCE="faulty")
+    # Two separate hits, mid-paging, far enough apart that with 4 pages in flight a retry is
+    # never the second hit (a 401 twice in a row is a real rejection, not a logout).
     simulator.faults.add(kind, after=2, times=1, **params)
-    simulator.faults.add(kind, after=4, times=1, **params)
+    simulator.faults.add(kind, after=9, times=1, **params)
     result = sync(settings, fresh_db)
     assert result.status == "success", result.error
     assert result.complete

@@ -410,7 +410,12 @@ def test_fault_429_puts_the_wait_in_the_body(
 
 @pytest.mark.parametrize(
     ("kind", "status", "error_type"),
-    [("520", 520, "unspecified"), ("400", 400, "logical"), ("403", 403, "security")],
+    [
+        ("520", 520, "unspecified"),
+        ("400", 400, "logical"),
+        ("403", 403, "security"),
+        ("404", 404, "logical"),
+    ],
 )
 def test_fault_with_an_error_body(
     client: httpx.Client, sim: Simulator, kind: str, status: int, error_type: str

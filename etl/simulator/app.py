@@ -176,6 +176,9 @@ class Simulator:
     def mutate(self, uid: str, **fields: Any) -> dict[str, Any]:
         return self.world.mutate(uid, **fields)
 
+    def mutate_organization(self, uid: str, **fields: Any) -> dict[str, Any]:
+        return self.world.mutate_organization(uid, **fields)
+
     def add_job(self, **fields: Any) -> dict[str, Any]:
         return self.world.add_job(**fields)
 

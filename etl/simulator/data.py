@@ -174,6 +174,14 @@ class World:
             self.version += 1
             return copy.deepcopy(job)
 
+    def mutate_organization(self, uid: str, **fields: Any) -> dict[str, Any]:
+        """Set wire fields of one organization (a rename, say); returns the new record."""
+        with self._lock:
+            org = {**self._orgs[uid], **copy.deepcopy(fields)}
+            self._orgs[uid] = org
+            self.version += 1
+            return copy.deepcopy(org)
+
     def add_job(self, *, first: bool = False, **fields: Any) -> dict[str, Any]:
         """Create a job that never ran, with ``fields`` set on it (``instanceUid`` too).
 

@@ -1,4 +1,5 @@
-"""Serve a :class:`~etl.simulator.app.Simulator` over plain HTTP/1.1 on a background thread.
+"""Serve a :class:`~etl.simulator.app.Simulator` over HTTP/1.1 on a background thread
+(plain, or TLS when given an ``ssl_context``: the TLS tests use a certificate made by trustme).
 
 The handler only moves bytes: it turns the socket's request into a ``Request``, and writes the
 ``Response`` back, honouring the transport faults (delay, trickle, reset). Waits are cut short
@@ -13,6 +14,7 @@ import json
 import logging
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +41,12 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    scheme = "http"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up, or refuses our TLS certificate, is routine for a test server.
+        _log.debug("connection from %s ended in an error", client_address, exc_info=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can stall on DNS.
@@ -95,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(url.query, keep_blank_values=True),
             headers={key.lower(): value for key, value in self.headers.items()},
             body=body,
-            base_url=f"http://{host}",
+            base_url=f"{server.scheme}://{host}",
         )
         if url.path.rstrip("/").startswith("/_sim"):
             server.sim.stats.count("control")
@@ -183,13 +191,28 @@ class SimulatorServer:
     """A :class:`Simulator` listening on ``host:port`` (port 0: any free port) until stopped.
 
     The socket is bound at construction, so :attr:`url` is known (and a taken port fails)
-    before :meth:`start`. Use it as a context manager to start and stop it.
+    before :meth:`start`. Use it as a context manager to start and stop it. With
+    ``ssl_context`` (a server-side context holding a certificate) it speaks HTTPS.
     """
 
-    def __init__(self, sim: Simulator, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sim = sim
         self._httpd = _Server((host, port), sim, family)
+        if ssl_context is not None:
+            # The handshake runs in the handler thread (on first read), so a client that
+            # refuses the certificate never holds up the accept loop.
+            self._httpd.socket = ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self._httpd.scheme = "https"
         self._thread: threading.Thread | None = None
         self.host = host
         self.port = int(self._httpd.server_address[1])
@@ -198,7 +221,7 @@ class SimulatorServer:
     def url(self) -> str:
         """The base URL a client configures as ``VSPC_URL``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._httpd.scheme}://{host}:{self.port}"
 
     def start(self) -> SimulatorServer:
         if self._thread is None:
