@@ -28,6 +28,7 @@ Decisions the contract leaves open, made here:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -40,6 +41,7 @@ from typing import Literal
 
 import orjson
 
+from etl import __version__
 from etl.errors import RecordRejected
 
 __all__ = [
@@ -507,3 +509,30 @@ def transform_with_raw(record: object) -> tuple[tuple[object, ...], str]:
         raise _reject("status", "is an empty string, but every job must have a status")
     row = tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in _PLAN])
     return row, raw
+
+
+# Bump when the transform changes what it makes of a record within one release; a new release
+# changes the key anyway (see :func:`fingerprint`).
+TRANSFORM_REVISION = 1
+_FINGERPRINT_KEY = f"vspc-etl {__version__} transform {TRANSFORM_REVISION}".encode()[:64]
+_CANONICAL_UID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
+
+
+def fingerprint(record: object) -> tuple[str, bytes] | None:
+    """``(instanceUid, hash)`` of a record whose row can be recognised as unchanged, else None.
+
+    The hash is a keyed BLAKE2b-128 of the record's compact JSON; the key holds the ETL
+    version, so a fingerprint stored by another release never matches. Only records with a
+    lowercase canonical ``instanceUid`` (how the console sends them, and how PostgreSQL prints
+    a uuid) that orjson can write qualify; any other record simply takes the full path.
+    """
+    if type(record) is not dict:
+        return None
+    uid = record.get("instanceUid")
+    if type(uid) is not str or len(uid) != 36 or _CANONICAL_UID.fullmatch(uid) is None:
+        return None
+    try:
+        text = orjson.dumps(record)
+    except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
+        return None
+    return uid, hashlib.blake2b(text, digest_size=16, key=_FINGERPRINT_KEY).digest()

@@ -252,7 +252,8 @@ def empty(engine: Engine) -> None:
         conn.execute(
             text(
                 "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
-                "vspc.etl_runs, vspc.etl_rejects RESTART IDENTITY CASCADE"
+                "vspc.etl_runs, vspc.etl_rejects, vspc.etl_job_fingerprints "
+                "RESTART IDENTITY CASCADE"
             )
         )
 

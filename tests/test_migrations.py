@@ -28,9 +28,10 @@ REPORTING = {
     "sla_policy",
     "report_settings",
 }
-TABLES = CORE | REPORTING
+CACHE = {"etl_job_fingerprints"}
+TABLES = CORE | REPORTING | CACHE
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture
@@ -60,6 +61,8 @@ def views(url: URL) -> set[str]:
 def test_upgrade_downgrade_upgrade(empty_db: URL) -> None:
     assert migrate(empty_db) == HEAD
     assert (tables(empty_db), views(empty_db)) == (TABLES, VIEWS)
+    assert migrate(empty_db, "0002") == "0002"
+    assert (tables(empty_db), views(empty_db)) == (CORE | REPORTING, VIEWS)
     assert migrate(empty_db, "0001") == "0001"
     assert (tables(empty_db), views(empty_db)) == (CORE, set())
     assert migrate(empty_db, "base") is None

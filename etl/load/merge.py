@@ -3,7 +3,9 @@
 Order inside the transaction:
 1. Dedupe ``stage_jobs``: one row per job (the last copy read wins if paging served it twice).
 2. One comparison with ``backup_agent_jobs`` puts new, changed and returning jobs in
-   ``stage_changed``; only those are upserted.
+   ``stage_changed``; only those are upserted. Jobs staged as ``same`` (their record's
+   fingerprint matched, see ``etl_job_fingerprints``) are unchanged without a comparison;
+   the fingerprints of the fully staged jobs are stored for the next run.
 3. Close the current snapshot of each changed job and open its new version.
 4. Deletions (complete extract only, within ``max_delete_ratio``): soft-delete, tombstone.
 5. Rejects into ``etl_rejects``.
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 JOBS = "vspc.backup_agent_jobs"
 SNAPSHOTS = "vspc.backup_agent_job_snapshots"
+FINGERPRINTS = "vspc.etl_job_fingerprints"
 
 _COLS = ", ".join(BUSINESS)
 _UPDATABLE = [c for c in BUSINESS if c != "instance_uid"]
@@ -47,9 +50,24 @@ _CHANGED = f"""
 INSERT INTO stage_changed (instance_uid, inserted)
 SELECT s.instance_uid, j.instance_uid IS NULL
 FROM stage_jobs s LEFT JOIN {JOBS} j ON j.instance_uid = s.instance_uid
-WHERE j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
+WHERE NOT s.same AND (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
    OR ({", ".join(f"j.{c}" for c in _UPDATABLE)})
-      IS DISTINCT FROM ({", ".join(f"s.{c}" for c in _UPDATABLE)})
+      IS DISTINCT FROM ({", ".join(f"s.{c}" for c in _UPDATABLE)}))
+"""
+
+# After the upsert, every fully staged job's row holds what its record says: that record's
+# fingerprint now describes the row. A record orjson could not hash leaves none behind (an
+# older fingerprint could match an older record that no longer describes the row).
+_FINGERPRINTS = f"""
+INSERT INTO {FINGERPRINTS} AS f (instance_uid, fingerprint)
+SELECT instance_uid, fp FROM stage_jobs WHERE NOT same AND fp IS NOT NULL
+ON CONFLICT (instance_uid) DO UPDATE SET fingerprint = excluded.fingerprint
+WHERE f.fingerprint <> excluded.fingerprint
+"""
+
+_UNHASHED = f"""
+DELETE FROM {FINGERPRINTS} f USING stage_jobs s
+WHERE s.instance_uid = f.instance_uid AND NOT s.same AND s.fp IS NULL
 """
 
 _UPSERT = f"""
@@ -176,6 +194,8 @@ def merge(
     pause("merge")  # chaos tests only (etl/testhook.py)
     run(text(_CLOSE_CHANGED), params)
     run(text(_OPEN_CHANGED), params)
+    run(text(_FINGERPRINTS))
+    run(text(_UNHASHED))
     valid, inserted, changed = run(
         text(
             "SELECT (SELECT count(*) FROM stage_jobs),"

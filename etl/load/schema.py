@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -188,6 +189,24 @@ etl_rejects = Table(
     Index(None, "run_id"),
     comment="records that could not be loaded, never silently dropped",
 )
+
+etl_job_fingerprints = Table(
+    "etl_job_fingerprints",
+    metadata,
+    Column(
+        "instance_uid", UUID(as_uuid=True), nullable=False, comment="backup_agent_jobs.instance_uid"
+    ),
+    Column(
+        "fingerprint",
+        LargeBinary,
+        nullable=False,
+        comment="keyed BLAKE2b-128 of the record as received (key: the ETL version)",
+    ),
+    PrimaryKeyConstraint("instance_uid"),
+    comment="ETL cache: hash of the record behind each job, so unchanged jobs skip the "
+    "transform; safe to truncate (the next sync compares in full and refills it)",
+)
+"""Revision 0003; see the migration for what it is for."""
 
 # ---------------------------------------------------------------- reporting (revision 0002)
 

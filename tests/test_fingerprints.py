@@ -1,0 +1,190 @@
+"""The unchanged-record fast path: a fingerprint let re-syncs skip the transform, not the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+import etl.pipeline
+import etl.simulator.wire
+import etl.transform
+from etl.load.stage import Stage
+from etl.simulator import Simulator
+from etl.transform import fingerprint
+from tests.test_pipeline import assert_mirrors, snapshots, sync
+
+
+@pytest.fixture
+def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The instanceUids the pipeline sends through the full transform, in order."""
+    seen: list[str] = []
+    real: Callable[[object], Any] = etl.pipeline.transform_with_raw
+
+    def counting(record: object) -> Any:
+        seen.append(record.get("instanceUid") if isinstance(record, dict) else None)
+        return real(record)
+
+    monkeypatch.setattr(etl.pipeline, "transform_with_raw", counting)
+    return seen
+
+
+def stored(engine: Engine) -> dict[str, bytes]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT instance_uid::text, fingerprint FROM vspc.etl_job_fingerprints")
+        ).all()
+    return {uid: bytes(fp) for uid, fp in rows}
+
+
+def job_xmins(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT instance_uid, xmin::text FROM vspc.backup_agent_jobs ORDER BY 1")
+            )
+        ]
+
+
+def test_first_sync_stores_the_fingerprint_of_every_job(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    sync(settings, fresh_db)
+    expected = {}
+    for job in simulator.jobs():
+        print_ = fingerprint(job)
+        assert print_ is not None
+        expected[print_[0]] = print_[1]
+    assert stored(fresh_db) == expected
+    assert len(expected) == 60
+
+
+def test_unchanged_resync_transforms_nothing_and_a_change_only_that_job(
+    fresh_db: Engine, settings: Any, simulator: Simulator, transformed: list[str]
+) -> None:
+    sync(settings, fresh_db)
+    assert len(transformed) == 60
+    transformed.clear()
+
+    again = sync(settings, fresh_db)
+    assert transformed == []
+    assert (again.seen, again.unchanged, again.inserted, again.updated, again.deleted) == (
+        60,
+        60,
+        0,
+        0,
+        0,
+    )
+
+    uid = sorted(j["instanceUid"] for j in simulator.jobs())[10]
+    simulator.mutate(uid, name="renamed on the console")
+    versions_before = len(snapshots(fresh_db))
+    third = sync(settings, fresh_db)
+    assert transformed == [uid]
+    assert (third.updated, third.unchanged) == (1, 59)
+    assert len(snapshots(fresh_db)) == versions_before + 1
+    record = next(j for j in simulator.jobs() if j["instanceUid"] == uid)
+    assert stored(fresh_db)[uid] == fingerprint(record)[1]  # type: ignore[index]
+    assert_mirrors(fresh_db, simulator)
+
+
+def test_a_fingerprint_from_another_release_never_matches(
+    fresh_db: Engine,
+    settings: Any,
+    simulator: Simulator,
+    transformed: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync(settings, fresh_db)
+    old = stored(fresh_db)
+    xmins = job_xmins(fresh_db)
+    transformed.clear()
+    monkeypatch.setattr(etl.transform, "_FINGERPRINT_KEY", b"vspc-etl 99.0 transform 1")
+
+    upgraded = sync(settings, fresh_db)
+    assert len(transformed) == 60  # every job compared in full again
+    assert (upgraded.unchanged, upgraded.updated) == (60, 0)
+    assert job_xmins(fresh_db) == xmins  # and still nothing rewritten
+    new = stored(fresh_db)
+    assert set(new) == set(old) and all(new[u] != old[u] for u in new)
+
+
+def test_emptied_cache_means_a_full_comparison_that_refills_it(
+    fresh_db: Engine, settings: Any, simulator: Simulator, transformed: list[str]
+) -> None:
+    sync(settings, fresh_db)
+    full = stored(fresh_db)
+    versions = snapshots(fresh_db)
+    with fresh_db.begin() as conn:
+        conn.execute(text("TRUNCATE vspc.etl_job_fingerprints"))
+    transformed.clear()
+    again = sync(settings, fresh_db)
+    assert len(transformed) == 60
+    assert again.unchanged == 60
+    assert snapshots(fresh_db) == versions
+    assert stored(fresh_db) == full
+
+
+def test_a_record_orjson_cannot_hash_leaves_no_stale_fingerprint(
+    fresh_db: Engine, settings: Any, simulator: Simulator, transformed: list[str]
+) -> None:
+    """An old fingerprint must not vouch for a row a later, unhashable record rewrote."""
+    sync(settings, fresh_db)
+    uid = sorted(j["instanceUid"] for j in simulator.jobs())[5]
+    original = next(j for j in simulator.jobs() if j["instanceUid"] == uid)
+    simulator.mutate(uid, vendorCounter=2**70)  # beyond 64 bits: orjson refuses, json does not
+    changed = sync(settings, fresh_db)
+    assert changed.updated == 1
+    assert uid not in stored(fresh_db)
+
+    # Back to exactly the first record: the warehouse holds the big-number one, so this must
+    # be compared (and versioned), not waved through by the first record's fingerprint.
+    simulator.mutate(uid, vendorCounter=etl.simulator.wire.ABSENT)
+    assert next(j for j in simulator.jobs() if j["instanceUid"] == uid) == original
+    transformed.clear()
+    back = sync(settings, fresh_db)
+    assert transformed == [uid]
+    assert (back.updated, back.unchanged) == (1, 59)
+    assert stored(fresh_db)[uid] == fingerprint(original)[1]  # type: ignore[index]
+    assert_mirrors(fresh_db, simulator)
+
+
+def test_only_canonical_uids_take_the_fast_path() -> None:
+    uid = "0b4a3b1e-1111-2222-3333-444455556666"
+    assert fingerprint({"instanceUid": uid, "status": "Success"}) is not None
+    assert fingerprint({"instanceUid": uid.upper(), "status": "Success"}) is None
+    assert fingerprint({"instanceUid": uid + " ", "status": "Success"}) is None
+    assert fingerprint({"instanceUid": 7, "status": "Success"}) is None
+    assert fingerprint(["not", "a", "record"]) is None
+    assert fingerprint({"instanceUid": uid, "text": "\ud800"}) is None  # lone surrogate
+    a = fingerprint({"instanceUid": uid, "status": "Success"})
+    b = fingerprint({"instanceUid": uid, "status": "Failed"})
+    assert a is not None and b is not None and a[1] != b[1] and len(a[1]) == 16
+
+
+def test_lookup_answers_the_same_for_sorted_and_shuffled_pages(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    sync(settings, fresh_db)
+    everything = stored(fresh_db)
+    uids = sorted(everything)[5:25]
+    gone = uids[3]
+    with fresh_db.begin() as conn:
+        conn.execute(
+            text("UPDATE vspc.backup_agent_jobs SET deleted_at = now() WHERE instance_uid = :u"),
+            {"u": gone},
+        )
+    expected = {u: everything[u] for u in uids if u != gone}
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        in_order = stage.known_fingerprints(uids, "test-console")
+        shuffled = stage.known_fingerprints([*uids[10:], *uids[:10]], "test-console")
+        sparse = stage.known_fingerprints(uids[::4], "test-console")  # range holds others too
+        other_source = stage.known_fingerprints(uids, "another-console")
+    assert in_order == expected
+    assert shuffled == expected
+    assert sparse == {u: everything[u] for u in uids[::4] if u != gone}
+    assert other_source == {}
