@@ -25,7 +25,7 @@ class _NoNames:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def result(self) -> Names:
+    def drain(self, on_page: Any) -> Names:
         return Names()
 
     def stop(self) -> None:

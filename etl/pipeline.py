@@ -233,7 +233,8 @@ def _execute(
         _extract(settings, client, stage, extract, progress, cancel)
         conn.commit()  # end the staging transaction; the merge gets one of its own
         _check_cancel(cancel)
-        # Names are secondary (a refusal is only a warning): read them while the merge runs.
+        # Names are secondary (a refusal is only a warning): read them while the merge runs,
+        # a few pages ahead at most (see NamesFetch), and stage them after it.
         names_fetch = NamesFetch(
             client, page_size=settings.vspc_page_size, concurrency=settings.vspc_concurrency
         )
@@ -247,10 +248,11 @@ def _execute(
                 incomplete_reason=extract.problem,
                 max_delete_ratio=settings.vspc_max_delete_ratio,
             )
-            with _timed(extract.timings, "names"):  # waiting for the reads, if still at it
-                names = names_fetch.result()
+            with _timed(extract.timings, "names"):  # staging the pages the thread hands over
+                name_stage = name_store.NameStage(conn)
+                names = names_fetch.drain(name_stage.add)
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
-                name_store.upsert_names(conn, names, source=source, now=run.started_at)
+                name_stage.upsert(names, source=source, now=run.started_at)
                 reporting.record_job_runs(conn, now=run.started_at)
             notes = "; ".join(n for n in (result.withheld, *names.warnings) if n) or None
             runs.finish_success(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -246,3 +247,56 @@ def test_an_unexpected_error_in_the_fetch_reaches_the_caller() -> None:
     fetch = NamesFetch(scripted(broken), page_size=1)
     with pytest.raises(ZeroDivisionError, match="a bug"):
         fetch.result()
+
+
+def many_pages(requests: list[str]) -> Any:
+    """40 organizations and 40 agents, one per page, counting the requests served."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        offset = int(request.url.params["offset"])
+        uid = f"00000000-0000-4000-8000-{offset:012d}"
+        data = [{"instanceUid": uid, "name": f"n{offset}"}] if offset < 40 else []
+        paging = {"total": 40, "count": len(data), "offset": offset}
+        return httpx.Response(200, json={"meta": {"pagingInfo": paging}, "data": data})
+
+    return handler
+
+
+def test_the_fetch_reads_only_a_few_pages_ahead_of_the_consumer() -> None:
+    """Memory stays flat: the thread waits for the merge instead of holding every name."""
+    requests: list[str] = []
+    fetch = NamesFetch(scripted(many_pages(requests)), page_size=1, queue_pages=3)
+    consumed: list[tuple[str, str | None]] = []
+    ahead: list[int] = []
+
+    def slow_consumer(kind: str, rows: list[Any]) -> None:
+        if not consumed:
+            time.sleep(0.5)  # time enough to read all 82 pages, were nothing holding it back
+        ahead.append(len(requests) - len(consumed))
+        consumed.extend((kind, getattr(r, "name", None) or r.computer_name) for r in rows)
+
+    names = fetch.drain(slow_consumer)
+    assert names.complete == {"organizations", "agents"}
+    assert (names.pages, names.organizations, names.agents) == (82, None, None)
+    assert consumed == [("organizations", f"n{i}") for i in range(40)] + [
+        ("agents", f"n{i}") for i in range(40)
+    ]
+    # the queue (3), the page the thread holds while waiting, the pager's page in hand
+    assert max(ahead) <= 3 + 2
+    assert len(requests) == 82
+
+
+def test_stop_releases_a_fetch_waiting_for_room_in_the_queue() -> None:
+    requests: list[str] = []
+    fetch = NamesFetch(scripted(many_pages(requests)), page_size=1, queue_pages=2)
+    deadline = time.monotonic() + 5
+    while len(requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the thread is now blocked on the full queue
+    served = len(requests)
+    assert served <= 2 + 2
+    fetch.stop()
+    fetch.thread.join(timeout=2)
+    assert not fetch.thread.is_alive()
+    assert len(requests) == served

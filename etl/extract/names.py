@@ -10,12 +10,13 @@ is skipped and counted, a value of the wrong type is read as unknown (null).
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from etl.errors import SourceError
 from etl.extract.client import VspcClient
@@ -53,15 +54,25 @@ class AgentRow:
     status: str | None
 
 
+ORGANIZATIONS = "organizations"
+AGENTS = "agents"
+
+Emit = Callable[[str, list[Any]], None]
+"""Receives each page of parsed rows: (``ORGANIZATIONS`` or ``AGENTS``, rows)."""
+
+
 @dataclass
 class Names:
-    """What was read. A list is None when its endpoint could not be read (see ``warnings``)."""
+    """What was read. ``complete`` names the collections read to the end without a refusal
+    (only those may be written); a list is None when its endpoint could not be read (see
+    ``warnings``) or when the rows went to an ``emit`` callback instead of being kept."""
 
     organizations: list[OrganizationRow] | None = None
     agents: list[AgentRow] | None = None
     warnings: list[str] = field(default_factory=list)
     pages: int = 0
     skipped: int = 0
+    complete: set[str] = field(default_factory=set)
 
 
 def text_or_none(value: object) -> str | None:
@@ -119,67 +130,115 @@ def fetch_names(
     page_size: int,
     concurrency: int = 1,
     stop: threading.Event | None = None,
+    emit: Emit | None = None,
 ) -> Names:
     """Read both name collections; a SourceError on one becomes a warning, not a failure.
 
+    With ``emit`` each page of rows goes to it as it is read and nothing is kept (memory does
+    not grow with the console); without, the rows are returned in the lists of ``Names``.
     ``stop`` ends the reading between two pages (what was read is returned).
     """
     names = Names()
-    names.organizations = _read(
-        client,
-        names,
-        ORGANIZATIONS_PATH,
-        organization_row,
-        "organization names",
-        page_size,
-        concurrency,
-        stop,
-    )
-    names.agents = _read(
-        client,
-        names,
-        AGENTS_PATH,
-        agent_row,
-        "computer names (backup agents)",
-        page_size,
-        concurrency,
-        stop,
-    )
+    kept: dict[str, list[Any]] = {ORGANIZATIONS: [], AGENTS: []}
+
+    def keep(kind: str, rows: list[Any]) -> None:
+        kept[kind].extend(rows)
+
+    for kind, path, parse, what in (
+        (ORGANIZATIONS, ORGANIZATIONS_PATH, organization_row, "organization names"),
+        (AGENTS, AGENTS_PATH, agent_row, "computer names (backup agents)"),
+    ):
+        ok = _read(
+            client, names, kind, path, parse, what, page_size, concurrency, stop, emit or keep
+        )
+        if ok:
+            names.complete.add(kind)
+    if emit is None:
+        if ORGANIZATIONS in names.complete:
+            names.organizations = kept[ORGANIZATIONS]
+        if AGENTS in names.complete:
+            names.agents = kept[AGENTS]
     return names
 
 
-class NamesFetch:
-    """:func:`fetch_names` in a thread of its own, so the HTTP reads overlap the merge.
+class _Stopped(Exception):
+    """The consumer went away: the fetch thread ends without waiting for room in the queue."""
 
-    ``result()`` waits for it and re-raises what it raised (a SourceError is already a
-    warning inside); ``stop()`` asks it to end at the next page and does not wait.
+
+class NamesFetch:
+    """:func:`fetch_names` in a thread of its own, so the HTTP reads overlap the job merge.
+
+    Pages are handed over through a queue of at most ``queue_pages`` pages: the thread reads
+    ahead that far, then waits for :meth:`drain`, so memory stays flat however many agents
+    the console has. ``drain`` passes each page to its callback and returns the ``Names``
+    summary, re-raising what the thread raised (a SourceError is already a warning inside);
+    ``result()`` drains into lists (small consoles, tests); ``stop()`` asks the thread to
+    end at the next page and does not wait.
     """
 
-    def __init__(self, client: VspcClient, *, page_size: int, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        client: VspcClient,
+        *,
+        page_size: int,
+        concurrency: int = 1,
+        queue_pages: int = 4,
+    ) -> None:
         self._stop = threading.Event()
-        self._done = threading.Event()
-        self._names: Names | None = None
-        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=queue_pages)
+        self.queue_pages = queue_pages
+
+        def put(item: tuple[str, Any, Any]) -> None:
+            while True:
+                if self._stop.is_set():
+                    raise _Stopped
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
 
         def work() -> None:
             try:
-                self._names = fetch_names(
-                    client, page_size=page_size, concurrency=concurrency, stop=self._stop
+                names = fetch_names(
+                    client,
+                    page_size=page_size,
+                    concurrency=concurrency,
+                    stop=self._stop,
+                    emit=lambda kind, rows: put(("page", kind, rows)),
                 )
-            except BaseException as exc:  # handed to the caller by result()
-                self._error = exc
-            finally:
-                self._done.set()
+                put(("done", names, None))
+            except _Stopped:
+                return
+            except BaseException as exc:  # handed to the caller by drain()
+                try:
+                    put(("error", exc, None))
+                except _Stopped:
+                    return
 
-        threading.Thread(target=work, name="vspc-names", daemon=True).start()
+        self.thread = threading.Thread(target=work, name="vspc-names", daemon=True)
+        self.thread.start()
+
+    def drain(self, on_page: Emit) -> Names:
+        """Pass every page to ``on_page`` as it arrives; the summary once both are read."""
+        while True:
+            tag, first, second = self._queue.get()
+            if tag == "page":
+                on_page(first, second)
+            elif tag == "done":
+                return cast(Names, first)
+            else:
+                raise cast(BaseException, first)
 
     def result(self) -> Names:
-        """The names read; raises what the fetch raised."""
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._names is not None
-        return self._names
+        """Everything read, in the lists of ``Names`` (a collection not complete is None)."""
+        kept: dict[str, list[Any]] = {ORGANIZATIONS: [], AGENTS: []}
+        names = self.drain(lambda kind, rows: kept[kind].extend(rows))
+        if ORGANIZATIONS in names.complete:
+            names.organizations = kept[ORGANIZATIONS]
+        if AGENTS in names.complete:
+            names.agents = kept[AGENTS]
+        return names
 
     def stop(self) -> None:
         """End the fetch at the next page boundary (it may still be reading one)."""
@@ -189,35 +248,39 @@ class NamesFetch:
 def _read(
     client: VspcClient,
     names: Names,
+    kind: str,
     path: str,
     parse: Callable[[object], T | None],
     what: str,
     page_size: int,
     concurrency: int,
     stop: threading.Event | None,
-) -> list[T] | None:
+    emit: Emit,
+) -> bool:
+    """Read one collection page by page into ``emit``; False if the console refused it."""
     report = PassReport()
-    rows: list[T] = []
     try:
         for items in _pages(client, path, page_size, concurrency, report):
             if stop is not None and stop.is_set():
                 break
             names.pages += 1
+            rows: list[T] = []
             for record in items:
                 row = parse(record)
                 if row is None:
                     names.skipped += 1
                 else:
                     rows.append(row)
+            emit(kind, rows)
     except SourceError as exc:
         warning = f"{what} were not refreshed: {exc}"
         log.warning("%s; the job sync goes on, names stay as they were", warning)
         names.warnings.append(warning)
-        return None
+        return False
     if report.problems:
         # Names are upserted, never deleted: a shifted page can only leave one name stale.
         log.warning("reading %s: %s", what, "; ".join(report.problems))
-    return rows
+    return True
 
 
 def _pages(

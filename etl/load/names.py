@@ -1,73 +1,89 @@
-"""Upsert organization and agent names inside the run's merge transaction.
+"""Stage and upsert organization and agent names inside the run's merge transaction.
 
-The names read are compared with those stored, and only new or changed ones are written
-(one array per column, ``INSERT … ON CONFLICT``): unchanged names are not rewritten.
-Names are never deleted: an organization that left still labels its history.
+Pages of names are COPYed into temp tables as the names thread hands them over (memory stays
+flat however many agents the console has); once both collections are read, one set-based
+``INSERT … ON CONFLICT … WHERE … IS DISTINCT FROM`` per collection writes the new and changed
+names only: unchanged names are not rewritten. A collection the console refused (or did not
+finish serving) is not written at all. Names are never deleted: an organization that left
+still labels its history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, text
 
-from etl.extract.names import AgentRow, Names, OrganizationRow
+from etl.extract.names import AGENTS, ORGANIZATIONS, AgentRow, Names, OrganizationRow
 
-_TABLES: dict[str, tuple[str, ...]] = {
-    "organizations": ("instance_uid", "name", "alias", "type"),
-    "backup_agents": ("instance_uid", "computer_name", "organization_uid", "version", "status"),
+_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    ORGANIZATIONS: ("organizations", ("instance_uid", "name", "alias", "type")),
+    AGENTS: (
+        "backup_agents",
+        ("instance_uid", "computer_name", "organization_uid", "version", "status"),
+    ),
 }
 
 
-def upsert_names(conn: Connection, names: Names, *, source: str, now: datetime) -> int:
-    """Write what ``names`` holds (a None list is left alone); returns rows inserted/changed."""
-    written = 0
-    if names.organizations is not None:
-        written += _upsert(conn, "organizations", _org_tuples(names.organizations), source, now)
-    if names.agents is not None:
-        written += _upsert(conn, "backup_agents", _agent_tuples(names.agents), source, now)
-    return written
+def _stage(kind: str) -> str:
+    return f"stage_{_TABLES[kind][0]}"
 
 
-def _org_tuples(rows: Iterable[OrganizationRow]) -> list[tuple[Any, ...]]:
-    latest = {r.instance_uid: (r.instance_uid, r.name, r.alias, r.type) for r in rows}
-    return list(latest.values())
+class NameStage:
+    """Temp tables ``stage_organizations`` and ``stage_backup_agents`` on the run's connection.
 
+    Created inside the merge transaction and dropped when it ends (``ON COMMIT DROP``; a
+    rollback takes them too).
+    """
 
-def _agent_tuples(rows: Iterable[AgentRow]) -> list[tuple[Any, ...]]:
-    latest = {
-        r.instance_uid: (r.instance_uid, r.computer_name, r.organization_uid, r.version, r.status)
-        for r in rows
-    }
-    return list(latest.values())
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._seq = 0
+        for kind, (table, columns) in _TABLES.items():
+            conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{_stage(kind)}"))
+            conn.execute(
+                text(
+                    f"CREATE TEMP TABLE {_stage(kind)} ON COMMIT DROP AS "
+                    f"SELECT 0::bigint AS seq, {', '.join(columns)} FROM vspc.{table} "
+                    "WITH NO DATA"
+                )
+            )
 
+    def add(self, kind: str, rows: Sequence[OrganizationRow | AgentRow]) -> None:
+        """COPY one page of names (the callback :meth:`NamesFetch.drain` calls)."""
+        if not rows:
+            return
+        columns = _TABLES[kind][1]
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {_stage(kind)} (seq, {', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                self._seq += 1
+                copy.write_row((self._seq, *(getattr(row, c) for c in columns)))
 
-def _upsert(
-    conn: Connection, table: str, rows: Sequence[tuple[Any, ...]], source: str, now: datetime
-) -> int:
-    columns = _TABLES[table]
-    # Names seldom change: compare with what is stored here, and send only the differences.
-    stored = {
-        row[0]: tuple(row)
-        for row in conn.execute(text(f"SELECT {', '.join(columns)}, source FROM vspc.{table}"))
-    }
-    changed = [row for row in rows if stored.get(row[0]) != (*row, source)]
-    if not changed:
-        return 0
-    values = [c for c in columns if c != "instance_uid"]
-    arrays = ", ".join(
-        f"CAST(:c{i} AS {'uuid' if c.endswith('uid') else 'text'}[])" for i, c in enumerate(columns)
-    )
-    params: dict[str, Any] = {f"c{i}": [row[i] for row in changed] for i in range(len(columns))}
-    result = conn.execute(
-        text(
-            f"INSERT INTO vspc.{table} ({', '.join(columns)}, source, first_seen_at, updated_at) "
-            f"SELECT *, :source, :now, :now FROM unnest({arrays}) "
-            "ON CONFLICT (instance_uid) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in (*values, "source", "updated_at"))
-        ),
-        {**params, "source": source, "now": now},
-    )
-    return int(result.rowcount)
+    def upsert(self, names: Names, *, source: str, now: datetime) -> int:
+        """Write the collections read completely; returns the rows inserted or changed."""
+        written = 0
+        for kind in (ORGANIZATIONS, AGENTS):
+            if kind in names.complete:
+                written += self._upsert(kind, source, now)
+        return written
+
+    def _upsert(self, kind: str, source: str, now: datetime) -> int:
+        table, columns = _TABLES[kind]
+        values = [c for c in columns if c != "instance_uid"]
+        # The copy read last wins when paging served a name twice.
+        result = self.conn.execute(
+            text(
+                f"INSERT INTO vspc.{table} AS t ({', '.join(columns)}, source, first_seen_at, "
+                "updated_at) "
+                f"SELECT DISTINCT ON (instance_uid) {', '.join(columns)}, :source, :now, :now "
+                f"FROM {_stage(kind)} ORDER BY instance_uid, seq DESC "
+                "ON CONFLICT (instance_uid) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in (*values, "source", "updated_at"))
+                + f" WHERE ({', '.join(f't.{c}' for c in (*values, 'source'))}) "
+                f"IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in (*values, 'source'))})"
+            ),
+            {"source": source, "now": now},
+        )
+        return int(result.rowcount)
