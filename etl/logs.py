@@ -120,7 +120,7 @@ def setup_logging(
         handler.setFormatter(logging.Formatter(TEXT_FORMAT, "%H:%M:%S"))
     root.setLevel(level)
     # httpx logs every request at INFO and APScheduler every job start and end; that belongs
-    # to DEBUG for an ETL (the daemon logs each run itself).
-    for noisy in ("httpx", "httpcore", "pgserver", "apscheduler"):
+    # to DEBUG for an ETL (the daemon logs each run itself), as does alembic listing its plugins.
+    for noisy in ("httpx", "httpcore", "pgserver", "apscheduler", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     return _filter
