@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from etl.transform import (
     BUSINESS_COLUMNS,
     FIELDS,
     MAX_DEPTH,
+    _uuid_of,
     jsonb_safe,
     normalize_enum,
     parse_timestamp,
@@ -858,3 +860,24 @@ def test_raw_fast_path_never_hides_unstorable_text(extra: dict[str, object], fie
     with pytest.raises(RecordRejected) as info:
         transform_with_raw(record)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0b4a3b1e-1111-2222-3333-444455556666",
+        "0B4A3B1E-ABCD-EF00-3333-FFFFFFFFFFFF",
+        "00000000-0000-0000-0000-000000000000",
+    ],
+)
+def test_the_fast_uuid_is_a_real_uuid(text: str) -> None:
+    fast = _uuid_of(text)
+    real = uuid.UUID(text)
+    assert (fast, hash(fast), str(fast), fast.bytes, fast.is_safe) == (
+        real,
+        hash(real),
+        str(real),
+        real.bytes,
+        real.is_safe,
+    )
+    assert type(fast) is uuid.UUID
