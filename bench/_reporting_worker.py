@@ -28,6 +28,9 @@ class _NoNames:
     def drain(self, on_page: Any) -> Names:
         return Names()
 
+    def drain_ready(self, on_page: Any) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 

@@ -23,13 +23,20 @@ from etl.config import Settings
 from etl.db import short
 from etl.errors import LoadError, RecordRejected, RunCancelled, VspcEtlError
 from etl.extract import ApiKeyAuth, PassReport, PasswordAuth, RetryPolicy, VspcClient, iter_pages
-from etl.extract.names import NamesFetch
+from etl.extract.names import Names, NamesFetch
 from etl.load import names as name_store
 from etl.load import reporting, runs
 from etl.load.merge import merge
 from etl.load.stage import Stage, StagedReject
 from etl.testhook import pause
-from etl.transform import MAX_DEPTH, fingerprint, jsonb_safe, record_key, transform_with_raw
+from etl.transform import (
+    MAX_DEPTH,
+    Fingerprint,
+    fingerprint,
+    jsonb_safe,
+    record_key,
+    transform_with_raw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +140,8 @@ def make_client(
     sleep: Callable[[float], None] = time.sleep,
     on_event: OnEvent | None = None,
 ) -> VspcClient:
-    """A VSPC client with the configured credentials and retry budget."""
+    """A VSPC client with the configured credentials and retry budget; at most
+    ``VSPC_CONCURRENCY`` requests in flight, whichever thread sends them."""
     auth: ApiKeyAuth | PasswordAuth
     if settings.vspc_api_key is not None and settings.vspc_api_key.get_secret_value():
         auth = ApiKeyAuth(settings.vspc_api_key.get_secret_value())
@@ -143,7 +151,14 @@ def make_client(
     retry = RetryPolicy(
         max_attempts=settings.vspc_max_attempts, max_elapsed=settings.vspc_retry_budget
     )
-    return VspcClient(http, auth, retry=retry, sleep=sleep, on_event=on_event)
+    return VspcClient(
+        http,
+        auth,
+        retry=retry,
+        sleep=sleep,
+        on_event=on_event,
+        max_in_flight=settings.vspc_concurrency,
+    )
 
 
 def run_once(
@@ -225,19 +240,16 @@ def _execute(
 ) -> RunResult:
     source = settings.source
     extract = _Extract()
-    names_fetch: NamesFetch | None = None
+    names: _NamesReader | None = None
     try:
         client = make_client(settings, http, sleep=sleep, on_event=on_event)
         stage = Stage(conn)
         stage.create()
-        _extract(settings, client, stage, extract, progress, cancel)
+        names = _NamesReader(settings, client, name_store.NameStage(conn), extract.timings)
+        conn.commit()
+        _extract(settings, client, stage, extract, progress, cancel, names)
         conn.commit()  # end the staging transaction; the merge gets one of its own
         _check_cancel(cancel)
-        # Names are secondary (a refusal is only a warning): read them while the merge runs,
-        # a few pages ahead at most (see NamesFetch), and stage them after it.
-        names_fetch = NamesFetch(
-            client, page_size=settings.vspc_page_size, concurrency=settings.vspc_concurrency
-        )
         with _timed(extract.timings, "merge"), conn.begin():
             result = merge(
                 conn,
@@ -248,13 +260,11 @@ def _execute(
                 incomplete_reason=extract.problem,
                 max_delete_ratio=settings.vspc_max_delete_ratio,
             )
-            with _timed(extract.timings, "names"):  # staging the pages the thread hands over
-                name_stage = name_store.NameStage(conn)
-                names = names_fetch.drain(name_stage.add)
+            summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
-                name_stage.upsert(names, source=source, now=run.started_at)
+                names.stage.upsert(summary, source=source, now=run.started_at)
                 reporting.record_job_runs(conn, now=run.started_at)
-            notes = "; ".join(n for n in (result.withheld, *names.warnings) if n) or None
+            notes = "; ".join(n for n in (result.withheld, *summary.warnings) if n) or None
             runs.finish_success(
                 conn,
                 run.run_id,
@@ -270,8 +280,8 @@ def _execute(
             )
             pause("commit")  # chaos tests only (etl/testhook.py)
     except BaseException as exc:
-        if names_fetch is not None:
-            names_fetch.stop()
+        if names is not None:
+            names.stop()
         _rollback(conn)
         error = _describe_failure(exc)
         if cancel is not None and cancel.is_set() and error != CANCELLED:
@@ -309,6 +319,53 @@ def _execute(
     return outcome
 
 
+class _NamesReader:
+    """Organization and agent names, read by a thread of their own beside the job pages.
+
+    Names are secondary (a refusal is only a warning, see ``fetch_names``): the thread starts
+    once the job pager has its first page, shares the client's ``VSPC_CONCURRENCY`` request
+    slots with it, and hands its pages over through a short queue (``NamesFetch``); they are
+    COPYed into ``stage`` between job pages, and the rest inside the merge transaction.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: VspcClient,
+        stage: name_store.NameStage,
+        timings: dict[str, float],
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.stage = stage
+        self.timings = timings
+        self.fetch: NamesFetch | None = None
+
+    def start(self) -> None:
+        if self.fetch is None:
+            self.fetch = NamesFetch(
+                self.client,
+                page_size=self.settings.vspc_page_size,
+                concurrency=self.settings.vspc_concurrency,
+            )
+
+    def stage_ready(self) -> None:
+        assert self.fetch is not None
+        with _timed(self.timings, "names"):
+            self.fetch.drain_ready(self.stage.add)
+
+    def finish(self) -> Names:
+        """Stage the pages still to come, waiting for them; the summary of both collections."""
+        self.start()
+        assert self.fetch is not None
+        with _timed(self.timings, "names"):
+            return self.fetch.drain(self.stage.add)
+
+    def stop(self) -> None:
+        if self.fetch is not None:
+            self.fetch.stop()
+
+
 def _extract(
     settings: Settings,
     client: VspcClient,
@@ -316,8 +373,14 @@ def _extract(
     extract: _Extract,
     progress: Progress | None,
     cancel: threading.Event | None = None,
+    names: _NamesReader | None = None,
 ) -> None:
-    """Read the collection into the stage, re-reading (bounded) if it shifted under the pager."""
+    """Read the collection into the stage, re-reading (bounded) if it shifted under the pager.
+
+    Once the first page has come back (the console answers, the credentials work), ``names``
+    starts reading beside the job pages; the name pages it has ready are staged between two
+    job pages.
+    """
     for attempt in range(1, settings.vspc_max_passes + 1):
         if attempt > 1:
             stage.next_pass()
@@ -342,6 +405,9 @@ def _extract(
                 extract.pages += 1
                 extract.records += len(page.items)
                 _stage_page(stage, page.items, page.offset, settings.source, extract.timings)
+                if names is not None:
+                    names.start()
+                    names.stage_ready()
                 if progress is not None:
                     progress(extract.pages, extract.records, page.total)
         total = report.totals[-1] if report.totals else 0
@@ -384,29 +450,26 @@ def _stage_page(
     """
     with _timed(timings, "transform"):
         prints = [fingerprint(record) for record in items]
-        uids = [p[0] for p in prints if p is not None]
+        uids = [p.uid for p in prints if p is not None]
     with _timed(timings, "copy"):
         known = stage.known_fingerprints(uids, source)
     with _timed(timings, "transform"):
         same: list[str] = []
         rest: list[Any] = []
-        rest_fps: list[bytes | None] = []
+        rest_prints: list[Fingerprint | None] = []
         for record, print_ in zip(items, prints, strict=True):
-            if print_ is None:
-                rest.append(record)
-                rest_fps.append(None)
-            elif known.get(print_[0]) == print_[1]:
-                same.append(print_[0])
+            if print_ is not None and known.get(print_.uid) == print_.digest:
+                same.append(print_.uid)
             else:
                 rest.append(record)
-                rest_fps.append(print_[1])
-        rows, raws, fps, rejects = _transform_page(rest, rest_fps, offset)
+                rest_prints.append(print_)
+        rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset)
     with _timed(timings, "copy"):
         stage.add(rows, raws, fps, rejects, same)
 
 
 def _transform_page(
-    items: list[Any], prints: list[bytes | None], offset: int
+    items: list[Any], prints: list[Fingerprint | None], offset: int
 ) -> tuple[list[tuple[Any, ...]], list[str], list[bytes | None], list[StagedReject]]:
     rows: list[tuple[Any, ...]] = []
     raws: list[str] = []
@@ -414,7 +477,10 @@ def _transform_page(
     rejects: list[StagedReject] = []
     for record, print_ in zip(items, prints, strict=True):
         try:
-            row, raw = transform_with_raw(record)
+            if print_ is None:
+                row, raw = transform_with_raw(record)
+            else:  # the text the fingerprint hashed is the record written out: reuse it
+                row, raw = transform_with_raw(record, print_.text)
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None
@@ -435,7 +501,7 @@ def _transform_page(
         else:
             rows.append(row)
             raws.append(raw)
-            fps.append(print_)
+            fps.append(None if print_ is None else print_.digest)
     return rows, raws, fps, rejects
 
 

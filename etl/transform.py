@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import orjson
 
@@ -487,12 +487,13 @@ def transform_record(record: object) -> tuple[object, ...]:
 _FLAT_TYPES = frozenset({str, int, bool, type(None)})
 
 
-def _fast_raw(record: dict[str, object]) -> str | None:
+def _fast_raw(record: dict[str, object], dumped: bytes | None = None) -> str | None:
     """The record as JSON text when it is plainly storable, else None (take the slow walk).
 
     A typical job is flat: scalars and one list of strings. For such a record orjson proves
     most of what the walk would (valid Unicode, string keys) while producing the text we store
-    anyway; only NUL remains to look for, in the output.
+    anyway; only NUL remains to look for, in the output. ``dumped`` is ``orjson.dumps(record)``
+    when the caller has it already (see :func:`fingerprint`).
     """
     for value in record.values():
         kind = type(value)
@@ -501,18 +502,25 @@ def _fast_raw(record: dict[str, object]) -> str | None:
         if kind is list and all(type(item) is str for item in value):  # type: ignore[attr-defined]
             continue
         return None  # floats (NaN?), objects, nested lists: the walk decides
-    try:
-        out = orjson.dumps(record)
-    except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
-        return None
-    return None if b"\\u0000" in out else out.decode()
+    if dumped is None:
+        try:
+            dumped = orjson.dumps(record)
+        except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
+            return None
+    return None if b"\\u0000" in dumped else dumped.decode()
 
 
-def transform_with_raw(record: object) -> tuple[tuple[object, ...], str]:
-    """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column."""
+def transform_with_raw(
+    record: object, dumped: bytes | None = None
+) -> tuple[tuple[object, ...], str]:
+    """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column.
+
+    ``dumped``, if given, must be ``orjson.dumps(record)`` (a :class:`Fingerprint`'s ``text``):
+    it saves writing the record out a second time.
+    """
     if type(record) is not dict:
         raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
-    raw = _fast_raw(record)
+    raw = _fast_raw(record, dumped)
     if raw is None:
         _check_storable(record)
         raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -535,13 +543,22 @@ _FINGERPRINT_KEY = f"vspc-etl {__version__} transform {TRANSFORM_REVISION}".enco
 _CANONICAL_UID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
 
 
-def fingerprint(record: object) -> tuple[str, bytes] | None:
-    """``(instanceUid, hash)`` of a record whose row can be recognised as unchanged, else None.
+class Fingerprint(NamedTuple):
+    """A record's ``instanceUid``, its keyed hash, and the compact JSON text that was hashed."""
 
-    The hash is a keyed BLAKE2b-128 of the record's compact JSON; the key holds the ETL
-    version, so a fingerprint stored by another release never matches. Only records with a
+    uid: str
+    digest: bytes
+    text: bytes
+
+
+def fingerprint(record: object) -> Fingerprint | None:
+    """``(instanceUid, hash, text)`` of a record whose row can be recognised as unchanged.
+
+    The hash is a keyed BLAKE2b-128 of the record's compact JSON ``text``; the key holds the
+    ETL version, so a fingerprint stored by another release never matches. Only records with a
     lowercase canonical ``instanceUid`` (how the console sends them, and how PostgreSQL prints
-    a uuid) that orjson can write qualify; any other record simply takes the full path.
+    a uuid) that orjson can write qualify; any other record gives None and simply takes the
+    full path.
     """
     if type(record) is not dict:
         return None
@@ -552,4 +569,5 @@ def fingerprint(record: object) -> tuple[str, bytes] | None:
         text = orjson.dumps(record)
     except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
         return None
-    return uid, hashlib.blake2b(text, digest_size=16, key=_FINGERPRINT_KEY).digest()
+    digest = hashlib.blake2b(text, digest_size=16, key=_FINGERPRINT_KEY).digest()
+    return Fingerprint(uid, digest, text)

@@ -34,6 +34,7 @@ from etl.errors import (
     VspcEtlError,
 )
 from etl.extract import ApiKeyAuth, PasswordAuth, RetryPolicy, VspcClient
+from etl.extract.client import decode_json
 
 BASE = "https://vspc.example.com:1280"
 JOBS = "/api/v3/infrastructure/backupAgents/windows/jobs"
@@ -1075,3 +1076,58 @@ def test_api_key_flow_leaks_no_secret_to_logs_or_errors(make_client, caplog):
         f"for {JOBS}; gave up after 3 attempts in 2 s."
     )
     assert_no_secret(caplog.text)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"n": 123456789012345678}', 123456789012345678),  # 18 digits: orjson, exact
+        (b'{"n": 18446744073709551616}', 2**64),  # 20 digits: orjson would make it a float
+        (b'{"n": -1180591620717411303424}', -(2**70)),
+        (b'{"n": 1, "s": "0000000000000000000"}', 1),  # a digit run in a string: still exact
+    ],
+)
+def test_decode_json_keeps_every_integer_exact(body: bytes, expected: int) -> None:
+    value = decode_json(body)["n"]
+    assert type(value) is int
+    assert value == expected
+
+
+def test_decode_json_reads_what_orjson_refuses() -> None:
+    assert decode_json(b'{"n": NaN, "s": "\\ud800"}')["s"] == "\ud800"
+
+
+@pytest.mark.parametrize(("bound", "expected"), [(3, 3), (None, 8)])
+def test_max_in_flight_bounds_the_requests_of_every_thread(
+    bound: int | None, expected: int
+) -> None:
+    """The job pager and the names reader share one client: together they keep the bound."""
+    lock = threading.Lock()
+    in_flight = [0]
+    peak = [0]
+    everyone_waiting = threading.Barrier(8)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        threading.Event().wait(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return httpx.Response(200, json={"ok": True})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler), base_url=BASE)
+    client = VspcClient(http, ApiKeyAuth("k"), retry=EXACT, max_in_flight=bound)
+
+    def worker() -> None:
+        everyone_waiting.wait(timeout=5)
+        for _ in range(3):
+            assert client.get_json("/api/v3/x") == {"ok": True}
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert peak[0] == expected
+    assert client.stats.requests == 24

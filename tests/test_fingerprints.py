@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import Engine, text
 
 import etl.pipeline
 import etl.simulator.wire
 import etl.transform
+from etl.errors import RecordRejected
 from etl.load.stage import Stage
 from etl.simulator import Simulator
-from etl.transform import fingerprint
+from etl.transform import fingerprint, transform_with_raw
 from tests.test_pipeline import assert_mirrors, snapshots, sync
 
 
@@ -23,9 +25,9 @@ def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real: Callable[[object], Any] = etl.pipeline.transform_with_raw
 
-    def counting(record: object) -> Any:
+    def counting(record: object, dumped: bytes | None = None) -> Any:
         seen.append(record.get("instanceUid") if isinstance(record, dict) else None)
-        return real(record)
+        return real(record, dumped)
 
     monkeypatch.setattr(etl.pipeline, "transform_with_raw", counting)
     return seen
@@ -163,6 +165,32 @@ def test_only_canonical_uids_take_the_fast_path() -> None:
     a = fingerprint({"instanceUid": uid, "status": "Success"})
     b = fingerprint({"instanceUid": uid, "status": "Failed"})
     assert a is not None and b is not None and a[1] != b[1] and len(a[1]) == 16
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"scheduleEvents": ["AtLock"], "nested": {"a": [1, {"b": None}]}},  # the slow walk
+        {"note": "NUL \x00 inside"},  # orjson writes it; PostgreSQL cannot store it
+        {"ratio": 0.5},
+    ],
+)
+def test_reusing_the_fingerprint_text_transforms_exactly_alike(extra: dict[str, Any]) -> None:
+    record = {"instanceUid": "0b4a3b1e-1111-2222-3333-444455556666", "status": "Success", **extra}
+    print_ = fingerprint(record)
+    assert print_ is not None
+    assert print_.text == orjson.dumps(record)
+
+    def outcome(*args: Any) -> Any:
+        try:
+            return transform_with_raw(*args)
+        except RecordRejected as exc:
+            return exc.reason
+
+    assert outcome(record, print_.text) == outcome(record)
+    if "note" in extra:  # rejected either way, with the same reason
+        assert "NUL" in outcome(record, print_.text)
 
 
 def test_lookup_answers_the_same_for_sorted_and_shuffled_pages(

@@ -300,3 +300,63 @@ def test_stop_releases_a_fetch_waiting_for_room_in_the_queue() -> None:
     fetch.thread.join(timeout=2)
     assert not fetch.thread.is_alive()
     assert len(requests) == served
+
+
+def test_drain_ready_hands_over_what_is_waiting_and_never_blocks() -> None:
+    """Between two job pages the pipeline stages the name pages already read, nothing more."""
+    release = threading.Event()
+    requests: list[str] = []
+    serve = many_pages(requests)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == AGENTS_PATH:
+            release.wait(timeout=10)  # the agents are slow to come
+        return serve(request)
+
+    fetch = NamesFetch(scripted(handler), page_size=1, queue_pages=100)
+    deadline = time.monotonic() + 5
+    while len(requests) < 42 and time.monotonic() < deadline:  # 41 organization pages + 1
+        time.sleep(0.01)
+    got: list[tuple[str, int]] = []
+    started = time.monotonic()
+    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
+    assert time.monotonic() - started < 1  # the agents page in flight is not waited for
+    assert got == [("organizations", 1)] * 40 + [("organizations", 0)]
+    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
+    assert len(got) == 41  # nothing new arrived
+    release.set()
+    names = fetch.drain(lambda kind, rows: got.append((kind, len(rows))))
+    assert names.complete == {"organizations", "agents"}
+    assert got[41:] == [("agents", 1)] * 40 + [("agents", 0)]
+    # once the summary is in, both return at once with it
+    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
+    assert fetch.drain(lambda kind, rows: got.append((kind, len(rows)))) is names
+    assert len(got) == 82
+
+
+def paths_of_a_sync(settings: Any, engine: Engine) -> tuple[RunResult, list[str]]:
+    """Run a sync through an httpx client that records the path of every request, in order."""
+    paths: list[str] = []
+    http = httpx.Client(
+        base_url=settings.vspc_url,
+        event_hooks={"request": [lambda request: paths.append(request.url.path)]},
+    )
+    with http:
+        result = run_once(settings, engine=engine, http=http, sleep=no_sleep)
+    return result, paths
+
+
+def test_names_are_read_once_the_first_job_page_came_back(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    jobs = "/api/v3/infrastructure/backupAgents/windows/jobs"
+    result, paths = paths_of_a_sync(settings.model_copy(update={"vspc_page_size": 10}), fresh_db)
+    assert result.status == "success" and result.inserted == 60
+    assert paths[0] == jobs
+    assert paths.count(ORGANIZATIONS_PATH) >= 1 and paths.count(AGENTS_PATH) >= 1
+    assert set(paths) == {jobs, ORGANIZATIONS_PATH, AGENTS_PATH}
+    # a console that refuses the jobs sends the run home before any name is asked for
+    simulator.faults.add("403", path="jobs", times=None)
+    failed, paths = paths_of_a_sync(settings, fresh_db)
+    assert failed.status == "failed" and "403" in (failed.error or "")
+    assert paths == [jobs]

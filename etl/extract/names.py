@@ -166,14 +166,15 @@ class _Stopped(Exception):
 
 
 class NamesFetch:
-    """:func:`fetch_names` in a thread of its own, so the HTTP reads overlap the job merge.
+    """:func:`fetch_names` in a thread of its own, so the HTTP reads overlap the job sync.
 
     Pages are handed over through a queue of at most ``queue_pages`` pages: the thread reads
-    ahead that far, then waits for :meth:`drain`, so memory stays flat however many agents
-    the console has. ``drain`` passes each page to its callback and returns the ``Names``
-    summary, re-raising what the thread raised (a SourceError is already a warning inside);
-    ``result()`` drains into lists (small consoles, tests); ``stop()`` asks the thread to
-    end at the next page and does not wait.
+    ahead that far, then waits for the consumer, so memory stays flat however many agents
+    the console has. ``drain_ready`` passes the pages already waiting to its callback without
+    blocking (the job pager calls it between pages); ``drain`` passes the rest as they arrive
+    and returns the ``Names`` summary, re-raising what the thread raised (a SourceError is
+    already a warning inside); ``result()`` drains into lists (small consoles, tests);
+    ``stop()`` asks the thread to end at the next page and does not wait.
     """
 
     def __init__(
@@ -185,6 +186,7 @@ class NamesFetch:
         queue_pages: int = 4,
     ) -> None:
         self._stop = threading.Event()
+        self._summary: Names | None = None
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=queue_pages)
         self.queue_pages = queue_pages
 
@@ -221,14 +223,27 @@ class NamesFetch:
 
     def drain(self, on_page: Emit) -> Names:
         """Pass every page to ``on_page`` as it arrives; the summary once both are read."""
-        while True:
-            tag, first, second = self._queue.get()
-            if tag == "page":
-                on_page(first, second)
-            elif tag == "done":
-                return cast(Names, first)
-            else:
-                raise cast(BaseException, first)
+        while self._summary is None:
+            self._take(self._queue.get(), on_page)
+        return self._summary
+
+    def drain_ready(self, on_page: Emit) -> None:
+        """Pass the pages waiting in the queue to ``on_page``; never waits for the next one."""
+        while self._summary is None:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._take(item, on_page)
+
+    def _take(self, item: tuple[str, Any, Any], on_page: Emit) -> None:
+        tag, first, second = item
+        if tag == "page":
+            on_page(first, second)
+        elif tag == "done":
+            self._summary = cast(Names, first)
+        else:
+            raise cast(BaseException, first)
 
     def result(self) -> Names:
         """Everything read, in the lists of ``Names`` (a collection not complete is None)."""

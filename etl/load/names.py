@@ -1,7 +1,8 @@
 """Stage and upsert organization and agent names inside the run's merge transaction.
 
-Pages of names are COPYed into temp tables as the names thread hands them over (memory stays
-flat however many agents the console has); once both collections are read, one set-based
+Pages of names are COPYed into temp tables as the names thread hands them over, between job
+pages (memory stays flat however many agents the console has); once both collections are
+read, inside the merge transaction, one set-based
 ``INSERT … ON CONFLICT … WHERE … IS DISTINCT FROM`` per collection writes the new and changed
 names only: unchanged names are not rewritten. A collection the console refused (or did not
 finish serving) is not written at all. Names are never deleted: an organization that left
@@ -33,8 +34,9 @@ def _stage(kind: str) -> str:
 class NameStage:
     """Temp tables ``stage_organizations`` and ``stage_backup_agents`` on the run's connection.
 
-    Created inside the merge transaction and dropped when it ends (``ON COMMIT DROP``; a
-    rollback takes them too).
+    Created (emptied, if a run on this connection left them) before the job pages are read,
+    filled while they are, and read by :meth:`upsert` inside the merge transaction; like the
+    job stage they live as long as the run's connection.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -44,7 +46,7 @@ class NameStage:
             conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{_stage(kind)}"))
             conn.execute(
                 text(
-                    f"CREATE TEMP TABLE {_stage(kind)} ON COMMIT DROP AS "
+                    f"CREATE TEMP TABLE {_stage(kind)} AS "
                     f"SELECT 0::bigint AS seq, {', '.join(columns)} FROM vspc.{table} "
                     "WITH NO DATA"
                 )
