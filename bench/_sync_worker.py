@@ -11,12 +11,14 @@ import resource
 import sys
 import time
 
+from etl.alloc import tune_allocator
 from etl.config import load_settings
 from etl.db import make_engine
 from etl.pipeline import run_once
 
 
 def main() -> int:
+    tune_allocator()  # what `vspc-etl` does at start
     settings = load_settings(dotenv=False)
     engine = make_engine(settings)
     started = time.perf_counter()

@@ -212,12 +212,14 @@ def main() -> int:
     parser.add_argument("--orgs", type=int, default=50)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--daily", type=int, default=3, help="A/B syncs after 24 h each")
+    parser.add_argument("--hourly", type=int, default=6, help="A/B syncs after 1 h each")
     args = parser.parse_args()
 
     now = datetime.now(UTC)
-    # The simulator's clock runs 26 h behind: after the 24-hour step it is 2 h behind the real
-    # one, so each sync sees sessions as recent as a sync in production would.
-    start = now - timedelta(hours=26)
+    # The simulator's clock runs behind the real one by the virtual time the A/B steps add,
+    # plus 2 h: each sync sees sessions as recent as a sync in production would.
+    start = now - timedelta(hours=24 * args.daily + args.hourly + 2)
     lines: list[str] = []
     out = lines.append
     with simulator(args.jobs, args.orgs, start) as url, database() as db:
@@ -261,26 +263,46 @@ def main() -> int:
         with clone(db) as base, simulator(args.jobs, args.orgs, start) as base_url:
             out(
                 "| sync | jobs changed | sessions | wall s with reporting | wall s without "
-                "| added | names wait s | reporting step s |"
+                "| added | names s | reporting step s |"
             )
             out("|---|---:|---:|---:|---:|---:|---:|---:|")
             engine = create_engine(db)
-            plan = [("after 24 h (all jobs ran)", 24.0), ("after 1 h", 1.0), ("after 1 h", 1.0)]
-            for label, hours in plan:
+            plan = [("after 24 h (all jobs ran)", 24.0)] * args.daily
+            plan += [("after 1 h", 1.0)] * args.hourly
+            added: dict[float, list[float]] = {24.0: [], 1.0: []}
+            share: dict[float, list[float]] = {24.0: [], 1.0: []}
+            for step, (label, hours) in enumerate(plan):
                 for target in (url, base_url):
                     httpx.post(f"{target}/_sim/advance", params={"hours": hours}, timeout=300)
                 with engine.connect() as conn:
                     before = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
-                r = sync(db, url)
-                plain = sync(base, base_url, "--without-reporting")
+                # Which side runs first alternates: neither profits from the other's warm-up.
+                if step % 2:
+                    plain = sync(base, base_url, "--without-reporting")
+                    r = sync(db, url)
+                else:
+                    r = sync(db, url)
+                    plain = sync(base, base_url, "--without-reporting")
                 with engine.connect() as conn:
                     after = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
                 t = r["timings"]
+                added[hours].append(r["wall_s"] / plain["wall_s"] - 1)
+                step_s = t.get("reporting", 0.0)
+                share[hours].append(step_s / (r["wall_s"] - step_s))
                 out(
                     f"| {label} | {r['inserted'] + r['updated']:,} | +{after - before:,} | "
                     f"{r['wall_s']:.2f} | {plain['wall_s']:.2f} | "
-                    f"{r['wall_s'] / plain['wall_s'] - 1:+.1%} | {t.get('names', 0):.2f} | "
-                    f"{t.get('reporting', 0):.2f} |"
+                    f"{added[hours][-1]:+.1%} | {t.get('names', 0):.2f} | {step_s:.2f} |"
+                )
+        out("")
+        for hours, label in ((24.0, "daily (all jobs ran)"), (1.0, "hourly")):
+            if added[hours]:
+                out(
+                    f"- {label}, {len(added[hours])} A/B pairs: added median "
+                    f"{statistics.median(added[hours]):+.1%} (range "
+                    f"{min(added[hours]):+.1%} to {max(added[hours]):+.1%}); the reporting "
+                    f"step is {statistics.median(share[hours]):.1%} of the rest of the sync "
+                    "(median)"
                 )
         out("")
         out(f"Queries (median and max of {args.repeat} runs after one warm-up, all rows fetched):")

@@ -10,6 +10,9 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
   unchanged - re-sync with nothing changed
   latency   - (with --latency) a first sync against a second simulator adding that many seconds
               per page, compared with the bound pages x latency / concurrency
+With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
+every case runs with both ETLs, each on a simulator and database of its own, the two sides
+alternating who goes first: the ratio column compares them within one run, on one machine.
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
 """
 
@@ -23,8 +26,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +91,8 @@ def database() -> Iterator[URL]:
         engine.dispose()
 
 
-def sync(db: URL, vspc_url: str, concurrency: int) -> dict[str, Any]:
+def sync(db: URL, vspc_url: str, concurrency: int, code: Path = ROOT) -> dict[str, Any]:
+    """One sync by the ETL in ``code`` (this checkout, or a baseline's) in a process of its own."""
     env = dict(
         os.environ,
         DATABASE_URL=db.render_as_string(hide_password=False),
@@ -97,9 +101,10 @@ def sync(db: URL, vspc_url: str, concurrency: int) -> dict[str, Any]:
         VSPC_CONCURRENCY=str(concurrency),
         VSPC_SOURCE="bench",
         LOG_LEVEL="WARNING",
+        PYTHONPATH=str(code),
     )
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "_sync_worker.py")],
+        [sys.executable, str(code / "bench" / "_sync_worker.py")],
         env=env,
         capture_output=True,
         text=True,
@@ -120,41 +125,95 @@ def row(jobs: int, case: str, r: dict[str, Any], note: str = "") -> str:
     )
 
 
+def calibration() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this machine is today (shared hosts vary
+    by 2x from one day to the next; compare figures from runs with similar calibration)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--latency-jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add DIR REV): every case also runs "
+        "with its ETL, on a simulator and database of its own, the two sides alternating",
+    )
     args = parser.parse_args()
+    sides: list[tuple[str, Path]] = [("", ROOT)]
+    if args.baseline is not None:
+        sides = [("this", ROOT), ("baseline", args.baseline.resolve())]
 
+    print(f"CPU calibration: {calibration():.2f} s for 10 million loop iterations\n")
     print(
         "| jobs | case | wall s | jobs/s | peak RSS MB | http wait s | transform s | COPY s "
         "| merge s | note |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     first_by_size: dict[int, dict[str, Any]] = {}
+    step = 0
+
+    def run_case(
+        jobs: int, case: str, places: dict[str, tuple[str, URL]], note: Callable[[Any], str]
+    ) -> dict[str, dict[str, Any]]:
+        nonlocal step
+        order = sides if step % 2 == 0 else sides[::-1]  # neither side always goes first
+        step += 1
+        results = {
+            name: sync(places[name][1], places[name][0], args.concurrency, code)
+            for name, code in order
+        }
+        for name, _ in sides:
+            r = results[name]
+            label = f"{case} ({name})" if name else case
+            extra = note(r)
+            if name == "this" and len(sides) > 1:
+                ratio = r["wall_s"] / results["baseline"]["wall_s"]
+                extra = f"{extra}; {ratio:.2f} x baseline" if extra else f"{ratio:.2f} x baseline"
+            print(row(jobs, label, r, extra), flush=True)
+        return results
+
     for jobs in args.jobs:
-        with simulator(jobs, 0.0) as url, database() as db:
-            first = sync(db, url, args.concurrency)
-            first_by_size[jobs] = first
-            print(row(jobs, "first sync", first), flush=True)
-            httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
-            changed = sync(db, url, args.concurrency)
-            print(row(jobs, "10 % changed", changed, f"{changed['updated']:,} updated"), flush=True)
-            same = sync(db, url, args.concurrency)
-            print(row(jobs, "unchanged", same, f"{same['unchanged']:,} unchanged"), flush=True)
+        with ExitStack() as stack:
+            places = {
+                name: (stack.enter_context(simulator(jobs, 0.0)), stack.enter_context(database()))
+                for name, _ in sides
+            }
+            first = run_case(jobs, "first sync", places, lambda r: "")
+            first_by_size[jobs] = first[sides[0][0]]
+            for url, _ in places.values():
+                httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
+            run_case(jobs, "10 % changed", places, lambda r: f"{r['updated']:,} updated")
+            run_case(jobs, "unchanged", places, lambda r: f"{r['unchanged']:,} unchanged")
     if args.latency:
         jobs = args.latency_jobs
-        with simulator(jobs, args.latency) as url, database() as db:
-            slow = sync(db, url, args.concurrency)
-        bound = slow["pages"] * args.latency / args.concurrency
         base = first_by_size.get(jobs)
-        note = f"bound {bound:.1f} s"
-        if base is not None:
-            target = 1.3 * bound + base["wall_s"]
-            note += f"; target 1.3 x bound + {base['wall_s']:.1f} s = {target:.1f} s"
-        print(row(jobs, f"+{args.latency * 1000:.0f} ms/page", slow, note), flush=True)
+
+        def bound_note(r: dict[str, Any]) -> str:
+            bound = r["pages"] * args.latency / args.concurrency
+            note = f"bound {bound:.1f} s"
+            if base is not None:
+                target = 1.3 * bound + base["wall_s"]
+                note += f"; target 1.3 x bound + {base['wall_s']:.1f} s = {target:.1f} s"
+            return note
+
+        with ExitStack() as stack:
+            places = {
+                name: (
+                    stack.enter_context(simulator(jobs, args.latency)),
+                    stack.enter_context(database()),
+                )
+                for name, _ in sides
+            }
+            run_case(jobs, f"+{args.latency * 1000:.0f} ms/page", places, bound_note)
     return 0
 
 

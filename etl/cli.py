@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from etl import __version__
+from etl.alloc import tune_allocator
 from etl.config import Settings, load_settings
 from etl.errors import ConfigError, VspcEtlError
 from etl.logs import setup_logging
@@ -71,6 +72,7 @@ def main(env_file: Path | None, log_level: str | None, verbose: bool) -> None:
     Settings come from environment variables (see README): DATABASE_URL, VSPC_URL,
     VSPC_API_KEY or VSPC_USERNAME/VSPC_PASSWORD, ... Secrets may be given as <NAME>_FILE.
     """
+    tune_allocator()
 
 
 @main.command()

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl.simulator import ABSENT, Simulator, SimulatorServer
+from etl.simulator.app import encode_json
 from etl.simulator.cli import simulate
 
 JOBS = "/api/v3/infrastructure/backupAgents/windows/jobs"
@@ -774,3 +775,19 @@ def test_simulate_command_help_names_every_option() -> None:
         "--latency",
     ):
         assert option in result.output
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"data": Simulator(jobs=50, seed=3).jobs(), "meta": {"pagingInfo": {"total": 50}}},
+        {"data": [{"x": float("nan"), "y": float("-inf"), "z": 0.1}]},  # floats: stdlib
+        {"data": [{"n": 2**64, "m": -(2**70)}]},  # beyond 64 bits: stdlib
+        {"data": [{"nested": [{"deep": [1, 2.5]}]}]},
+        {1: "non-string key"},
+        {"s": 'é\u2028\x01"\\\t\n', "t": ("a", None, True)},
+    ],
+)
+def test_pages_encode_exactly_as_the_standard_library_would(payload: Any) -> None:
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_json(payload) == expected

@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from etl.simulator.data import DEFAULT_START, AdvanceSummary, World
 from etl.simulator.faults import Fault, FaultPlan
 from etl.simulator.query import Query, QueryError, arrange, parse_query, project
@@ -65,8 +67,45 @@ class Response:
 
 
 def json_response(status: int, payload: Any, *extra: tuple[str, str]) -> Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Response(status, body, (("Content-Type", JSON_TYPE), *extra))
+    return Response(status, encode_json(payload), (("Content-Type", JSON_TYPE), *extra))
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, as the console sends it.
+
+    orjson writes a 500-job page in ~1 ms where the standard library takes ~20 ms (in a
+    benchmark the simulator shares two cores with the ETL and PostgreSQL). It is used only
+    where its output means exactly what the standard library's would: it refuses integers
+    beyond 64 bits and non-string keys (TypeError), and a payload holding any float (orjson
+    would write NaN as null) takes the standard library, which writes what tests ask for.
+    """
+    if not _has_float(payload):
+        try:
+            return orjson.dumps(payload)
+        except TypeError:
+            pass
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _has_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            values = list(item.values())
+        elif kind is list or kind is tuple:
+            values = item
+        elif isinstance(item, float):
+            return True
+        else:
+            continue
+        if not _SCALARS.issuperset(map(type, values)):  # checked in C: most records are flat
+            stack.extend(v for v in values if type(v) not in _SCALARS)
+    return False
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def error_response(status: int, message: str, kind: str, **extra: Any) -> Response:
