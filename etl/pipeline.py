@@ -247,7 +247,7 @@ def _execute(
         stage.create()
         names = _NamesReader(settings, client, name_store.NameStage(conn), extract.timings)
         conn.commit()
-        _extract(settings, client, stage, extract, progress, cancel, names)
+        _extract(settings, client, stage, names, extract, progress, cancel)
         conn.commit()  # end the staging transaction; the merge gets one of its own
         _check_cancel(cancel)
         with _timed(extract.timings, "merge"), conn.begin():
@@ -370,10 +370,10 @@ def _extract(
     settings: Settings,
     client: VspcClient,
     stage: Stage,
+    names: _NamesReader,
     extract: _Extract,
     progress: Progress | None,
     cancel: threading.Event | None = None,
-    names: _NamesReader | None = None,
 ) -> None:
     """Read the collection into the stage, re-reading (bounded) if it shifted under the pager.
 
@@ -405,9 +405,8 @@ def _extract(
                 extract.pages += 1
                 extract.records += len(page.items)
                 _stage_page(stage, page.items, page.offset, settings.source, extract.timings)
-                if names is not None:
-                    names.start()
-                    names.stage_ready()
+                names.start()
+                names.stage_ready()
                 if progress is not None:
                     progress(extract.pages, extract.records, page.total)
         total = report.totals[-1] if report.totals else 0
@@ -477,10 +476,8 @@ def _transform_page(
     rejects: list[StagedReject] = []
     for record, print_ in zip(items, prints, strict=True):
         try:
-            if print_ is None:
-                row, raw = transform_with_raw(record)
-            else:  # the text the fingerprint hashed is the record written out: reuse it
-                row, raw = transform_with_raw(record, print_.text)
+            # The text the fingerprint hashed is the record written out: it is reused as raw.
+            row, raw = transform_with_raw(record, None if print_ is None else print_.text)
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -122,7 +123,9 @@ class VspcClient:
         max_in_flight: int | None = None,
     ) -> None:
         self._http = http
-        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._slots: AbstractContextManager[Any] = (
+            threading.BoundedSemaphore(max_in_flight) if max_in_flight else nullcontext()
+        )
         self._auth = auth
         self._policy = retry
         self._sleep = sleep
@@ -350,11 +353,8 @@ class VspcClient:
         try:
             # Only the exchange itself holds a slot: never a token request (which takes one of
             # its own), a backoff sleep or the decoding.
-            if self._slots is None:
+            with self._slots:
                 response = self._http.send(request)
-            else:
-                with self._slots:
-                    response = self._http.send(request)
         except httpx.HTTPError as exc:
             outcome, error = self._map_exception(exc, request.url)
             self._record(request, outcome, started)
