@@ -263,7 +263,9 @@ def _execute(
             summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
                 names.stage.upsert(summary, source=source, now=run.started_at)
-                reporting.record_job_runs(conn, now=run.started_at)
+                reporting.record_job_runs(
+                    conn, now=run.started_at, source=source, run_id=run.run_id
+                )
             notes = "; ".join(n for n in (result.withheld, *summary.warnings) if n) or None
             runs.finish_success(
                 conn,

@@ -31,7 +31,7 @@ REPORTING = {
 CACHE = {"etl_job_fingerprints"}
 TABLES = CORE | REPORTING | CACHE
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0003"
+HEAD = "0004"
 
 
 @pytest.fixture

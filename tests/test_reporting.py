@@ -266,6 +266,92 @@ def test_refresh_from_a_day_equals_a_full_refresh(history: Connection) -> None:
     assert again == everything
 
 
+def today_rows(conn: Connection) -> dict[Any, tuple[Any, ...]]:
+    rows = conn.execute(
+        text(
+            f"SELECT organization_uid, {DAILY} FROM vspc.sla_daily "
+            "WHERE day = (now() AT TIME ZONE 'UTC')::date"
+        )
+    ).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_today_is_computed_when_read_and_never_stored(history: Connection) -> None:
+    today = datetime.now(UTC).date()
+    stored = history.execute(text("SELECT max(day) FROM vspc.sla_daily_counts")).scalar_one()
+    assert stored == today - timedelta(days=1)  # completed days only
+    # Live at this moment: A's J2 and J3 (last successes 16 and 17 days ago), B's K2 (disabled;
+    # K1 was deleted), C's M1 (its one success 20 days ago). No session started today.
+    assert today_rows(history) == {
+        ORG_A: (2, 0, 0, 0, 0, None, 0, d("0.0000")),
+        ORG_B: (0, 0, 0, 0, 0, None, 0, None),
+        ORG_C: (1, 0, 0, 0, 0, None, 0, d("0.0000")),
+    }
+    # A session that ended two hours ago counts at once, without any refresh.
+    now = datetime.now(UTC)
+    history.execute(
+        text(
+            "UPDATE vspc.backup_agent_job_snapshots SET valid_to = :t "
+            "WHERE instance_uid = :uid AND valid_to IS NULL"
+        ),
+        {"t": now - timedelta(hours=1), "uid": job(21)},
+    )
+    insert(
+        history,
+        versions(
+            job(21),
+            ORG_C,
+            Seen(
+                now - timedelta(hours=1),
+                "Success",
+                now - timedelta(hours=3),
+                now - timedelta(hours=2),
+            ),
+        ),
+    )
+    history.execute(
+        text(
+            "INSERT INTO vspc.job_run_facts (instance_uid, started_at, source, "
+            "organization_uid, ended_at, status, run_id) VALUES (:uid, :s, 'hand', :org, "
+            ":e, 'Success', 1)"
+        ),
+        {
+            "uid": job(21),
+            "s": now - timedelta(hours=3),
+            "e": now - timedelta(hours=2),
+            "org": ORG_C,
+        },
+    )
+    started_today = (now - timedelta(hours=3)).date() == today
+    assert today_rows(history)[ORG_C] == (
+        (1, 1, 1, 0, 0, d("1.0000"), 1, d("1.0000"))
+        if started_today
+        else (1, 0, 0, 0, 0, None, 1, d("1.0000"))
+    )
+    assert history.execute(text("SELECT max(day) FROM vspc.sla_daily_counts")).scalar_one() == (
+        stored
+    )
+
+
+def test_a_refresh_recomputes_only_days_not_yet_computed(history: Connection) -> None:
+    before = history.execute(
+        text("SELECT * FROM vspc.sla_daily_counts ORDER BY day, organization_uid")
+    ).all()
+    assert history.execute(text("SELECT vspc.refresh_sla_daily(now())")).scalar_one() == 0
+    # one day back: yesterday is recomputed (three organizations), equal to what it was
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    written = history.execute(text("SELECT vspc.refresh_sla_daily(:t)"), {"t": yesterday})
+    assert written.scalar_one() == 3
+    history.execute(text("DELETE FROM vspc.sla_daily_counts WHERE day >= :d"), {"d": day(10)})
+    # since = now, but days 10..yesterday are missing: they are computed
+    refilled = history.execute(text("SELECT vspc.refresh_sla_daily(now())")).scalar_one()
+    assert refilled == 3 * (len({r.day for r in before}) - 10)
+    after = history.execute(
+        text("SELECT * FROM vspc.sla_daily_counts ORDER BY day, organization_uid")
+    ).all()
+    assert after == before
+
+
 # ---------------------------------------------------------------- through real syncs
 def wire_sessions(jobs: list[dict[str, Any]]) -> dict[tuple[str, datetime], str]:
     """(uid, lastRun) -> final status, read from what the console served."""

@@ -46,9 +46,10 @@ DELETE FROM stage_jobs s USING (
 """
 
 # One comparison decides everything; unchanged jobs are then never touched (not even locked).
+# prev_last_run is the lastRun of the version the job had (reporting: is its session new?).
 _CHANGED = f"""
-INSERT INTO stage_changed (instance_uid, inserted)
-SELECT s.instance_uid, j.instance_uid IS NULL
+INSERT INTO stage_changed (instance_uid, inserted, prev_last_run)
+SELECT s.instance_uid, j.instance_uid IS NULL, j.last_run
 FROM stage_jobs s LEFT JOIN {JOBS} j ON j.instance_uid = s.instance_uid
 WHERE NOT s.same AND (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
    OR ({", ".join(f"j.{c}" for c in _UPDATABLE)})
@@ -182,7 +183,12 @@ def merge(
     run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
     run(text("ANALYZE stage_jobs (instance_uid)"))
     run(text("ANALYZE stage_rejects"))
-    run(text("CREATE TEMP TABLE stage_changed (instance_uid uuid PRIMARY KEY, inserted boolean)"))
+    run(
+        text(
+            "CREATE TEMP TABLE stage_changed "
+            "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz)"
+        )
+    )
     live_before = int(
         run(
             text(f"SELECT count(*) FROM {JOBS} WHERE source = :source AND deleted_at IS NULL"),

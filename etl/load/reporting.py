@@ -2,10 +2,12 @@
 
 VSPC keeps no session history for agent jobs: each snapshot version whose status is final
 (``Success``, ``Warning``, ``Failed``) describes the session that started at its ``last_run``.
-``record_job_runs`` turns the versions this run opened (the jobs in ``stage_changed``) into
-``job_run_facts`` rows, one per (job, ``last_run``), the latest version winning; then
-``vspc.refresh_sla_daily`` (migration 0002) recomputes the days those sessions and today's
-changes touch. ``rebuild`` does the same from the whole history (repairs, hand-built tests).
+``record_job_runs`` turns the versions this run opened (the staged rows of the jobs in
+``stage_changed``) into ``job_run_facts`` rows, one per (job, ``last_run``), the latest version
+winning; then ``vspc.refresh_sla_daily`` (migration 0004) recomputes the completed days those
+sessions touch, and any completed day not yet computed. Today's rows are computed when
+``sla_daily`` is read. ``rebuild`` does the same from the whole history (repairs, hand-built
+tests).
 """
 
 from __future__ import annotations
@@ -55,32 +57,31 @@ _DIFFERS = (
     f"IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in _UPDATABLE)})"
 )
 
-# The versions this run opened are the current versions of the jobs it changed; the
-# versions it closed (valid_to = now) come along in the same scan, one window per job. A
-# session is new unless the closed version had the same lastRun: only those few are looked
-# up among the stored sessions (a large, mostly cold index), each with its own index probe
-# (LIMIT 1 keeps the planner from turning the lookups into a join over the whole table). A
-# renamed job or a new restore point rewrites its session but does not move sla_daily.
+# The versions this run opened are the staged rows of the jobs it changed (``stage_changed``,
+# which also keeps the lastRun of each job's previous version): read there, not from the
+# large snapshot table. A session is new unless the previous version had the same lastRun:
+# only those few are looked up among the stored sessions (a large, mostly cold index), each
+# with its own index probe (LIMIT 1 keeps the planner from turning the lookups into a join
+# over the whole table). A renamed job or a new restore point rewrites its session but does
+# not move sla_daily.
 _THIS_RUN = f"""
-WITH versions AS (
-  SELECT {_SESSION}, s.run_id, s.valid_to, {_FINAL} AS final,
-    s.last_run IS NOT DISTINCT FROM max(s.last_run) FILTER (WHERE s.valid_to IS NOT NULL)
-      OVER (PARTITION BY s.instance_uid) AS seen
-  FROM vspc.backup_agent_job_snapshots s
-  JOIN stage_changed c ON c.instance_uid = s.instance_uid
-  WHERE s.valid_to IS NULL OR s.valid_to = :now
-),
-sessions AS (
-  SELECT {_COLUMNS}, seen FROM versions AS v ({_COLUMNS}, valid_to, final, seen)
-  WHERE valid_to IS NULL AND final
+WITH sessions AS (
+  SELECT {_SESSION}, CAST(:run_id AS bigint) AS run_id,
+    s.last_run IS NOT DISTINCT FROM s.prev_last_run AS seen
+  FROM (
+    SELECT l.*, CAST(:source AS text) AS source, false AS is_deleted, c.prev_last_run
+    FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid
+  ) s
+  WHERE {_FINAL}
 ),
 changed AS (
-  SELECT {_COLUMNS}, true AS counted_differently FROM sessions WHERE NOT seen
+  SELECT {_COLUMNS}, true AS counted_differently
+  FROM sessions AS p ({_COLUMNS}, seen) WHERE NOT seen
   UNION ALL
   SELECT {", ".join(f"p.{c}" for c in _ALL)},
     (f.status, f.ended_at, f.organization_uid)
       IS DISTINCT FROM (p.status, p.ended_at, p.organization_uid)
-  FROM sessions p
+  FROM sessions AS p ({_COLUMNS}, seen)
   LEFT JOIN LATERAL (
     SELECT * FROM vspc.job_run_facts f
     WHERE f.instance_uid = p.instance_uid AND f.started_at = p.started_at LIMIT 1
@@ -114,17 +115,20 @@ class ReportingResult:
     days_rows: int
 
 
-def record_job_runs(conn: Connection, *, now: datetime) -> ReportingResult:
+def record_job_runs(
+    conn: Connection, *, now: datetime, source: str, run_id: int
+) -> ReportingResult:
     """Sessions from the versions this run opened, then the SLA days they touch.
 
     Runs inside the caller's transaction, after :func:`etl.load.merge.merge`, which leaves
-    the changed jobs in the temp table ``stage_changed``.
+    the changed jobs in the temp table ``stage_changed`` and their records in ``stage_jobs``.
     """
     started = time.perf_counter()
-    written, earliest = conn.execute(text(_THIS_RUN), {"now": now}).one()
+    params = {"source": source, "run_id": run_id}
+    written, earliest = conn.execute(text(_THIS_RUN), params).one()
     recorded = time.perf_counter()
-    # Today's end changes with every run (new, changed, deleted jobs): refresh from today at
-    # least, and from the day of the earliest session counted differently if that is older.
+    # From the day of the earliest session counted differently, if any; the function also
+    # computes the completed days since the last one it computed (today is never stored).
     since = now if earliest is None else min(earliest, now)
     days = conn.execute(text("SELECT vspc.refresh_sla_daily(:since)"), {"since": since})
     result = ReportingResult(int(written), int(days.scalar_one()))
