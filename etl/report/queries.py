@@ -21,7 +21,7 @@ from etl.errors import LoadError
 
 BY = ("organization", "day", "job")
 
-# The last day sla_daily holds is today in the report time zone (as of the last sync).
+# The last day sla_daily holds is today in the report time zone (its rows computed when read).
 _PERIOD = "period AS (SELECT max(day) - CAST(:days AS integer) AS after FROM vspc.sla_daily)"
 
 _BY_DAY = f"""
