@@ -327,7 +327,8 @@ class _NamesReader:
     Names are secondary (a refusal is only a warning, see ``fetch_names``): the thread starts
     once the job pager has its first page, shares the client's ``VSPC_CONCURRENCY`` request
     slots with it, and hands its pages over through a short queue (``NamesFetch``); they are
-    COPYed into ``stage`` between job pages, and the rest inside the merge transaction.
+    COPYed into ``stage`` between job pages, and the rest inside the merge transaction. Pages
+    the last complete read also served are skipped (``NameStage.known_pages``).
     """
 
     def __init__(
@@ -349,6 +350,7 @@ class _NamesReader:
                 self.client,
                 page_size=self.settings.vspc_page_size,
                 concurrency=self.settings.vspc_concurrency,
+                known=self.stage.known_pages(self.settings.source),
             )
 
     def stage_ready(self) -> None:

@@ -98,7 +98,8 @@ def fresh_db(engine: Engine) -> Engine:
             text(
                 "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
                 "vspc.etl_runs, vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
-                "vspc.organizations, vspc.backup_agents, vspc.etl_job_fingerprints RESTART IDENTITY"
+                "vspc.organizations, vspc.backup_agents, vspc.etl_job_fingerprints, "
+                "vspc.etl_name_pages RESTART IDENTITY"
             )
         )
         # Reporting settings back to the defaults 0002 seeded (each fires a cheap refresh).

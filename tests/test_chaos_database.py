@@ -146,7 +146,10 @@ def terminate_sync_backend(engine: Engine, source: str) -> int:
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
                     "WHERE locktype = 'advisory' AND classid = CAST(:c AS bigint)::oid "
-                    "AND objid = hashtext(:s)::oid AND objsubid = 2 AND granted"
+                    "AND objid = hashtext(:s)::oid AND objsubid = 2 AND granted "
+                    # advisory locks are per database; another test session may hold its own
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
                 ),
                 {"c": SYNC_LOCK_CLASS, "s": source},
             ).scalar_one()

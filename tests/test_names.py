@@ -13,7 +13,9 @@ from sqlalchemy import Engine, text
 
 from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient
 from etl.extract.names import (
+    AGENTS,
     AGENTS_PATH,
+    ORGANIZATIONS,
     ORGANIZATIONS_PATH,
     AgentRow,
     NamesFetch,
@@ -21,7 +23,9 @@ from etl.extract.names import (
     agent_row,
     fetch_names,
     organization_row,
+    page_digest,
 )
+from etl.load.names import NameStage
 from etl.pipeline import RunResult, run_once
 from etl.simulator import Simulator
 from tests.conftest import no_sleep
@@ -196,6 +200,85 @@ def test_the_names_warning_follows_withheld_deletions(
     assert names.startswith("The VSPC console denied access to /api/v3/organizations (403)")
 
 
+def test_unchanged_name_pages_are_not_staged_again(
+    fresh_db: Engine, settings: Any, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staged: list[tuple[str, int]] = []
+    add = NameStage.add
+
+    def counting(self: NameStage, kind: str, rows: Any) -> None:
+        staged.append((kind, len(rows)))
+        add(self, kind, rows)
+
+    monkeypatch.setattr(NameStage, "add", counting)
+    organizations, agents = len(simulator.organizations()), len(simulator.agents())
+
+    def staged_rows() -> dict[str, int]:
+        counts = {ORGANIZATIONS: 0, AGENTS: 0}
+        for kind, n in staged:
+            counts[kind] += n
+        staged.clear()
+        return counts
+
+    def names_in_warehouse() -> tuple[int, int]:
+        with fresh_db.connect() as conn:
+            return (
+                conn.execute(text("SELECT count(*) FROM vspc.organizations")).scalar_one(),
+                conn.execute(text("SELECT count(*) FROM vspc.backup_agents")).scalar_one(),
+            )
+
+    assert sync(settings, fresh_db).error is None
+    assert staged_rows() == {ORGANIZATIONS: organizations, AGENTS: agents}
+    with fresh_db.connect() as conn:
+        listed = dict(
+            conn.execute(
+                text(
+                    "SELECT collection, sum(records) FROM vspc.etl_name_pages "
+                    "WHERE source = :s GROUP BY collection"
+                ),
+                {"s": settings.source},
+            ).all()
+        )
+    assert listed == {ORGANIZATIONS: organizations, AGENTS: agents}
+    # Nothing changed: no name is parsed or staged, the names stay.
+    assert sync(settings, fresh_db).error is None
+    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: 0}
+    assert names_in_warehouse() == (organizations, agents)
+    # A rename changes one page: only that page is staged, and the name reaches the table.
+    org_uid = simulator.organizations()[0]["instanceUid"]
+    simulator.mutate_organization(org_uid, name="Renamed GmbH")
+    assert sync(settings, fresh_db).error is None
+    renamed = staged_rows()
+    assert 1 <= renamed[ORGANIZATIONS] <= settings.vspc_page_size and renamed[AGENTS] == 0
+    assert stored(fresh_db, "SELECT instance_uid, name FROM vspc.organizations")[org_uid] == (
+        "Renamed GmbH",
+    )
+    # Rows deleted by hand: the stored digests are not trusted, every agent is staged again.
+    with fresh_db.begin() as conn:
+        conn.execute(
+            text(
+                "DELETE FROM vspc.backup_agents WHERE ctid IN "
+                "(SELECT ctid FROM vspc.backup_agents LIMIT 2)"
+            )
+        )
+    assert sync(settings, fresh_db).error is None
+    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: agents}
+    assert names_in_warehouse() == (organizations, agents)
+
+
+def test_a_refused_collection_keeps_its_page_digests(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    assert sync(settings, fresh_db).error is None
+    query = "SELECT collection, page_digest FROM vspc.etl_name_pages ORDER BY 1, 2"
+    with fresh_db.connect() as conn:
+        before = conn.execute(text(query)).all()
+    simulator.faults.add("404", path="agents", times=None)
+    assert sync(settings, fresh_db).error is not None
+    with fresh_db.connect() as conn:
+        assert conn.execute(text(query)).all() == before
+
+
 # ---------------------------------------------------------------- the fetch, scripted
 def scripted(handler: Any) -> VspcClient:
     http = httpx.Client(transport=httpx.MockTransport(handler), base_url="https://vspc.test")
@@ -224,6 +307,29 @@ def test_fetch_reads_every_page_of_both_collections() -> None:
     # the pager confirms the end with an empty page after the total
     assert (names.pages, names.skipped, names.warnings) == (8, 0, [])
     assert seen == [ORGANIZATIONS_PATH] * 4 + [AGENTS_PATH] * 4
+
+
+def test_pages_served_before_are_neither_parsed_nor_handed_over() -> None:
+    first = fetch_names(scripted(one_per_page), page_size=1)
+    assert first.digests[ORGANIZATIONS] == first.digests[AGENTS]  # the same pages
+    assert [n for _, n in first.digests[ORGANIZATIONS]] == [1, 1, 1, 0]  # 0: the end page
+    n1 = page_digest([{"instanceUid": "00000000-0000-4000-8000-000000000001", "name": "n1"}])
+    assert first.digests[ORGANIZATIONS][1][0] == n1
+    emitted: list[tuple[str, list[str]]] = []
+    second = fetch_names(
+        scripted(one_per_page),
+        page_size=1,
+        emit=lambda kind, rows: emitted.append((kind, [str(r.instance_uid)[-1] for r in rows])),
+        known={ORGANIZATIONS: {n1}},
+    )
+    assert [e for e in emitted if e[0] == ORGANIZATIONS] == [
+        (ORGANIZATIONS, ["0"]),
+        (ORGANIZATIONS, ["2"]),
+        (ORGANIZATIONS, []),
+    ]
+    assert len([e for e in emitted if e[0] == AGENTS]) == 4  # no digest known: all handed over
+    assert second.unchanged_pages == 1
+    assert second.digests == first.digests  # every page's digest, skipped or not
 
 
 def test_a_stopped_fetch_reads_no_further_page() -> None:

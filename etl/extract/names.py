@@ -9,15 +9,19 @@ is skipped and counted, a value of the wrong type is read as unknown (null).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+import orjson
+
+from etl import __version__
 from etl.errors import SourceError
 from etl.extract.client import VspcClient
 from etl.extract.pager import PassReport, iter_pages
@@ -29,6 +33,8 @@ AGENTS_PATH = "/api/v3/infrastructure/backupAgents/windows"
 
 _ORGANIZATION_TYPES = {t.lower(): t for t in ("Company", "Provider", "Reseller", "Unknown")}
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text holds neither
+# The key holds the ETL version: a release that parses names differently re-stages them all.
+_PAGE_KEY = f"vspc-etl {__version__} names".encode()[:64]
 
 T = TypeVar("T")
 
@@ -73,6 +79,19 @@ class Names:
     pages: int = 0
     skipped: int = 0
     complete: set[str] = field(default_factory=set)
+    digests: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
+    """Per collection, (digest, records) of every page read that could be hashed."""
+    unchanged_pages: int = 0
+    """Pages whose digest was among the ``known`` ones: neither parsed nor handed over."""
+
+
+def page_digest(items: list[Any]) -> bytes | None:
+    """Keyed BLAKE2b-128 of one page of names as received; None if orjson cannot write it."""
+    try:
+        text = orjson.dumps(items)
+    except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
+        return None
+    return hashlib.blake2b(text, digest_size=16, key=_PAGE_KEY).digest()
 
 
 def text_or_none(value: object) -> str | None:
@@ -131,12 +150,16 @@ def fetch_names(
     concurrency: int = 1,
     stop: threading.Event | None = None,
     emit: Emit | None = None,
+    known: Mapping[str, Collection[bytes]] | None = None,
 ) -> Names:
     """Read both name collections; a SourceError on one becomes a warning, not a failure.
 
     With ``emit`` each page of rows goes to it as it is read and nothing is kept (memory does
     not grow with the console); without, the rows are returned in the lists of ``Names``.
-    ``stop`` ends the reading between two pages (what was read is returned).
+    ``stop`` ends the reading between two pages (what was read is returned). A page whose
+    digest (:func:`page_digest`) is in ``known[collection]`` (pages the warehouse already
+    holds, see ``etl.load.names``) is neither parsed nor handed over; every page's digest is
+    kept in ``Names.digests``.
     """
     names = Names()
     kept: dict[str, list[Any]] = {ORGANIZATIONS: [], AGENTS: []}
@@ -149,7 +172,17 @@ def fetch_names(
         (AGENTS, AGENTS_PATH, agent_row, "computer names (backup agents)"),
     ):
         ok = _read(
-            client, names, kind, path, parse, what, page_size, concurrency, stop, emit or keep
+            client,
+            names,
+            kind,
+            path,
+            parse,
+            what,
+            page_size,
+            concurrency,
+            stop,
+            emit or keep,
+            (known or {}).get(kind, ()),
         )
         if ok:
             names.complete.add(kind)
@@ -184,6 +217,7 @@ class NamesFetch:
         page_size: int,
         concurrency: int = 1,
         queue_pages: int = 4,
+        known: Mapping[str, Collection[bytes]] | None = None,
     ) -> None:
         self._stop = threading.Event()
         self._summary: Names | None = None
@@ -208,6 +242,7 @@ class NamesFetch:
                     concurrency=concurrency,
                     stop=self._stop,
                     emit=lambda kind, rows: put(("page", kind, rows)),
+                    known=known,
                 )
                 put(("done", names, None))
             except _Stopped:
@@ -271,14 +306,22 @@ def _read(
     concurrency: int,
     stop: threading.Event | None,
     emit: Emit,
+    known: Collection[bytes],
 ) -> bool:
     """Read one collection page by page into ``emit``; False if the console refused it."""
     report = PassReport()
+    digests = names.digests.setdefault(kind, [])
     try:
         for items in _pages(client, path, page_size, concurrency, report):
             if stop is not None and stop.is_set():
                 break
             names.pages += 1
+            digest = page_digest(items)
+            if digest is not None:
+                digests.append((digest, len(items)))
+                if digest in known:
+                    names.unchanged_pages += 1
+                    continue
             rows: list[T] = []
             for record in items:
                 row = parse(record)

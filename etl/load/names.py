@@ -7,12 +7,18 @@ read, inside the merge transaction, one set-based
 names only: unchanged names are not rewritten. A collection the console refused (or did not
 finish serving) is not written at all. Names are never deleted: an organization that left
 still labels its history.
+
+Pages the last complete read of a collection also served (same digest, ``etl_name_pages``,
+revision 0005) are not staged at all: the warehouse holds their names already. The digests
+are trusted only while the collection's table holds at least as many rows of the source as
+they list; the digests of a complete read replace the stored ones in the merge transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -63,13 +69,45 @@ class NameStage:
                 self._seq += 1
                 copy.write_row((self._seq, *(getattr(row, c) for c in columns)))
 
+    def known_pages(self, source: str) -> dict[str, frozenset[bytes]]:
+        """Digests of the pages the last complete read of each collection served, for the
+        collections whose table still holds at least as many rows of ``source``."""
+        rows = self.conn.execute(text(_KNOWN_PAGES), {"source": source}).all()
+        known: dict[str, set[bytes]] = {}
+        for kind, digest in rows:
+            known.setdefault(kind, set()).add(bytes(digest))
+        return {kind: frozenset(digests) for kind, digests in known.items()}
+
     def upsert(self, names: Names, *, source: str, now: datetime) -> int:
-        """Write the collections read completely; returns the rows inserted or changed."""
+        """Write the collections read completely, and their page digests; returns the rows
+        inserted or changed."""
         written = 0
         for kind in (ORGANIZATIONS, AGENTS):
             if kind in names.complete:
                 written += self._upsert(kind, source, now)
+                self._remember(kind, source, names.digests.get(kind, []))
         return written
+
+    def _remember(self, kind: str, source: str, digests: list[tuple[bytes, int]]) -> None:
+        params: dict[str, Any] = {"source": source, "kind": kind}
+        self.conn.execute(
+            text("DELETE FROM vspc.etl_name_pages WHERE source = :source AND collection = :kind"),
+            params,
+        )
+        if digests:
+            self.conn.execute(
+                text(
+                    "INSERT INTO vspc.etl_name_pages (source, collection, page_digest, records) "
+                    "SELECT :source, :kind, d, n "
+                    "FROM unnest(CAST(:digests AS bytea[]), CAST(:records AS integer[])) "
+                    "AS p (d, n) ON CONFLICT DO NOTHING"
+                ),
+                {
+                    **params,
+                    "digests": [d for d, _ in digests],
+                    "records": [n for _, n in digests],
+                },
+            )
 
     def _upsert(self, kind: str, source: str, now: datetime) -> int:
         table, columns = _TABLES[kind]
@@ -89,3 +127,22 @@ class NameStage:
             {"source": source, "now": now},
         )
         return int(result.rowcount)
+
+
+# Rows deleted by hand (or taken over by another source) make a collection's table hold fewer
+# rows of the source than its pages listed: its digests are then ignored, every page staged.
+_KNOWN_PAGES = f"""
+WITH listed AS (
+  SELECT collection, sum(records) AS records FROM vspc.etl_name_pages
+  WHERE source = :source GROUP BY collection
+), present AS (
+  SELECT '{ORGANIZATIONS}' AS collection, count(*) AS records FROM vspc.organizations
+  WHERE source = :source
+  UNION ALL
+  SELECT '{AGENTS}', count(*) FROM vspc.backup_agents WHERE source = :source
+)
+SELECT p.collection, p.page_digest FROM vspc.etl_name_pages p
+JOIN listed l ON l.collection = p.collection
+JOIN present t ON t.collection = p.collection
+WHERE p.source = :source AND t.records >= l.records
+"""

@@ -208,6 +208,25 @@ etl_job_fingerprints = Table(
 )
 """Revision 0003; see the migration for what it is for."""
 
+etl_name_pages = Table(
+    "etl_name_pages",
+    metadata,
+    Column("source", Text, nullable=False, comment="console the pages were read from"),
+    Column("collection", Text, nullable=False, comment="organizations or agents"),
+    Column(
+        "page_digest",
+        LargeBinary,
+        nullable=False,
+        comment="keyed BLAKE2b-128 of one page as received (key: the ETL version)",
+    ),
+    Column("records", Integer, nullable=False, comment="records on that page"),
+    PrimaryKeyConstraint("source", "collection", "page_digest"),
+    comment="ETL cache: hashes of the name pages the last complete read of each collection "
+    "served, so unchanged pages are not parsed or staged again; safe to truncate (the next "
+    "sync stages every name and refills it)",
+)
+"""Revision 0005; see the migration for what it is for."""
+
 # ---------------------------------------------------------------- reporting (revision 0002)
 
 organizations = Table(
