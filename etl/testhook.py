@@ -30,7 +30,10 @@ def pause(point: str) -> None:
     if name != point or not marker:
         return
     path = Path(marker)
-    path.write_text(str(os.getpid()), encoding="ascii")
+    # Written whole, then renamed: a test that sees the marker also sees the pid in it.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(str(os.getpid()), encoding="ascii")
+    partial.replace(path)
     deadline = time.monotonic() + _LONGEST
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -7,13 +7,15 @@ from typing import Any
 
 import orjson
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, text
 
+import etl.load.stage
 import etl.pipeline
 import etl.simulator.wire
 import etl.transform
 from etl.errors import RecordRejected
-from etl.load.stage import Stage
+from etl.load.stage import Stage, StagedReject
 from etl.simulator import Simulator
 from etl.transform import fingerprint, transform_with_raw
 from tests.test_pipeline import assert_mirrors, snapshots, sync
@@ -205,14 +207,58 @@ def test_lookup_answers_the_same_for_sorted_and_shuffled_pages(
             text("UPDATE vspc.backup_agent_jobs SET deleted_at = now() WHERE instance_uid = :u"),
             {"u": gone},
         )
-    expected = {u: everything[u] for u in uids if u != gone}
+    wrong = uids[7]  # a record that changed since: its digest differs
+
+    def page(order: list[str]) -> list[tuple[str, bytes]]:
+        return [(u, b"\x00" * 16 if u == wrong else everything[u]) for u in order]
+
+    def same_uids(stage: Stage, order: list[str], source: str) -> list[str]:
+        pairs = page(order)
+        return sorted(pairs[i][0] for i in stage.add_same(pairs, source))
+
+    expected = sorted(u for u in uids if u not in (gone, wrong))
     with fresh_db.connect() as conn:
         stage = Stage(conn)
-        in_order = stage.known_fingerprints(uids, "test-console")
-        shuffled = stage.known_fingerprints([*uids[10:], *uids[:10]], "test-console")
-        sparse = stage.known_fingerprints(uids[::4], "test-console")  # range holds others too
-        other_source = stage.known_fingerprints(uids, "another-console")
+        stage.create()
+        in_order = same_uids(stage, uids, "test-console")
+        shuffled = same_uids(stage, [*uids[10:], *uids[:10]], "test-console")
+        sparse = same_uids(stage, uids[::4], "test-console")  # the range holds others too
+        other_source = same_uids(stage, uids, "another-console")
+        staged = conn.execute(
+            text("SELECT seq, instance_uid::text, same FROM stage_jobs ORDER BY seq")
+        ).all()
     assert in_order == expected
     assert shuffled == expected
-    assert sparse == {u: everything[u] for u in uids[::4] if u != gone}
-    assert other_source == {}
+    assert sparse == sorted(u for u in uids[::4] if u not in (gone, wrong))
+    assert other_source == []
+    # each match staged once per call, by uid only, at its position on the page
+    assert [r.instance_uid for r in staged] == [
+        u
+        for order in (uids, [*uids[10:], *uids[:10]], uids[::4])
+        for u in order
+        if u not in (gone, wrong)
+    ]
+    assert all(r.same for r in staged)
+    shuffled_seq = {r.instance_uid: r.seq for r in staged[len(expected) : 2 * len(expected)]}
+    assert shuffled_seq[uids[10]] == len(uids) + 1  # first on the second page
+
+
+def test_staged_pages_are_committed_at_most_once_a_second(
+    fresh_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(etl.load.stage, "_clock", lambda: clock[0])
+    reject = [StagedReject(None, "a reason", {"instanceUid": None})]
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        stage.create()
+        stage.add([], [], [], reject)
+        clock[0] += 0.5
+        stage.add([], [], [], reject)
+        status = conn.connection.driver_connection.info.transaction_status  # type: ignore[union-attr]
+        assert status == TransactionStatus.INTRANS  # two pages within a second: not committed
+        clock[0] += 0.6
+        stage.add([], [], [], reject)
+        status = conn.connection.driver_connection.info.transaction_status  # type: ignore[union-attr]
+        assert status == TransactionStatus.IDLE  # a second since the last commit: committed
+        assert conn.execute(text("SELECT count(*) FROM stage_rejects")).scalar_one() == 3
