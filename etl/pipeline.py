@@ -453,22 +453,16 @@ def _stage_page(
     """
     with _timed(timings, "transform"):
         prints = [fingerprint(record) for record in items]
-        uids = [p.uid for p in prints if p is not None]
+        hashed = [i for i, p in enumerate(prints) if p is not None]
+        pairs = [(p.uid, p.digest) for p in prints if p is not None]
     with _timed(timings, "copy"):
-        known = stage.known_fingerprints(uids, source)
+        same = {hashed[k] for k in stage.add_same(pairs, source)}
     with _timed(timings, "transform"):
-        same: list[str] = []
-        rest: list[Any] = []
-        rest_prints: list[Fingerprint | None] = []
-        for record, print_ in zip(items, prints, strict=True):
-            if print_ is not None and known.get(print_.uid) == print_.digest:
-                same.append(print_.uid)
-            else:
-                rest.append(record)
-                rest_prints.append(print_)
+        rest = [record for i, record in enumerate(items) if i not in same]
+        rest_prints = [print_ for i, print_ in enumerate(prints) if i not in same]
         rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset)
     with _timed(timings, "copy"):
-        stage.add(rows, raws, fps, rejects, same)
+        stage.add(rows, raws, fps, rejects)
 
 
 def _transform_page(

@@ -207,17 +207,40 @@ def test_lookup_answers_the_same_for_sorted_and_shuffled_pages(
             text("UPDATE vspc.backup_agent_jobs SET deleted_at = now() WHERE instance_uid = :u"),
             {"u": gone},
         )
-    expected = {u: everything[u] for u in uids if u != gone}
+    wrong = uids[7]  # a record that changed since: its digest differs
+
+    def page(order: list[str]) -> list[tuple[str, bytes]]:
+        return [(u, b"\x00" * 16 if u == wrong else everything[u]) for u in order]
+
+    def same_uids(stage: Stage, order: list[str], source: str) -> list[str]:
+        pairs = page(order)
+        return sorted(pairs[i][0] for i in stage.add_same(pairs, source))
+
+    expected = sorted(u for u in uids if u not in (gone, wrong))
     with fresh_db.connect() as conn:
         stage = Stage(conn)
-        in_order = stage.known_fingerprints(uids, "test-console")
-        shuffled = stage.known_fingerprints([*uids[10:], *uids[:10]], "test-console")
-        sparse = stage.known_fingerprints(uids[::4], "test-console")  # range holds others too
-        other_source = stage.known_fingerprints(uids, "another-console")
+        stage.create()
+        in_order = same_uids(stage, uids, "test-console")
+        shuffled = same_uids(stage, [*uids[10:], *uids[:10]], "test-console")
+        sparse = same_uids(stage, uids[::4], "test-console")  # the range holds others too
+        other_source = same_uids(stage, uids, "another-console")
+        staged = conn.execute(
+            text("SELECT seq, instance_uid::text, same FROM stage_jobs ORDER BY seq")
+        ).all()
     assert in_order == expected
     assert shuffled == expected
-    assert sparse == {u: everything[u] for u in uids[::4] if u != gone}
-    assert other_source == {}
+    assert sparse == sorted(u for u in uids[::4] if u not in (gone, wrong))
+    assert other_source == []
+    # each match staged once per call, by uid only, at its position on the page
+    assert [r.instance_uid for r in staged] == [
+        u
+        for order in (uids, [*uids[10:], *uids[:10]], uids[::4])
+        for u in order
+        if u not in (gone, wrong)
+    ]
+    assert all(r.same for r in staged)
+    shuffled_seq = {r.instance_uid: r.seq for r in staged[len(expected) : 2 * len(expected)]}
+    assert shuffled_seq[uids[10]] == len(uids) + 1  # first on the second page
 
 
 def test_staged_pages_are_committed_at_most_once_a_second(
@@ -239,3 +262,16 @@ def test_staged_pages_are_committed_at_most_once_a_second(
         status = conn.connection.driver_connection.info.transaction_status  # type: ignore[union-attr]
         assert status == TransactionStatus.IDLE  # a second since the last commit: committed
         assert conn.execute(text("SELECT count(*) FROM stage_rejects")).scalar_one() == 3
+
+
+def test_a_uid_twice_on_a_page_is_matched_by_position(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    sync(settings, fresh_db)
+    uid, digest = sorted(stored(fresh_db).items())[0]
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        stage.create()
+        # the stale copy first, then the current one: only the second is unchanged
+        assert stage.add_same([(uid, b"\x01" * 16), (uid, digest)], "test-console") == {1}
+        assert stage.add_same([(uid, digest), (uid, b"\x01" * 16)], "test-console") == {0}

@@ -112,21 +112,34 @@ class Stage:
             self.conn.execute(text(f"DELETE FROM {table} WHERE pass_no <> :p"), {"p": self.pass_no})
         self.conn.commit()
 
-    def known_fingerprints(self, uids: Sequence[str], source: str) -> dict[str, bytes]:
-        """Stored fingerprints of these jobs, for live jobs of ``source`` only.
+    def add_same(self, prints: Sequence[tuple[str, bytes]], source: str) -> set[int]:
+        """Stage, by uid only, the records whose fingerprint equals the one stored for their
+        live job of ``source``; returns their positions in ``prints`` ((uid, digest) pairs).
 
-        A deleted job, or one another source wrote, takes the full path (to be un-deleted or
-        compared); ``uids`` must be canonical lowercase uuids (see ``transform.fingerprint``).
+        One statement per page: the lookup and the insert together. A deleted job, or one
+        another source wrote, takes the full path (to be un-deleted or compared); uids must
+        be canonical lowercase uuids (see ``transform.fingerprint``).
         """
-        if not uids:
-            return {}
+        if not prints:
+            return set()
+        uids = [uid for uid, _ in prints]
+        params = {
+            # One text each, split by the server: a Python list would be encoded element by
+            # element, which costs more than the round trip this statement saves.
+            "uids": ",".join(uids),
+            "fps": ",".join(digest.hex() for _, digest in prints),
+            "base": self._seq,
+            "pass_no": self.pass_no,
+            "source": source,
+        }
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if all(a < b for a, b in pairwise(uids)):
-            cursor.execute(_KNOWN_RANGE, {"low": uids[0], "high": uids[-1], "source": source})
+            cursor.execute(_SAME_RANGE, {**params, "low": uids[0], "high": uids[-1]})
         else:
-            cursor.execute(_KNOWN_EACH, {"uids": list(uids), "source": source})
-        wanted = set(uids)
-        return {uid: bytes(fp) for uid, fp in cursor.fetchall() if uid in wanted}
+            cursor.execute(_SAME_EACH, params)
+        first = self._seq + 1
+        self._seq += len(prints)
+        return {int(seq) - first for (seq,) in cursor.fetchall()}
 
     def add(
         self,
@@ -134,12 +147,10 @@ class Stage:
         raws: Sequence[str],
         fps: Sequence[bytes | None],
         rejects: Iterable[StagedReject],
-        same: Sequence[str] = (),
     ) -> None:
         """COPY one page: typed rows (BUSINESS order minus raw) with their raw JSON texts and
-        fingerprints, the rejects, and the uids of records whose fingerprint matched. Commits
-        at most once a second: the staging transaction stays short without a round trip per
-        page."""
+        fingerprints, and the rejects. Commits at most once a second: the staging transaction
+        stays short without a round trip per page."""
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         # raw arrives as JSON text already (dump_json): the jsonb dumper must pass it through.
         set_json_dumps(_as_is, context=cursor)
@@ -152,16 +163,6 @@ class Stage:
                     self._seq += 1
                     copy.write_row((self._seq, self.pass_no, *row, raw, fp))
                 pause("copy")  # chaos tests only (etl/testhook.py)
-        if same:
-            # Canonical uuids need no escaping: the text format, written as one block.
-            first = self._seq + 1
-            self._seq += len(same)
-            block = "".join(
-                f"{seq}\t{self.pass_no}\t{uid}\tt\n"
-                for seq, uid in zip(range(first, self._seq + 1), same, strict=True)
-            )
-            with cursor.copy("COPY stage_jobs (seq, pass_no, instance_uid, same) FROM STDIN") as c:
-                c.write(block.encode())
         rejects = list(rejects)
         if rejects:
             with cursor.copy(
@@ -206,32 +207,49 @@ def distinct_keys(conn: Connection, pass_no: int | None = None) -> int:
 # primary-key probe into the jobs per fingerprint, ~1.5 ms a page. OFFSET 0 keeps the planner
 # from turning the probe into a join: right after a first sync the statistics are stale, and
 # joins were planned as a scan of the whole jobs table for every page (8-80 ms a page at
-# 100,000 jobs). Uids in the range that are not on the page come along and are ignored.
-_KNOWN_RANGE = """
-SELECT f.instance_uid::text, f.fingerprint
-FROM vspc.etl_job_fingerprints f
-CROSS JOIN LATERAL (
-  SELECT j.source, j.deleted_at FROM vspc.backup_agent_jobs j
-  WHERE j.instance_uid = f.instance_uid OFFSET 0
-) j
-WHERE f.instance_uid BETWEEN %(low)s AND %(high)s
-  AND j.deleted_at IS NULL AND j.source = %(source)s
+# 100,000 jobs). Uids in the range that are not on the page come along and are ignored. The
+# matches are staged by the same statement (seq: base + position on the page).
+_SAME_RANGE = """
+INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
+SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
+FROM (
+  SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
+  FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
+    WITH ORDINALITY AS t (u, d, ord)
+) p
+JOIN (
+  SELECT f.instance_uid, f.fingerprint
+  FROM vspc.etl_job_fingerprints f
+  CROSS JOIN LATERAL (
+    SELECT j.source, j.deleted_at FROM vspc.backup_agent_jobs j
+    WHERE j.instance_uid = f.instance_uid OFFSET 0
+  ) j
+  WHERE f.instance_uid BETWEEN CAST(%(low)s AS uuid) AND CAST(%(high)s AS uuid)
+    AND j.deleted_at IS NULL AND j.source = %(source)s
+) k ON k.instance_uid = p.uid AND k.fingerprint = p.fp
+RETURNING seq
 """
 
 # A page out of order (a console that ignores the sort) could span the whole table: two
 # probes per uid instead, ~3 ms a page, whatever the page holds.
-_KNOWN_EACH = """
-SELECT f.instance_uid::text, f.fingerprint
-FROM unnest(%(uids)s::uuid[]) AS u (uid)
+_SAME_EACH = """
+INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
+SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
+FROM (
+  SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
+  FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
+    WITH ORDINALITY AS t (u, d, ord)
+) p
 CROSS JOIN LATERAL (
-  SELECT f.instance_uid, f.fingerprint FROM vspc.etl_job_fingerprints f
-  WHERE f.instance_uid = u.uid OFFSET 0
+  SELECT f.fingerprint FROM vspc.etl_job_fingerprints f
+  WHERE f.instance_uid = p.uid OFFSET 0
 ) f
 CROSS JOIN LATERAL (
   SELECT j.source, j.deleted_at FROM vspc.backup_agent_jobs j
-  WHERE j.instance_uid = u.uid OFFSET 0
+  WHERE j.instance_uid = p.uid OFFSET 0
 ) j
-WHERE j.deleted_at IS NULL AND j.source = %(source)s
+WHERE f.fingerprint = p.fp AND j.deleted_at IS NULL AND j.source = %(source)s
+RETURNING seq
 """
 
 _DISTINCT_KEYS = """
