@@ -202,6 +202,17 @@ def distinct_keys(conn: Connection, pass_no: int | None = None) -> int:
     return int(conn.execute(text(_DISTINCT_KEYS), {"p": pass_no}).scalar_one())
 
 
+# The page's (uid, digest) pairs, sent as two comma-joined texts, staged at base + position
+# for those that match (each statement below adds its match).
+_STAGE_PAGE = """INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
+SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
+FROM (
+  SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
+  FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
+    WITH ORDINALITY AS t (u, d, ord)
+) p
+"""
+
 # A page is a run of consecutive uids (the console sorts by instanceUid, and a lowercase
 # uuid sorts as its text): a primary-key range scan between its first and last uid, then a
 # primary-key probe into the jobs per fingerprint, ~1.5 ms a page. OFFSET 0 keeps the planner
@@ -209,15 +220,8 @@ def distinct_keys(conn: Connection, pass_no: int | None = None) -> int:
 # joins were planned as a scan of the whole jobs table for every page (8-80 ms a page at
 # 100,000 jobs). Uids in the range that are not on the page come along and are ignored. The
 # matches are staged by the same statement (seq: base + position on the page).
-_SAME_RANGE = """
-INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
-SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
-FROM (
-  SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
-  FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
-    WITH ORDINALITY AS t (u, d, ord)
-) p
-JOIN (
+_SAME_RANGE = f"""
+{_STAGE_PAGE}JOIN (
   SELECT f.instance_uid, f.fingerprint
   FROM vspc.etl_job_fingerprints f
   CROSS JOIN LATERAL (
@@ -232,15 +236,8 @@ RETURNING seq
 
 # A page out of order (a console that ignores the sort) could span the whole table: two
 # probes per uid instead, ~3 ms a page, whatever the page holds.
-_SAME_EACH = """
-INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
-SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
-FROM (
-  SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
-  FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
-    WITH ORDINALITY AS t (u, d, ord)
-) p
-CROSS JOIN LATERAL (
+_SAME_EACH = f"""
+{_STAGE_PAGE}CROSS JOIN LATERAL (
   SELECT f.fingerprint FROM vspc.etl_job_fingerprints f
   WHERE f.instance_uid = p.uid OFFSET 0
 ) f
