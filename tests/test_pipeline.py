@@ -481,6 +481,27 @@ def test_bad_records_are_rejected_and_the_rest_loads(
     assert {r.raw["instanceUid"] for r in rejects} == set(reasons)
 
 
+def test_a_rejected_record_keeps_its_job_live(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    """A job whose record turns bad is not missing: rejected, kept, counted as present (its
+    uid matched case-insensitively); only the job that really disappeared is deleted."""
+    sync(settings, fresh_db)
+    jobs = simulator.jobs()
+    bad, shouted, gone = (j["instanceUid"] for j in jobs[:3])
+    simulator.mutate(bad, restorePoints="four")
+    simulator.delete_job(shouted)
+    simulator.add_job(**{**jobs[1], "instanceUid": shouted.upper(), "lastRun": "yesterday"})
+    simulator.delete_job(gone)
+    result = sync(settings, fresh_db)
+    assert (result.rejected, result.deleted) == (2, 1)
+    rows = current_rows(fresh_db)
+    assert rows[bad.lower()]["deleted_at"] is None
+    assert rows[shouted.lower()]["deleted_at"] is None
+    assert rows[gone.lower()]["deleted_at"] is not None
+    assert sum(r["deleted_at"] is None for r in rows.values()) == len(jobs) - 1
+
+
 # ---------------------------------------------------------------- concurrency
 def test_two_concurrent_syncs_one_skips(
     fresh_db: Engine, database_url: URL, sim_server: SimulatorServer, simulator: Simulator

@@ -94,6 +94,21 @@ SELECT :source, {", ".join(f"l.{c}" for c in BUSINESS)}, :now, NULL, false, :run
 FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid
 """
 
+# Live jobs of this source, and how many of them the extract lacks (neither staged nor
+# rejected). Set operations, not an anti-join: a hash either way, where a join planned from
+# the stale statistics right after a first sync probed the staging index once per job
+# (~2 us each, ~0.2 s per 100,000 jobs); one pass over the live jobs serves both counts.
+_LIVE_MISSING = f"""
+WITH live AS MATERIALIZED (
+  SELECT instance_uid FROM {JOBS} WHERE source = :source AND deleted_at IS NULL
+)
+SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM (
+  SELECT instance_uid FROM live EXCEPT SELECT instance_uid FROM stage_jobs) m
+  WHERE NOT EXISTS (
+    SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = m.instance_uid::text))
+"""
+
+# Only when some are missing: the jobs themselves (no staged or rejected copy).
 _GONE = f"""
 CREATE TEMP TABLE stage_gone AS
 SELECT j.instance_uid FROM {JOBS} j
@@ -189,12 +204,8 @@ def merge(
             "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz)"
         )
     )
-    live_before = int(
-        run(
-            text(f"SELECT count(*) FROM {JOBS} WHERE source = :source AND deleted_at IS NULL"),
-            params,
-        ).scalar_one()
-    )
+    # Before the upsert, which touches staged jobs only: the missing ones are the same after.
+    live_before, missing = (int(n) for n in run(text(_LIVE_MISSING), params).one())
     run(text(_CHANGED))
     run(text(_UPSERT), params)
     pause("merge")  # chaos tests only (etl/testhook.py)
@@ -211,8 +222,6 @@ def merge(
     ).one()
     seen = distinct_keys(conn)
 
-    run(text(_GONE), params)
-    missing = int(run(text("SELECT count(*) FROM stage_gone")).scalar_one())
     deleted = 0
     withheld: str | None = None
     if missing and not complete:
@@ -228,6 +237,7 @@ def merge(
             "them, run once with a higher VSPC_MAX_DELETE_RATIO"
         )
     elif missing:
+        run(text(_GONE), params)
         run(text(_SOFT_DELETE), params)
         run(text(_CLOSE_GONE), params)
         run(text(_TOMBSTONE), params)
