@@ -3,16 +3,19 @@
     python bench/reporting_bench.py [--jobs 10000] [--orgs 50] [--days 365] [--repeat 7]
 
 1. Starts ``bench/_reporting_sim.py`` (a process of its own) with ``--jobs`` jobs over ``--orgs``
-   organizations, its clock a few days behind the real one, and makes a throwaway database on
+   organizations, its clock 24 h behind the real one, and makes a throwaway database on
    BENCH_DATABASE_URL (default postgres@127.0.0.1:5432), migrated to head.
 2. Generates ``--days`` days of history for those jobs with SQL (generate_series): one snapshot
    version per job and day, each a finished session (4 % Failed, 4 % Warning), then derives the
    sessions and the daily numbers from it (what migration 0002 does to an existing warehouse).
-3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``): a first (initial) sync;
-   then a copy of the warehouse and a second, identical simulator, and one sync after 24 h of
-   virtual time (every daily job ran) and two after 1 h each, run on both, with and without
-   the reporting layer: what reporting adds = wall with / wall without - 1. The simulator's
-   clock reaches the real one, so sessions are as recent as in production.
+3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``) after a CHECKPOINT (as
+   in production, where one comes every few minutes): a first (initial) sync; then A/B pairs,
+   each on two copies of that warehouse and two identical simulators, with and without the
+   reporting layer: what reporting adds = wall with / wall without - 1. ``--daily`` pairs of
+   one sync after 24 h (every daily job ran), each from fresh copies; ``--hourly`` pairs of
+   one sync after 1 h, in a row, after an untimed catch-up sync. Every timed sync's virtual
+   time ends at (a few minutes before) the real clock, so it computes the completed days a
+   production sync would.
 4. Times the queries a dashboard sends (and every query of deploy/grafana's dashboard, last 90
    days, all organizations): one warm-up, then ``--repeat`` runs; median and max, client side,
    all rows fetched. Then a settings change (time zone, RPO policy), which recomputes every day.
@@ -111,10 +114,10 @@ def database() -> Iterator[URL]:
 
 
 @contextmanager
-def clone(db: URL) -> Iterator[URL]:
+def clone(db: URL, suffix: str) -> Iterator[URL]:
     """A copy of database ``db`` (CREATE DATABASE … TEMPLATE), dropped afterwards."""
     admin = create_engine(db.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    copy = db.set(database=f"{db.database}_base")
+    copy = db.set(database=f"{db.database}_{suffix}")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{copy.database}" TEMPLATE "{db.database}"'))
     try:
@@ -125,7 +128,18 @@ def clone(db: URL) -> Iterator[URL]:
         admin.dispose()
 
 
+def checkpoint(db: URL) -> None:
+    """What a production sync finds: PostgreSQL checkpoints every few minutes (5 by default),
+    so an hourly or daily sync is the first to touch each page since the last one, and writes a
+    full-page image of it to the WAL. Without this, back-to-back benchmark syncs would not."""
+    admin = create_engine(db.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CHECKPOINT"))
+    admin.dispose()
+
+
 def sync(db: URL, vspc_url: str, *flags: str) -> dict[str, Any]:
+    checkpoint(db)
     env = dict(
         os.environ,
         DATABASE_URL=db.render_as_string(hide_password=False),
@@ -212,14 +226,18 @@ def main() -> int:
     parser.add_argument("--orgs", type=int, default=50)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--daily", type=int, default=3, help="A/B syncs after 24 h each")
-    parser.add_argument("--hourly", type=int, default=6, help="A/B syncs after 1 h each")
+    parser.add_argument("--daily", type=int, default=4, help="A/B pairs of a sync after 24 h")
+    parser.add_argument("--hourly", type=int, default=6, help="A/B pairs of a sync after 1 h")
     args = parser.parse_args()
+    if args.hourly > 23:
+        parser.error("--hourly: at most 23 (the hourly syncs must fit in the last day)")
 
-    now = datetime.now(UTC)
-    # The simulator's clock runs behind the real one by the virtual time the A/B steps add,
-    # plus 2 h: each sync sees sessions as recent as a sync in production would.
-    start = now - timedelta(hours=24 * args.daily + args.hourly + 2)
+    # The history ends, and the first sync runs, 24 h of virtual time before the real clock:
+    # every timed sync then ends its virtual day at (a few minutes before) the real now, and
+    # sees sessions as recent as a sync in production would. That matters: the database's
+    # now() decides which completed days the sync computes (in production a daily sync
+    # computes yesterday, an hourly one nothing, the first after midnight yesterday).
+    start = datetime.now(UTC) - timedelta(hours=24)
     lines: list[str] = []
     out = lines.append
     with simulator(args.jobs, args.orgs, start) as url, database() as db:
@@ -257,43 +275,75 @@ def main() -> int:
             "months, and every day since is computed once)."
         )
         out("")
-        # A/B: a copy of the warehouse and a second, identical simulator; every later sync runs
-        # on both, with and without the reporting layer, one right after the other.
+        # A/B: every pair starts from copies of the warehouse as the first sync left it and
+        # two identical simulators, and syncs both, with and without the reporting layer, one
+        # right after the other (which goes first alternates), each after a CHECKPOINT.
         engine.dispose()
-        with clone(db) as base, simulator(args.jobs, args.orgs, start) as base_url:
+        out(
+            "| sync | jobs changed | sessions | wall s with reporting | wall s without "
+            "| added | names s | reporting step s |"
+        )
+        out("|---|---:|---:|---:|---:|---:|---:|---:|")
+        added: dict[float, list[float]] = {24.0: [], 1.0: []}
+        share: dict[float, list[float]] = {24.0: [], 1.0: []}
+        step = 0
+
+        def pair(label: str, hours: float, sides: dict[str, tuple[URL, str]]) -> None:
+            nonlocal step
+            for _, target in sides.values():
+                httpx.post(f"{target}/_sim/advance", params={"hours": hours}, timeout=300)
+            with_db = sides["with"][0]
+            count = "SELECT count(*) FROM vspc.job_run_facts"
+            probe = create_engine(with_db)
+            with probe.connect() as conn:
+                before = conn.execute(text(count)).scalar()
+            order = ["with", "without"] if step % 2 == 0 else ["without", "with"]
+            step += 1
+            runs = {
+                side: sync(*sides[side], *(() if side == "with" else ("--without-reporting",)))
+                for side in order
+            }
+            with probe.connect() as conn:
+                after = conn.execute(text(count)).scalar()
+            probe.dispose()
+            r, plain = runs["with"], runs["without"]
+            t = r["timings"]
+            added[hours].append(r["wall_s"] / plain["wall_s"] - 1)
+            step_s = t.get("reporting", 0.0)
+            share[hours].append(step_s / (r["wall_s"] - step_s))
             out(
-                "| sync | jobs changed | sessions | wall s with reporting | wall s without "
-                "| added | names s | reporting step s |"
+                f"| {label} | {r['inserted'] + r['updated']:,} | +{after - before:,} | "
+                f"{r['wall_s']:.2f} | {plain['wall_s']:.2f} | "
+                f"{added[hours][-1]:+.1%} | {t.get('names', 0):.2f} | {step_s:.2f} |"
             )
-            out("|---|---:|---:|---:|---:|---:|---:|---:|")
-            engine = create_engine(db)
-            plan = [("after 24 h (all jobs ran)", 24.0)] * args.daily
-            plan += [("after 1 h", 1.0)] * args.hourly
-            added: dict[float, list[float]] = {24.0: [], 1.0: []}
-            share: dict[float, list[float]] = {24.0: [], 1.0: []}
-            for step, (label, hours) in enumerate(plan):
-                for target in (url, base_url):
-                    httpx.post(f"{target}/_sim/advance", params={"hours": hours}, timeout=300)
-                with engine.connect() as conn:
-                    before = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
-                # Which side runs first alternates: neither profits from the other's warm-up.
-                if step % 2:
-                    plain = sync(base, base_url, "--without-reporting")
-                    r = sync(db, url)
-                else:
-                    r = sync(db, url)
-                    plain = sync(base, base_url, "--without-reporting")
-                with engine.connect() as conn:
-                    after = conn.execute(text("SELECT count(*) FROM vspc.job_run_facts")).scalar()
-                t = r["timings"]
-                added[hours].append(r["wall_s"] / plain["wall_s"] - 1)
-                step_s = t.get("reporting", 0.0)
-                share[hours].append(step_s / (r["wall_s"] - step_s))
-                out(
-                    f"| {label} | {r['inserted'] + r['updated']:,} | +{after - before:,} | "
-                    f"{r['wall_s']:.2f} | {plain['wall_s']:.2f} | "
-                    f"{added[hours][-1]:+.1%} | {t.get('names', 0):.2f} | {step_s:.2f} |"
-                )
+
+        for n in range(args.daily):
+            with (
+                clone(db, f"d{n}w") as with_db,
+                clone(db, f"d{n}o") as plain_db,
+                simulator(args.jobs, args.orgs, start) as with_url,
+                simulator(args.jobs, args.orgs, start) as plain_url,
+            ):
+                sides = {"with": (with_db, with_url), "without": (plain_db, plain_url)}
+                pair("after 24 h (all jobs ran)", 24.0, sides)
+        if args.hourly:
+            with (
+                clone(db, "hw") as with_db,
+                clone(db, "ho") as plain_db,
+                simulator(args.jobs, args.orgs, start) as with_url,
+                simulator(args.jobs, args.orgs, start) as plain_url,
+            ):
+                sides = {"with": (with_db, with_url), "without": (plain_db, plain_url)}
+                # Catch up untimed to `hourly` hours before the real now, then one hour at a time.
+                for side, (side_db, side_url) in sides.items():
+                    httpx.post(
+                        f"{side_url}/_sim/advance",
+                        params={"hours": 24 - args.hourly},
+                        timeout=300,
+                    )
+                    sync(side_db, side_url, *(() if side == "with" else ("--without-reporting",)))
+                for _ in range(args.hourly):
+                    pair("after 1 h", 1.0, sides)
         out("")
         for hours, label in ((24.0, "daily (all jobs ran)"), (1.0, "hourly")):
             if added[hours]:
@@ -305,6 +355,7 @@ def main() -> int:
                     "(median)"
                 )
         out("")
+        engine = create_engine(db)
         out(f"Queries (median and max of {args.repeat} runs after one warm-up, all rows fetched):")
         out("")
         out("| query | median ms | max ms | rows |")
