@@ -1,0 +1,87 @@
+"""The benchmark scripts still run end to end (tiny sizes): their figures are the issues' evidence.
+
+Each runs as a user would run it, in a process of its own, on the test session's PostgreSQL
+(BENCH_DATABASE_URL) and simulators on 127.0.0.1; the tests read the Markdown it prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(script: str, server_url: URL, *args: str) -> str:
+    env = dict(os.environ, BENCH_DATABASE_URL=server_url.render_as_string(hide_password=False))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def table_rows(output: str, first_cell: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in output.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
+def bench_databases(server_url: URL) -> list[str]:
+    engine = create_engine(server_url)
+    with engine.connect() as conn:
+        names = conn.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE 'vspc_etl_%bench_%'")
+        ).scalars()
+        found = list(names)
+    engine.dispose()
+    return found
+
+
+def test_sync_bench_runs_every_case(server_url: URL) -> None:
+    before = bench_databases(server_url)
+    out = run_bench(
+        "sync_bench.py", server_url, "--jobs", "1000", "--latency", "0.01", "--latency-jobs", "1000"
+    )
+    rows = {row[1]: row for row in table_rows(out, "1,000")}
+    assert list(rows) == ["first sync", "10 % changed", "unchanged", "+10 ms/page"]
+    assert rows["10 % changed"][-1] == "100 updated"
+    assert rows["unchanged"][-1] == "1,000 unchanged"
+    bound = re.fullmatch(r"bound ([0-9.]+) s; target .*", rows["+10 ms/page"][-1])
+    assert bound is not None and float(bound.group(1)) == 0.0  # 3 pages x 0.01 s / 4, rounded
+    for row in rows.values():
+        assert float(row[2]) > 0  # wall seconds
+        assert 20 < float(row[4]) < 1000  # peak RSS in MB, of the ETL process
+    assert bench_databases(server_url) == before  # its throwaway databases are gone
+
+
+def test_reporting_bench_runs_its_pairs_and_queries(server_url: URL) -> None:
+    hours = {datetime.now(UTC).hour}
+    out = run_bench(
+        "reporting_bench.py",
+        server_url,
+        *("--jobs", "200", "--orgs", "4", "--days", "10"),
+        *("--daily", "1", "--hourly", "2", "--repeat", "1"),
+    )
+    hours.add(datetime.now(UTC).hour)
+    assert "History: 200 jobs over 4 organizations, 10 days: 2,000 snapshot" in out
+    assert len(table_rows(out, "after 24 h")) == 1
+    assert len(table_rows(out, "after 1 h")) in {min(2, h) for h in hours}
+    queries = {row[0]: row for row in table_rows(out, "")}
+    assert queries["job_sla_current, all jobs"][-1] == "200"
+    assert queries["dashboard: organization"][-1] == "4"
+    assert "`UPDATE vspc.report_settings SET time_zone = 'Europe/Moscow'`" in queries
