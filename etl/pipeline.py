@@ -262,7 +262,16 @@ def _execute(
             )
             summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
-                names.stage.upsert(summary, source=source, now=run.started_at)
+                written = names.stage.upsert(summary, source=source, now=run.started_at)
+                log.debug(
+                    "names: %d page(s) read, %d of them unchanged since the last complete read "
+                    "(not parsed); %d record(s) without a usable instanceUid skipped; %d "
+                    "name row(s) written",
+                    summary.pages,
+                    summary.unchanged_pages,
+                    summary.skipped,
+                    written,
+                )
                 reporting.record_job_runs(
                     conn, now=run.started_at, source=source, run_id=run.run_id
                 )

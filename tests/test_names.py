@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -264,6 +265,33 @@ def test_unchanged_name_pages_are_not_staged_again(
     assert sync(settings, fresh_db).error is None
     assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: agents}
     assert names_in_warehouse() == (organizations, agents)
+
+
+def test_the_names_read_is_summed_up_at_debug_level(
+    fresh_db: Engine, settings: Any, simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = settings.vspc_page_size
+    # the pager stops on a short page: every full page, then a short (or empty) one
+    pages = sum(len(c) // size + 1 for c in (simulator.organizations(), simulator.agents()))
+    rows = len(simulator.organizations()) + len(simulator.agents())
+
+    def summary() -> str:
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("names:")]
+        caplog.clear()
+        assert len(lines) == 1
+        return lines[0]
+
+    with caplog.at_level(logging.DEBUG, logger="etl.pipeline"):
+        assert sync(settings, fresh_db).error is None
+        first = summary()
+        assert sync(settings, fresh_db).error is None
+        second = summary()
+    assert first.startswith(f"names: {pages} page(s) read, 0 of them unchanged")
+    assert first.endswith(
+        f"0 record(s) without a usable instanceUid skipped; {rows} name row(s) written"
+    )
+    assert second.startswith(f"names: {pages} page(s) read, {pages} of them unchanged")
+    assert second.endswith("; 0 name row(s) written")
 
 
 def test_a_refused_collection_keeps_its_page_digests(
