@@ -94,28 +94,29 @@ SELECT :source, {", ".join(f"l.{c}" for c in BUSINESS)}, :now, NULL, false, :run
 FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid
 """
 
-# Live jobs of this source, and how many of them the extract lacks (neither staged nor
-# rejected). Set operations, not an anti-join: a hash either way, where a join planned from
-# the stale statistics right after a first sync probed the staging index once per job
-# (~2 us each, ~0.2 s per 100,000 jobs); one pass over the live jobs serves both counts.
-_LIVE_MISSING = f"""
+# Live jobs of this source, and those the extract lacks (neither staged nor rejected). Set
+# operations, not an anti-join: a hash either way, where a join planned from the stale
+# statistics right after a first sync probed the staging index once per job (~2 us each,
+# ~0.2 s per 100,000 jobs). One definition serves the count and the list of missing jobs.
+_LIVE = f"""
 WITH live AS MATERIALIZED (
   SELECT instance_uid FROM {JOBS} WHERE source = :source AND deleted_at IS NULL
-)
-SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM (
+)"""
+_MISSING = """
+SELECT m.instance_uid FROM (
   SELECT instance_uid FROM live EXCEPT SELECT instance_uid FROM stage_jobs) m
-  WHERE NOT EXISTS (
-    SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = m.instance_uid::text))
+WHERE NOT EXISTS (
+  SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = m.instance_uid::text)
 """
 
-# Only when some are missing: the jobs themselves (no staged or rejected copy).
-_GONE = f"""
-CREATE TEMP TABLE stage_gone AS
-SELECT j.instance_uid FROM {JOBS} j
-WHERE j.source = :source AND j.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM stage_jobs l WHERE l.instance_uid = j.instance_uid)
-  AND NOT EXISTS (SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = j.instance_uid::text)
+# One pass over the live jobs: how many there are, and how many are missing.
+_LIVE_MISSING = f"""{_LIVE}
+SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM ({_MISSING}) g)
 """
+
+# Only when some are missing: the jobs themselves.
+_GONE = f"""
+CREATE TEMP TABLE stage_gone AS {_LIVE}{_MISSING}"""
 
 _SOFT_DELETE = f"""
 UPDATE {JOBS} j SET deleted_at = :now, last_run_id = :run_id
