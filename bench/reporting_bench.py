@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,10 @@ def checkpoint(db: URL) -> None:
     with admin.connect() as conn:
         conn.execute(text("CHECKPOINT"))
     admin.dispose()
+
+
+SIDES = {"with": (), "without": ("--without-reporting",)}
+"""The two sides of an A/B pair: the worker's flags for each."""
 
 
 def sync(db: URL, vspc_url: str, *flags: str) -> dict[str, Any]:
@@ -316,10 +320,7 @@ def main() -> int:
                 before = conn.execute(text(count)).scalar()
             order = ["with", "without"] if step % 2 == 0 else ["without", "with"]
             step += 1
-            runs = {
-                side: sync(*sides[side], *(() if side == "with" else ("--without-reporting",)))
-                for side in order
-            }
+            runs = {side: sync(*sides[side], *SIDES[side]) for side in order}
             with probe.connect() as conn:
                 after = conn.execute(text(count)).scalar()
             probe.dispose()
@@ -334,23 +335,23 @@ def main() -> int:
                 f"{added[hours][-1]:+.1%} | {t.get('names', 0):.2f} | {step_s:.2f} |"
             )
 
+        @contextmanager
+        def copies(tag: str) -> Iterator[dict[str, tuple[URL, str]]]:
+            """Per side, a copy of the warehouse as the first sync left it and a simulator."""
+            with ExitStack() as stack:
+                yield {
+                    side: (
+                        stack.enter_context(clone(db, f"{tag}_{side}")),
+                        stack.enter_context(simulator(args.jobs, args.orgs, start)),
+                    )
+                    for side in SIDES
+                }
+
         for n in range(args.daily):
-            with (
-                clone(db, f"d{n}w") as with_db,
-                clone(db, f"d{n}o") as plain_db,
-                simulator(args.jobs, args.orgs, start) as with_url,
-                simulator(args.jobs, args.orgs, start) as plain_url,
-            ):
-                sides = {"with": (with_db, with_url), "without": (plain_db, plain_url)}
+            with copies(f"d{n}") as sides:
                 pair("after 24 h (all jobs ran)", 24.0, sides)
         if args.hourly:
-            with (
-                clone(db, "hw") as with_db,
-                clone(db, "ho") as plain_db,
-                simulator(args.jobs, args.orgs, start) as with_url,
-                simulator(args.jobs, args.orgs, start) as plain_url,
-            ):
-                sides = {"with": (with_db, with_url), "without": (plain_db, plain_url)}
+            with copies("h") as sides:
                 # Catch up untimed to `hourly` hours before the real now, then one hour at a time.
                 for side, (side_db, side_url) in sides.items():
                     httpx.post(
@@ -358,7 +359,7 @@ def main() -> int:
                         params={"hours": 24 - args.hourly},
                         timeout=300,
                     )
-                    sync(side_db, side_url, *(() if side == "with" else ("--without-reporting",)))
+                    sync(side_db, side_url, *SIDES[side])
                 for _ in range(args.hourly):
                     pair("after 1 h", 1.0, sides)
         out("")
