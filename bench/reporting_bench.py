@@ -75,7 +75,7 @@ ORDER BY o.started  -- rows in the order syncs would have written them (see TIME
 # together. Sessions derived from a generated history come out in job order instead, which
 # would make every read of a few days (a sync computing yesterday, a dashboard's 30 days)
 # fetch pages from all over the table.
-TIME_ORDER = "CLUSTER vspc.job_run_facts USING ix_job_run_facts_started_at"
+TIME_ORDER = "CLUSTER vspc.job_run_facts USING pk_job_run_facts"
 
 
 def free_port() -> int:

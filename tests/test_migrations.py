@@ -28,10 +28,10 @@ REPORTING = {
     "sla_policy",
     "report_settings",
 }
-CACHE = {"etl_job_fingerprints", "etl_name_pages"}
+CACHE = {"etl_job_fingerprints", "etl_name_pages", "job_sla_state"}
 TABLES = CORE | REPORTING | CACHE
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.fixture

@@ -275,13 +275,41 @@ job_run_facts = Table(
     Column("backed_up_size", BigInteger, comment="bytes in all restore points after it"),
     Column("restore_points", Integer, comment="restore points after it"),
     Column("run_id", BigInteger, nullable=False, comment="etl_runs.run_id that first recorded it"),
-    PrimaryKeyConstraint("instance_uid", "started_at"),
+    # Keyed by time: each sync's sessions append (revision 0006).
+    PrimaryKeyConstraint("started_at", "instance_uid"),
     CheckConstraint("status IN ('Success', 'Warning', 'Failed')", name="status"),
     Index(None, "organization_uid", "started_at"),
-    Index(None, "started_at"),
     Index(None, "ended_at"),
     comment="one row per observed job session with a final outcome, kept by each sync from "
     "the snapshot versions it writes; read it through the view job_runs",
+)
+
+job_sla_state = Table(
+    "job_sla_state",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="job instanceUid"),
+    Column("last_started_at", TZ, nullable=False, comment="start of the job's latest session"),
+    Column(
+        "ok_started_at", TZ, comment="start of its latest Success or Warning session with an end"
+    ),
+    Column("ok_ended_at", TZ, comment="end of that session (job_sla_at.last_success_at)"),
+    Column(
+        "failures",
+        Integer,
+        nullable=False,
+        comment="Failed sessions started after it (job_sla_at.consecutive_failures)",
+    ),
+    Column(
+        "settled_at",
+        TZ,
+        comment="the answer holds from this instant on: the latest end (a failure without "
+        "one: its start) of the sessions counted",
+    ),
+    PrimaryKeyConstraint("instance_uid"),
+    comment="each job's latest success and failures since, from job_run_facts, kept by "
+    "triggers on it (job_sla_current reads it); derived: SELECT "
+    "vspc.job_sla_state_recompute(array_agg(DISTINCT instance_uid)) FROM "
+    "vspc.job_run_facts rebuilds it",
 )
 
 sla_daily_counts = Table(
