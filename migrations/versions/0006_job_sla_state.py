@@ -37,28 +37,27 @@ S = "vspc"
 TZ = sa.TIMESTAMP(timezone=True)
 STATE_COLUMNS = "instance_uid, last_started_at, ok_started_at, ok_ended_at, failures, settled_at"
 
-# Per job, over the rows of the CTE ``sessions`` (instance_uid, started_at, ended_at, status):
-# the latest success (Success or Warning with an end: job_sla_at's "ok"), the Failed sessions
-# after it and in all, and when the last counted session became visible to job_sla_at (a
-# success at its end, a failure at its end or, without one, its start).
+# Per job, over the rows of the relation ``sessions`` (instance_uid, started_at, ended_at,
+# status): the latest success (Success or Warning with an end: job_sla_at's "ok"), the Failed
+# sessions after it and in all, and when the last counted session became visible to
+# job_sla_at (a success at its end, a failure at its end or, without one, its start). One
+# aggregate pass; the success's end is read back by its key.
 SUMMARY = """
 summary AS (
-  SELECT f.instance_uid, min(f.started_at) AS first_started, max(f.started_at) AS last_started,
-    ok.started_at AS ok_started, ok.ended_at AS ok_ended,
-    (count(*) FILTER (WHERE f.status = 'Failed'
-                        AND f.started_at > coalesce(ok.started_at, '-infinity')))::integer
-      AS failed_after_ok,
-    (count(*) FILTER (WHERE f.status = 'Failed'))::integer AS failed,
-    max(CASE WHEN f.status = 'Failed' THEN coalesce(f.ended_at, f.started_at)
-             ELSE f.ended_at END) AS settled
-  FROM sessions f
-  LEFT JOIN (
-    SELECT DISTINCT ON (o.instance_uid) o.instance_uid, o.started_at, o.ended_at
-    FROM sessions o
-    WHERE o.status IN ('Success', 'Warning') AND o.ended_at IS NOT NULL
-    ORDER BY o.instance_uid, o.started_at DESC
-  ) ok ON ok.instance_uid = f.instance_uid
-  GROUP BY f.instance_uid, ok.started_at, ok.ended_at
+  SELECT a.instance_uid, a.first_started, a.last_started, a.ok_started, e.ended_at AS ok_ended,
+    (SELECT count(*) FROM unnest(a.failed_starts) AS x (started)
+     WHERE x.started > coalesce(a.ok_started, '-infinity'))::integer AS failed_after_ok,
+    coalesce(cardinality(a.failed_starts), 0) AS failed, a.settled
+  FROM (
+    SELECT f.instance_uid, min(f.started_at) AS first_started, max(f.started_at) AS last_started,
+      max(f.started_at) FILTER (WHERE f.status IN ('Success', 'Warning')
+                                  AND f.ended_at IS NOT NULL) AS ok_started,
+      array_agg(f.started_at) FILTER (WHERE f.status = 'Failed') AS failed_starts,
+      max(CASE WHEN f.status = 'Failed' THEN coalesce(f.ended_at, f.started_at)
+               ELSE f.ended_at END) AS settled
+    FROM sessions f GROUP BY f.instance_uid
+  ) a
+  LEFT JOIN sessions e ON e.instance_uid = a.instance_uid AND e.started_at = a.ok_started
 )"""
 
 RECOMPUTE = f"""
@@ -81,32 +80,37 @@ $$
 """
 
 # Sessions appended after every stored session of their job (what a sync writes) are folded
-# into its row; a job given an earlier session is recomputed.
+# into its row (an UPDATE: the table's free space makes it in-page); a job's first sessions
+# add its row; a job given an earlier session is recomputed. One statement: every part sees
+# the rows as they were before it.
 INSERTED = f"""
 CREATE FUNCTION vspc.job_sla_state_inserted() RETURNS trigger
 LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
   late uuid[];
 BEGIN
-  SELECT array_agg(DISTINCT n.instance_uid) INTO late
-  FROM new_sessions n JOIN vspc.job_sla_state s ON s.instance_uid = n.instance_uid
-  WHERE n.started_at <= s.last_started_at;
-  INSERT INTO vspc.job_sla_state AS s ({STATE_COLUMNS})
   WITH sessions AS (
     SELECT instance_uid, started_at, ended_at, status FROM new_sessions
-  ), {SUMMARY}
-  SELECT b.instance_uid, greatest(p.last_started_at, b.last_started),
-    CASE WHEN b.ok_started IS NULL THEN p.ok_started_at ELSE b.ok_started END,
-    CASE WHEN b.ok_started IS NULL THEN p.ok_ended_at ELSE b.ok_ended END,
-    CASE WHEN b.ok_started IS NULL THEN coalesce(p.failures, 0) + b.failed
-         ELSE b.failed_after_ok END,
-    greatest(p.settled_at, b.settled)
-  FROM summary b LEFT JOIN vspc.job_sla_state p ON p.instance_uid = b.instance_uid
-  WHERE p.instance_uid IS NULL OR b.first_started > p.last_started_at
-  ON CONFLICT (instance_uid) DO UPDATE SET
-    last_started_at = excluded.last_started_at, ok_started_at = excluded.ok_started_at,
-    ok_ended_at = excluded.ok_ended_at, failures = excluded.failures,
-    settled_at = excluded.settled_at;
+  ), {SUMMARY},
+  folded AS (
+    UPDATE vspc.job_sla_state p SET
+      last_started_at = greatest(p.last_started_at, b.last_started),
+      ok_started_at = CASE WHEN b.ok_started IS NULL THEN p.ok_started_at ELSE b.ok_started END,
+      ok_ended_at = CASE WHEN b.ok_started IS NULL THEN p.ok_ended_at ELSE b.ok_ended END,
+      failures = CASE WHEN b.ok_started IS NULL THEN p.failures + b.failed
+                      ELSE b.failed_after_ok END,
+      settled_at = greatest(p.settled_at, b.settled)
+    FROM summary b
+    WHERE p.instance_uid = b.instance_uid AND b.first_started > p.last_started_at
+  ), added AS (
+    INSERT INTO vspc.job_sla_state ({STATE_COLUMNS})
+    SELECT b.instance_uid, b.last_started, b.ok_started, b.ok_ended, b.failed_after_ok, b.settled
+    FROM summary b
+    WHERE NOT EXISTS (SELECT 1 FROM vspc.job_sla_state p WHERE p.instance_uid = b.instance_uid)
+  )
+  SELECT array_agg(b.instance_uid) INTO late
+  FROM summary b JOIN vspc.job_sla_state p ON p.instance_uid = b.instance_uid
+  WHERE b.first_started <= p.last_started_at;
   PERFORM vspc.job_sla_state_recompute(late);
   RETURN NULL;
 END
@@ -201,28 +205,30 @@ WITH jobs AS MATERIALIZED (
     AND NOT s.is_deleted
 ), unsettled AS MATERIALIZED (
   SELECT j.instance_uid FROM jobs j WHERE j.unsettled
-), sessions AS MATERIALIZED (
-  SELECT f.instance_uid, f.started_at, f.ended_at, f.status FROM vspc.job_run_facts f
+), counted AS (
+  SELECT f.instance_uid,
+    max(f.started_at) FILTER (WHERE f.status IN ('Success', 'Warning')
+                                AND f.ended_at <= as_of) AS ok_started,
+    array_agg(f.started_at) FILTER (WHERE f.status = 'Failed'
+                                      AND coalesce(f.ended_at, f.started_at) <= as_of)
+      AS failed_starts
+  FROM vspc.job_run_facts f
   WHERE EXISTS (SELECT 1 FROM unsettled) AND f.started_at <= as_of
     AND f.instance_uid IN (SELECT u.instance_uid FROM unsettled u)
-), ok AS (
-  SELECT DISTINCT ON (f.instance_uid) f.instance_uid, f.started_at, f.ended_at
-  FROM sessions f
-  WHERE f.status IN ('Success', 'Warning') AND f.ended_at <= as_of
-  ORDER BY f.instance_uid, f.started_at DESC
-), failed AS (
-  SELECT f.instance_uid, count(*) AS n
-  FROM sessions f LEFT JOIN ok ON ok.instance_uid = f.instance_uid
-  WHERE f.status = 'Failed' AND f.started_at > coalesce(ok.started_at, '-infinity')
-    AND coalesce(f.ended_at, f.started_at) <= as_of
   GROUP BY f.instance_uid
+), computed AS (
+  SELECT c.instance_uid, e.ended_at,
+    (SELECT count(*) FROM unnest(c.failed_starts) AS x (started)
+     WHERE x.started > coalesce(c.ok_started, '-infinity')) AS n
+  FROM counted c
+  LEFT JOIN vspc.job_run_facts e ON e.started_at = c.ok_started
+    AND e.instance_uid = c.instance_uid
 ), answer AS (
   SELECT j.*,
-    CASE WHEN j.unsettled THEN ok.ended_at ELSE j.ok_ended_at END AS ok_end,
-    CASE WHEN j.unsettled THEN coalesce(failed.n, 0) ELSE coalesce(j.failures, 0) END AS n
+    CASE WHEN j.unsettled THEN c.ended_at ELSE j.ok_ended_at END AS ok_end,
+    CASE WHEN j.unsettled THEN coalesce(c.n, 0) ELSE coalesce(j.failures, 0) END AS n
   FROM jobs j
-  LEFT JOIN ok ON j.unsettled AND ok.instance_uid = j.instance_uid
-  LEFT JOIN failed ON j.unsettled AND failed.instance_uid = j.instance_uid
+  LEFT JOIN computed c ON j.unsettled AND c.instance_uid = j.instance_uid
 )
 SELECT j.instance_uid, j.source, j.organization_uid, o.name, j.backup_agent_uid,
        a.computer_name, j.name, j.is_enabled, j.status, j.last_run, j.ok_end,
@@ -309,6 +315,8 @@ def upgrade() -> None:
         "vspc.job_sla_state_recompute(array_agg(DISTINCT instance_uid)) FROM "
         "vspc.job_run_facts rebuilds it",
     )
+    # Room on each page for a new version of its rows: a sync's update stays in the page.
+    op.execute("ALTER TABLE vspc.job_sla_state SET (fillfactor = 50)")
     op.execute(BACKFILL)
     for signature, (definition, comment) in FUNCTIONS.items():
         op.execute(definition)
