@@ -19,6 +19,9 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from etl.load.reporting import rebuild
+from etl.pipeline import run_once
+from etl.simulator import Simulator
+from tests.conftest import no_sleep
 from tests.history import NOW, ORG_A, Seen, at, insert, job, versions
 
 INSERT = text(
@@ -262,3 +265,34 @@ def test_rebuild_leaves_an_exact_state(conn: Connection) -> None:
         (uid, at(2, 1), at(1, 1), at(1, 2), 1, at(2, 1))
     ]
     assert_state_is_exact(conn)
+
+
+def test_syncs_keep_the_state_exact(fresh_db: Engine, settings: Any, simulator: Simulator) -> None:
+    """What the triggers see from real syncs: days and hours of sessions, a job renamed."""
+    folded = 0
+    for hours in (0, 24, 24, 3, 30):
+        simulator.advance(hours)
+        assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
+        with fresh_db.connect() as conn:
+            assert_state_is_exact(conn)
+            folded = max(
+                folded, conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one()
+            )
+    uid = simulator.jobs()[0]["instanceUid"]
+    simulator.mutate(uid, name="renamed job")
+    assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
+    with fresh_db.connect() as conn:
+        assert_state_is_exact(conn)
+        sessions = stored(conn)
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        got = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                text(
+                    "SELECT instance_uid, last_success_at, consecutive_failures "
+                    "FROM vspc.job_sla_current"
+                )
+            )
+        }
+    assert folded >= 40  # most of the 60 jobs have sessions
+    assert got == {u: oracle_at(sessions, u, now) for u in got}
