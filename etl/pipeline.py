@@ -250,6 +250,7 @@ def _execute(
         _extract(settings, client, stage, names, extract, progress, cancel)
         stage.commit()  # end the staging transaction; the merge gets one of its own
         _check_cancel(cancel)
+        names.start()  # if not started beside the job pages: read while the merge runs
         with _timed(extract.timings, "merge"), conn.begin():
             result = merge(
                 conn,
@@ -331,13 +332,18 @@ def _execute(
 
 
 class _NamesReader:
-    """Organization and agent names, read by a thread of their own beside the job pages.
+    """Organization and agent names, read by a thread of their own.
 
-    Names are secondary (a refusal is only a warning, see ``fetch_names``): the thread starts
-    once the job pager has its first page, shares the client's ``VSPC_CONCURRENCY`` request
-    slots with it, and hands its pages over through a short queue (``NamesFetch``); they are
-    COPYed into ``stage`` between job pages, and the rest inside the merge transaction. Pages
-    the last complete read also served are skipped (``NameStage.known_pages``).
+    Names are secondary (a refusal is only a warning, see ``fetch_names``). Pages the last
+    complete read also served are skipped (``NameStage.known_pages``); when there are such
+    pages, the names are most likely unchanged and the thread starts once the job pages are
+    staged, so its requests run while the merge keeps only PostgreSQL busy (beside the job
+    pages they competed with them for the same two cores: +0.1-0.2 s on an hourly sync of
+    10,000 jobs). A first read (nothing known) starts once the job pager has its first page,
+    so that its pages, every one to be staged, are COPYed between job pages instead of all
+    after the merge. The thread shares the client's ``VSPC_CONCURRENCY`` request slots and
+    hands its pages over through a short queue (``NamesFetch``); those still on their way
+    are staged inside the merge transaction.
     """
 
     def __init__(
@@ -352,6 +358,12 @@ class _NamesReader:
         self.stage = stage
         self.timings = timings
         self.fetch: NamesFetch | None = None
+        self.known = stage.known_pages(settings.source)
+
+    def start_early(self) -> None:
+        """Start beside the job pages if this is a first read (no page known)."""
+        if not self.known:
+            self.start()
 
     def start(self) -> None:
         if self.fetch is None:
@@ -359,11 +371,12 @@ class _NamesReader:
                 self.client,
                 page_size=self.settings.vspc_page_size,
                 concurrency=self.settings.vspc_concurrency,
-                known=self.stage.known_pages(self.settings.source),
+                known=self.known,
             )
 
     def stage_ready(self) -> None:
-        assert self.fetch is not None
+        if self.fetch is None:
+            return
         with _timed(self.timings, "names"):
             self.fetch.drain_ready(self.stage.add)
 
@@ -390,9 +403,9 @@ def _extract(
 ) -> None:
     """Read the collection into the stage, re-reading (bounded) if it shifted under the pager.
 
-    Once the first page has come back (the console answers, the credentials work), ``names``
-    starts reading beside the job pages; the name pages it has ready are staged between two
-    job pages.
+    Once the first page has come back (the console answers, the credentials work), a first
+    read of the names starts beside the job pages; the name pages it has ready are staged
+    between two job pages.
     """
     for attempt in range(1, settings.vspc_max_passes + 1):
         if attempt > 1:
@@ -418,7 +431,7 @@ def _extract(
                 extract.pages += 1
                 extract.records += len(page.items)
                 _stage_page(stage, page.items, page.offset, settings.source, extract.timings)
-                names.start()
+                names.start_early()
                 names.stage_ready()
                 if progress is not None:
                     progress(extract.pages, extract.records, page.total)

@@ -494,3 +494,26 @@ def test_names_are_read_once_the_first_job_page_came_back(
     failed, paths = paths_of_a_sync(settings, fresh_db)
     assert failed.status == "failed" and "403" in (failed.error or "")
     assert paths == [jobs]
+
+
+def test_names_known_from_the_last_read_are_read_while_the_merge_runs(
+    fresh_db: Engine, settings: Any, simulator: Simulator
+) -> None:
+    """Once a complete read left page digests, the names wait for the job pages: beside them
+    they competed for the same cores; during the merge only PostgreSQL works."""
+    jobs = "/api/v3/infrastructure/backupAgents/windows/jobs"
+    small = settings.model_copy(update={"vspc_page_size": 10})
+    assert paths_of_a_sync(small, fresh_db)[0].status == "success"
+    org_uid = simulator.organizations()[0]["instanceUid"]
+    simulator.mutate_organization(org_uid, name="Renamed GmbH")
+    result, paths = paths_of_a_sync(small, fresh_db)
+    assert result.status == "success" and result.error is None
+    last_job_page = max(i for i, p in enumerate(paths) if p == jobs)
+    names = [i for i, p in enumerate(paths) if p in (ORGANIZATIONS_PATH, AGENTS_PATH)]
+    assert paths.count(jobs) >= 6 and len(names) >= 2
+    assert min(names) > last_job_page
+    with fresh_db.connect() as conn:  # the changed page was staged after the merge, and written
+        name = conn.execute(
+            text("SELECT name FROM vspc.organizations WHERE instance_uid = :u"), {"u": org_uid}
+        ).scalar_one()
+    assert name == "Renamed GmbH"
