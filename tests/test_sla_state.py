@@ -107,6 +107,17 @@ def stored(conn: Connection) -> list[Session]:
     return [tuple(r) for r in conn.execute(SESSIONS)]  # type: ignore[misc]
 
 
+def answers(
+    conn: Connection, source: str, params: dict[str, Any] | None = None
+) -> dict[uuid.UUID, tuple[Any, int]]:
+    """(last_success_at, consecutive_failures) per job, as a view or job_sla_at answers."""
+    rows = conn.execute(
+        text(f"SELECT instance_uid, last_success_at, consecutive_failures FROM {source}"),
+        params or {},
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
 def assert_state_is_exact(conn: Connection) -> None:
     assert [tuple(r) for r in conn.execute(STATE)] == oracle_state(stored(conn))
 
@@ -233,16 +244,7 @@ def test_job_sla_at_matches_the_count_at_every_instant(conn: Connection) -> None
     instants = [at(d, h) for d in range(0, 20, 3) for h in (0, 11)]
     instants += [NOW, NOW + timedelta(hours=3)]
     for t in instants:
-        got = {
-            r[0]: (r[1], r[2])
-            for r in conn.execute(
-                text(
-                    "SELECT instance_uid, last_success_at, consecutive_failures "
-                    "FROM vspc.job_sla_at(:t)"
-                ),
-                {"t": t},
-            )
-        }
+        got = answers(conn, "vspc.job_sla_at(:t)", {"t": t})
         assert got == {uid: oracle_at(sessions, uid, t) for uid in jobs}, t
 
 
@@ -285,14 +287,6 @@ def test_syncs_keep_the_state_exact(fresh_db: Engine, settings: Any, simulator: 
         assert_state_is_exact(conn)
         sessions = stored(conn)
         now = conn.execute(text("SELECT now()")).scalar_one()
-        got = {
-            r[0]: (r[1], r[2])
-            for r in conn.execute(
-                text(
-                    "SELECT instance_uid, last_success_at, consecutive_failures "
-                    "FROM vspc.job_sla_current"
-                )
-            )
-        }
+        got = answers(conn, "vspc.job_sla_current")
     assert folded >= 40  # most of the 60 jobs have sessions
     assert got == {u: oracle_at(sessions, u, now) for u in got}
