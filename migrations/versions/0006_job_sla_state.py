@@ -12,7 +12,8 @@ repair by hand): sessions appended after a job's latest are folded in; anything 
 session, an outcome or end changed, a delete) recomputes the jobs concerned from their
 sessions. A row's answer holds at every instant from ``settled_at`` (when its last counted
 session became visible) on; for an earlier instant ``job_sla_at`` computes those jobs from
-``job_run_facts`` (a scan of the sessions started by then).
+``job_run_facts``, read backwards from that instant in windows of 1, 2, 4, ... days until
+each job has met its latest success.
 
 Revision ID: 0006
 Revises: 0005
