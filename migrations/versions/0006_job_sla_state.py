@@ -170,14 +170,6 @@ CREATE TRIGGER job_sla_state_truncate AFTER TRUNCATE ON vspc.job_run_facts
   FOR EACH STATEMENT EXECUTE FUNCTION vspc.job_sla_state_truncated();
 """
 
-BACKFILL = f"""
-INSERT INTO vspc.job_sla_state ({STATE_COLUMNS})
-WITH sessions AS (
-  SELECT instance_uid, started_at, ended_at, status FROM vspc.job_run_facts
-), {SUMMARY}
-SELECT instance_uid, last_started, ok_started, ok_ended, failed_after_ok, settled FROM summary
-"""
-
 # The live jobs at as_of with their kept answer. A job whose answer is not settled by as_of
 # (a past instant; a session that ends after it) is computed from its sessions instead, read
 # backwards from as_of in windows of 1, 2, 4, ... days until each such job has met its
@@ -360,10 +352,14 @@ def upgrade() -> None:
     )
     # Room on each page for a new version of its rows: a sync's update stays in the page.
     op.execute("ALTER TABLE vspc.job_sla_state SET (fillfactor = 50)")
-    op.execute(BACKFILL)
     for signature, (definition, comment) in FUNCTIONS.items():
         op.execute(definition)
         op.execute(f"COMMENT ON FUNCTION vspc.{signature} IS {_quote(comment)}")
+    # Every job with sessions, as the table's comment tells a user to rebuild it.
+    op.execute(
+        "SELECT vspc.job_sla_state_recompute(array_agg(DISTINCT instance_uid)) "
+        "FROM vspc.job_run_facts"
+    )
     op.execute(TRIGGERS)
     op.execute(JOB_SLA_AT)
     # Sessions append at the end of the key; its range scans replace the started_at index.
