@@ -271,14 +271,15 @@ def test_rebuild_leaves_an_exact_state(conn: Connection) -> None:
 
 def test_syncs_keep_the_state_exact(fresh_db: Engine, settings: Any, simulator: Simulator) -> None:
     """What the triggers see from real syncs: days and hours of sessions, a job renamed."""
-    folded = 0
+    jobs_kept = 0
     for hours in (0, 24, 24, 3, 30):
         simulator.advance(hours)
         assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
         with fresh_db.connect() as conn:
             assert_state_is_exact(conn)
-            folded = max(
-                folded, conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one()
+            jobs_kept = max(
+                jobs_kept,
+                conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one(),
             )
     uid = simulator.jobs()[0]["instanceUid"]
     simulator.mutate(uid, name="renamed job")
@@ -288,5 +289,5 @@ def test_syncs_keep_the_state_exact(fresh_db: Engine, settings: Any, simulator: 
         sessions = stored(conn)
         now = conn.execute(text("SELECT now()")).scalar_one()
         got = answers(conn, "vspc.job_sla_current")
-    assert folded >= 40  # most of the 60 jobs have sessions
+    assert jobs_kept >= 40  # most of the 60 jobs have sessions
     assert got == {u: oracle_at(sessions, u, now) for u in got}
