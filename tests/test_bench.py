@@ -78,8 +78,29 @@ def test_reporting_bench_runs_its_pairs_and_queries(server_url: URL) -> None:
         *("--daily", "1", "--hourly", "2", "--repeat", "1"),
     )
     hours.add(datetime.now(UTC).hour)
-    assert "History: 200 jobs over 4 organizations, 10 days: 2,000 snapshot" in out
-    assert len(table_rows(out, "after 24 h")) == 1
+    history = re.search(
+        r"History: 200 jobs over 4 organizations \(([0-9]+) of them have run\), 10 days: "
+        r"([0-9,]+) snapshot versions \([^)]*\), ([0-9,]+) sessions",
+        out,
+    )
+    assert history is not None, out
+    ran = int(history.group(1))
+    assert 150 < ran < 200  # the simulator makes some jobs that have never run: no history
+    assert history.group(2) == history.group(3) == f"{ran * 10:,}"
+    # the history ends before every job's first observed session: the first sync appends them
+    first = re.search(r"its ([0-9,]+) sessions .*; ([0-9,]+) of them older than a stored", out)
+    assert first is not None, out
+    assert 100 < int(first.group(1).replace(",", "")) <= ran and first.group(2) == "0"
+    daily = table_rows(out, "after 24 h")
+    assert len(daily) == 1
+    summary = re.search(
+        r"daily \(all jobs ran\), 1 A/B pairs: added median ([-+0-9.]+)% .*; mean wall with / "
+        r"mean wall without ([-+0-9.]+)%\)",
+        out,
+    )
+    assert summary is not None, out
+    # one pair: its own added figure, by either measure
+    assert summary.group(1) == summary.group(2) == daily[0][5].rstrip("%")
     assert len(table_rows(out, "after 1 h")) in {min(2, h) for h in hours}
     queries = {row[0]: row for row in table_rows(out, "")}
     assert queries["job_sla_current, all jobs"][-1] == "200"
