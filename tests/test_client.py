@@ -799,9 +799,9 @@ def test_401_renews_the_session_and_retries_once(make_client, clock, events):
     ]
 
 
-def test_second_401_in_a_row_is_an_authentication_error(make_client, clock):
+def test_a_session_ended_again_after_each_renewal_fails_after_three(make_client, clock):
     console = Console(
-        Script(tokens(1), tokens(2)),
+        Script(tokens(1), tokens(2), tokens(3), tokens(4)),
         Script(httpx.Response(401, json=error_body("Session expired.", "security"))),
     )
     client = make_client(console, auth=password_auth(clock))
@@ -810,11 +810,54 @@ def test_second_401_in_a_row_is_an_authentication_error(make_client, clock):
         client.get_json(JOBS)
 
     assert str(caught.value) == (
-        f"The VSPC console rejected the credentials/API key (401) for {JOBS} twice in a row: "
+        f"The VSPC console rejected the credentials/API key (401) for {JOBS} 4 times in a row: "
         "Session expired; check VSPC_API_KEY, or VSPC_USERNAME and VSPC_PASSWORD."
     )
     assert caught.value.status_code == 401
-    assert len(console.requests) == 4
+    assert console.trace() == [
+        "POST token password",
+        f"GET {JOBS} access-1-SECRET",
+        "POST token refresh_token",
+        f"GET {JOBS} access-2-SECRET",
+        "POST token refresh_token",
+        f"GET {JOBS} access-3-SECRET",
+        "POST token refresh_token",
+        f"GET {JOBS} access-4-SECRET",
+    ]
+    assert client.stats.retries == 3
+
+
+def test_a_session_ended_twice_in_a_row_is_renewed_twice(make_client, clock):
+    # Another application logs in right after our renewal: its login ends the new session
+    # too. The credentials are good (each renewal worked), so the request is tried again.
+    console = Console(
+        Script(tokens(1), tokens(2), tokens(3)),
+        Script(httpx.Response(401), httpx.Response(401), httpx.Response(200, json=PAGE)),
+    )
+    client = make_client(console, auth=password_auth(clock))
+
+    assert client.get_json(JOBS) == PAGE
+    assert console.trace()[-1] == f"GET {JOBS} access-3-SECRET"
+    assert client.stats.retries == 2
+
+
+def test_a_401_for_a_token_already_renewed_keeps_the_new_one(clock):
+    # Threads refused at the same moment: the first renews; the others must not drop the
+    # session it got (each extra login may end the others' sessions on a real console).
+    auth = password_auth(clock)
+    issued = iter([tokens(1), tokens(2), tokens(3)])
+
+    def post(form: Any) -> tuple[int, Any]:
+        response = next(issued)
+        return response.status_code, response.json()
+
+    first = auth.token(post)
+    auth.invalidate(first)  # thread A, refused
+    renewed = auth.token(post)
+    auth.invalidate(first)  # thread B, refused with the same old token
+    assert auth.token(post) == renewed == "access-2-SECRET"
+    auth.invalidate(renewed)  # a 401 for the current token does renew
+    assert auth.token(post) == "access-3-SECRET"
 
 
 @pytest.mark.parametrize(("second", "succeeds"), [(200, True), (401, False)])

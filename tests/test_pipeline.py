@@ -352,7 +352,7 @@ def test_transient_faults_mid_paging_still_load_everything(
 ) -> None:
     settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=5, VSPC_SOURCE="faulty")
     # Two separate hits, mid-paging, far enough apart that with 4 pages in flight a retry is
-    # never the second hit (a 401 twice in a row is a real rejection, not a logout).
+    # never the second hit (with an API key, a 401 twice in a row is a real rejection).
     simulator.faults.add(kind, after=2, times=1, **params)
     simulator.faults.add(kind, after=9, times=1, **params)
     result = sync(settings, fresh_db)

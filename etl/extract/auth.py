@@ -50,7 +50,10 @@ class ApiKeyAuth:
         """The bearer token to send now."""
         return self._api_key
 
-    def invalidate(self) -> None:
+    renewals = 1
+    """A 401 is answered by one retry: a key has nothing to renew, a second 401 rejects it."""
+
+    def invalidate(self, refused: str | None = None) -> None:
         """Forget the current token after a 401; an API key has nothing to renew."""
 
     def redact(self, text: str) -> str:
@@ -108,10 +111,22 @@ class PasswordAuth:
             return self._accept(body)
         raise self._login_refused(status, body)
 
-    def invalidate(self) -> None:
-        """Drop the access token after a 401; the next ``token()`` refreshes or logs in."""
+    renewals = 3
+    """Sessions one request may renew after a 401. A renewal that logs in proves the
+    credentials good: a 401 after it means the new session was ended too (another application
+    on the account logging in again), so a few are tolerated; wrong credentials fail at the
+    login itself."""
+
+    def invalidate(self, refused: str | None = None) -> None:
+        """Drop the access token after a 401; the next ``token()`` refreshes or logs in.
+
+        ``refused``: the token the 401 answered. When another thread has renewed the session
+        since, that newer token stays: dropping it would make every thread that was refused
+        at the same moment log in again, and each login may end the others' sessions.
+        """
         with self._lock:
-            self._access_token = None
+            if refused is None or refused == self._access_token:
+                self._access_token = None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this object holds replaced by ``***``."""

@@ -1,7 +1,7 @@
 """HTTP client for the VSPC REST API v3: authentication, retries and 202 async actions.
 
     get_json(path, params)          the decoded body of a 200, following a 202 if need be
-    └── _get_ok                     one GET that must end 200 (or 202); re-login once on 401
+    └── _get_ok                     one GET that must end 200 (or 202); renew the session on 401
         └── _send                   one logical request, repeated by tenacity while transient
             └── _attempt            one HTTP exchange; every httpx exception is mapped here
 
@@ -163,18 +163,22 @@ class VspcClient:
 
     def _get(self, url: str | httpx.URL, params: Params | None) -> _Reply:
         reply = self._send("GET", url, params=params)
-        if reply.response.status_code != 401:
-            return reply
         # Another application logging in with the same account ends our session at any
-        # moment, mid-paging included: renew the credentials and try once more.
-        self._auth.invalidate()
-        self._note_retry("401")
-        reply = self._send("GET", url, params=params)
+        # moment, mid-paging included: renew the credentials and try again, as often as the
+        # kind of credentials allows (see ``renewals``).
+        for _ in range(self._auth.renewals):
+            if reply.response.status_code != 401:
+                return reply
+            sent = reply.response.request.headers.get("Authorization", "")
+            self._auth.invalidate(sent.removeprefix("Bearer "))
+            self._note_retry("401")
+            reply = self._send("GET", url, params=params)
         if reply.response.status_code != 401:
             return reply
+        times = "twice" if self._auth.renewals == 1 else f"{self._auth.renewals + 1} times"
         raise AuthenticationError(
             f"The VSPC console rejected the credentials/API key (401) for "
-            f"{reply.response.request.url.path} twice in a row{self._detail(reply.body)}; "
+            f"{reply.response.request.url.path} {times} in a row{self._detail(reply.body)}; "
             "check VSPC_API_KEY, or VSPC_USERNAME and VSPC_PASSWORD.",
             status_code=401,
         )
