@@ -112,10 +112,10 @@ class PasswordAuth:
         raise self._login_refused(status, body)
 
     renewals = 3
-    """Sessions one request may renew after a 401. A renewal that logs in proves the
-    credentials good: a 401 after it means the new session was ended too (another application
-    on the account logging in again), so a few are tolerated; wrong credentials fail at the
-    login itself."""
+    """Sessions one request may renew after a 401. A renewal succeeds (a refresh, or a new
+    login) only for an account in good standing: a 401 after it means the new session was
+    ended too (another application on the account logging in again), so a few are tolerated;
+    wrong credentials fail at the login itself."""
 
     def invalidate(self, refused: str | None = None) -> None:
         """Drop the access token after a 401; the next ``token()`` refreshes or logs in.
