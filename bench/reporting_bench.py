@@ -345,8 +345,7 @@ def main() -> int:
             "| added | names s | reporting step s |"
         )
         out("|---|---:|---:|---:|---:|---:|---:|---:|")
-        added: dict[float, list[float]] = {24.0: [], 1.0: []}
-        walls: dict[float, dict[str, list[float]]] = {h: {"with": [], "without": []} for h in added}
+        walls: dict[float, list[tuple[float, float]]] = {24.0: [], 1.0: []}  # (with, without)
         share: dict[float, list[float]] = {24.0: [], 1.0: []}
         step = 0
 
@@ -367,15 +366,14 @@ def main() -> int:
             probe.dispose()
             r, plain = runs["with"], runs["without"]
             t = r["timings"]
-            added[hours].append(r["wall_s"] / plain["wall_s"] - 1)
-            for side, figures in runs.items():
-                walls[hours][side].append(figures["wall_s"])
+            walls[hours].append((r["wall_s"], plain["wall_s"]))
             step_s = t.get("reporting", 0.0)
             share[hours].append(step_s / (r["wall_s"] - step_s))
             out(
                 f"| {label} | {r['inserted'] + r['updated']:,} | +{after - before:,} | "
                 f"{r['wall_s']:.2f} | {plain['wall_s']:.2f} | "
-                f"{added[hours][-1]:+.1%} | {t.get('names', 0):.2f} | {step_s:.2f} |"
+                f"{r['wall_s'] / plain['wall_s'] - 1:+.1%} | {t.get('names', 0):.2f} | "
+                f"{step_s:.2f} |"
             )
 
         @contextmanager
@@ -408,12 +406,14 @@ def main() -> int:
                     pair("after 1 h", 1.0, sides)
         out("")
         for hours, label in ((24.0, "daily (all jobs ran)"), (1.0, "hourly")):
-            if added[hours]:
-                means = sum(walls[hours]["with"]) / sum(walls[hours]["without"]) - 1
+            if walls[hours]:
+                added = [with_s / without_s - 1 for with_s, without_s in walls[hours]]
+                with_all, without_all = (sum(side) for side in zip(*walls[hours], strict=True))
+                means = with_all / without_all - 1
                 out(
-                    f"- {label}, {len(added[hours])} A/B pairs: added median "
-                    f"{statistics.median(added[hours]):+.1%} (range "
-                    f"{min(added[hours]):+.1%} to {max(added[hours]):+.1%}; mean wall with / "
+                    f"- {label}, {len(added)} A/B pairs: added median "
+                    f"{statistics.median(added):+.1%} (range "
+                    f"{min(added):+.1%} to {max(added):+.1%}; mean wall with / "
                     f"mean wall without {means:+.1%}); the reporting "
                     f"step is {statistics.median(share[hours]):.1%} of the rest of the sync "
                     "(median)"
