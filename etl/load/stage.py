@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+from binascii import unhexlify
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import orjson
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, text
 
@@ -49,6 +53,17 @@ def dump_json(value: Any) -> str:
 
 def _as_is(text: Any) -> Any:
     return text
+
+
+class _UuidTextBinaryDumper(Dumper):
+    """A uuid column of the binary COPY, from the text the transform checked (``_to_uuid``):
+    the 16 bytes straight from the hex digits, without a ``uuid.UUID`` in between."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: str) -> bytes:
+        return unhexlify(obj.replace("-", ""))
 
 
 class Stage:
@@ -152,8 +167,10 @@ class Stage:
         fingerprints, and the rejects. Commits at most once a second: the staging transaction
         stays short without a round trip per page."""
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        # raw arrives as JSON text already (dump_json): the jsonb dumper must pass it through.
+        # raw arrives as JSON text already (dump_json): the jsonb dumper must pass it through;
+        # uuids arrive as checked text (for this cursor only: set_types looks dumpers up by type).
         set_json_dumps(_as_is, context=cursor)
+        cursor.adapters.register_dumper(None, _UuidTextBinaryDumper)
         if rows:
             # Binary COPY: half the cost of text per row, and no quoting rules to get wrong.
             sql = f"COPY stage_jobs (seq, pass_no, {_COLUMNS}, fp) FROM STDIN (FORMAT BINARY)"
