@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -455,17 +456,47 @@ def test_drain_ready_hands_over_what_is_waiting_and_never_blocks() -> None:
     started = time.monotonic()
     fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
     assert time.monotonic() - started < 1  # the agents page in flight is not waited for
-    assert got == [("organizations", 1)] * 40 + [("organizations", 0)]
+    # the 41 waiting pages (the last one empty) in one hand-over: one COPY
+    assert got == [("organizations", 40)]
     fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
-    assert len(got) == 41  # nothing new arrived
+    assert len(got) == 1  # nothing new arrived
     release.set()
     names = fetch.drain(lambda kind, rows: got.append((kind, len(rows))))
     assert names.complete == {"organizations", "agents"}
-    assert got[41:] == [("agents", 1)] * 40 + [("agents", 0)]
+    assert got[1:] == [("agents", 1)] * 40 + [("agents", 0)]
     # once the summary is in, both return at once with it
     fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
     assert fetch.drain(lambda kind, rows: got.append((kind, len(rows)))) is names
-    assert len(got) == 82
+    assert len(got) == 42
+
+
+def test_drain_ready_hands_over_at_most_queue_pages_pages_at_once() -> None:
+    """Pages waiting are grouped by collection, in reading order, ``queue_pages`` at most."""
+    # The thread's own read is refused at once (names are optional, so it just ends); the
+    # queue is then filled by hand.
+    fetch = NamesFetch(scripted(lambda request: httpx.Response(403)), page_size=1, queue_pages=3)
+    fetch.thread.join(timeout=5)
+    assert not fetch.thread.is_alive()
+    items = [
+        ("organizations", ["o1"]),
+        ("organizations", ["o2"]),
+        ("organizations", []),
+        ("organizations", ["o3"]),
+        ("agents", ["a1"]),
+        ("organizations", ["o4"]),
+    ]
+    drained = queue.Queue()  # type: ignore[var-annotated]
+    for kind, rows in items:
+        drained.put(("page", kind, rows))
+    fetch._queue = drained
+    got: list[tuple[str, list[str]]] = []
+    fetch.drain_ready(lambda kind, rows: got.append((kind, list(rows))))
+    assert got == [
+        ("organizations", ["o1", "o2"]),  # three pages: the third was empty
+        ("organizations", ["o3"]),
+        ("agents", ["a1"]),
+        ("organizations", ["o4"]),
+    ]
 
 
 def paths_of_a_sync(settings: Any, engine: Engine) -> tuple[RunResult, list[str]]:

@@ -263,13 +263,33 @@ class NamesFetch:
         return self._summary
 
     def drain_ready(self, on_page: Emit) -> None:
-        """Pass the pages waiting in the queue to ``on_page``; never waits for the next one."""
+        """Pass the pages waiting in the queue to ``on_page``; never waits for the next one.
+
+        Consecutive waiting pages of one collection go to ``on_page`` as one list (at most
+        ``queue_pages`` pages, so memory stays as bounded as the queue), in the order they
+        were read: one COPY for them instead of one each (a COPY costs a round trip however
+        few rows it holds).
+        """
+        kind: str | None = None
+        rows: list[Any] = []
+        pages = 0
         while self._summary is None:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            self._take(item, on_page)
+                break
+            tag, first, second = item
+            if kind is not None and (tag != "page" or first != kind or pages == self.queue_pages):
+                on_page(kind, rows)
+                kind, rows, pages = None, [], 0
+            if tag == "page":
+                kind = first
+                rows.extend(second)
+                pages += 1
+            else:
+                self._take(item, on_page)
+        if kind is not None:
+            on_page(kind, rows)
 
     def _take(self, item: tuple[str, Any, Any], on_page: Emit) -> None:
         tag, first, second = item

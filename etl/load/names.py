@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -63,11 +64,12 @@ class NameStage:
         if not rows:
             return
         columns = _TABLES[kind][1]
+        values = attrgetter(*columns)
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {_stage(kind)} (seq, {', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 self._seq += 1
-                copy.write_row((self._seq, *(getattr(row, c) for c in columns)))
+                copy.write_row((self._seq, *values(row)))
 
     def known_pages(self, source: str) -> dict[str, frozenset[bytes]]:
         """Digests of the pages the last complete read of each collection served, for the
