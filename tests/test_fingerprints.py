@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, text
@@ -275,3 +276,37 @@ def test_a_uid_twice_on_a_page_is_matched_by_position(
         # the stale copy first, then the current one: only the second is unchanged
         assert stage.add_same([(uid, b"\x01" * 16), (uid, digest)], "test-console") == {1}
         assert stage.add_same([(uid, digest), (uid, b"\x01" * 16)], "test-console") == {0}
+
+
+def test_a_source_without_live_jobs_is_not_looked_up(
+    fresh_db: Engine, settings: Any, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync (no live job of its source) cannot match a fingerprint: no query per page,
+    and the positions are numbered as if the lookups had run."""
+    sync(settings, fresh_db)
+    pairs = sorted(stored(fresh_db).items())[:5]
+    with fresh_db.begin() as conn:
+        conn.execute(text("UPDATE vspc.backup_agent_jobs SET deleted_at = now()"))
+    # the lookups would fail if they ran
+    monkeypatch.setattr(etl.load.stage, "_SAME_RANGE", "SELECT no_such_column")
+    monkeypatch.setattr(etl.load.stage, "_SAME_EACH", "SELECT no_such_column")
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        stage.create()
+        assert stage.add_same(pairs, "test-console") == set()
+        assert stage.add_same(pairs[::-1], "another-console") == set()
+        stage.add([], [], [], [StagedReject(None, "a reason", {"instanceUid": None})])
+        assert conn.execute(text("SELECT seq FROM stage_rejects")).scalar_one() == 11
+
+
+def test_a_source_with_live_jobs_is_looked_up(
+    fresh_db: Engine, settings: Any, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync(settings, fresh_db)
+    pairs = sorted(stored(fresh_db).items())[:5]
+    monkeypatch.setattr(etl.load.stage, "_SAME_RANGE", "SELECT no_such_column")
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        stage.create()
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            stage.add_same(pairs, "test-console")

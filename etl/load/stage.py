@@ -113,6 +113,7 @@ class Stage:
         self.conn.commit()
         self._seq = 0
         self.pass_no = 1
+        self._may_match: dict[str, bool] = {}
 
     def next_pass(self) -> None:
         """Start a re-read; rows of earlier passes stay until :meth:`keep_only_last_pass`."""
@@ -137,6 +138,9 @@ class Stage:
         """
         if not prints:
             return set()
+        if not self._source_has_live_jobs(source):
+            self._seq += len(prints)  # positions reserved as when the lookup runs
+            return set()
         uids = [uid for uid, _ in prints]
         params = {
             # One text each, split by the server: a Python list would be encoded element by
@@ -155,6 +159,24 @@ class Stage:
         first = self._seq + 1
         self._seq += len(prints)
         return {int(seq) - first for (seq,) in cursor.fetchall()}
+
+    def _source_has_live_jobs(self, source: str) -> bool:
+        """Whether ``source`` had a live job when the run began: if not (a first sync), no
+        fingerprint can match during this run (the warehouse tables change only in the
+        merge, and the run holds the source's lock), and the per-page lookup is skipped."""
+        known = self._may_match.get(source)
+        if known is None:
+            known = bool(
+                self.conn.execute(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM vspc.backup_agent_jobs "
+                        "WHERE source = :source AND deleted_at IS NULL)"
+                    ),
+                    {"source": source},
+                ).scalar_one()
+            )
+            self._may_match[source] = known
+        return known
 
     def add(
         self,
