@@ -73,6 +73,7 @@ class Stage:
         self.conn = conn
         self._seq = 0
         self._committed = _clock()
+        self._may_match: dict[str, bool] = {}
 
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
