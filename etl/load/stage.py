@@ -114,7 +114,7 @@ class Stage:
         self.conn.commit()
         self._seq = 0
         self.pass_no = 1
-        self._may_match: dict[str, bool] = {}
+        self._may_match.clear()
 
     def next_pass(self) -> None:
         """Start a re-read; rows of earlier passes stay until :meth:`keep_only_last_pass`."""
