@@ -23,6 +23,7 @@ from etl.config import Settings
 from etl.db import short
 from etl.errors import LoadError, RecordRejected, RunCancelled, VspcEtlError
 from etl.extract import ApiKeyAuth, PassReport, PasswordAuth, RetryPolicy, VspcClient, iter_pages
+from etl.extract.client import OrjsonArray
 from etl.extract.names import Names, NamesFetch
 from etl.load import names as name_store
 from etl.load import reporting, runs
@@ -482,13 +483,14 @@ def _stage_page(
     with _timed(timings, "transform"):
         rest = [record for i, record in enumerate(items) if i not in same]
         rest_prints = [print_ for i, print_ in enumerate(prints) if i not in same]
-        rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset)
+        by_orjson = isinstance(items, OrjsonArray)
+        rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset, by_orjson)
     with _timed(timings, "copy"):
         stage.add(rows, raws, fps, rejects)
 
 
 def _transform_page(
-    items: list[Any], prints: list[Fingerprint | None], offset: int
+    items: list[Any], prints: list[Fingerprint | None], offset: int, by_orjson: bool = False
 ) -> tuple[list[tuple[Any, ...]], list[str], list[bytes | None], list[StagedReject]]:
     rows: list[tuple[Any, ...]] = []
     raws: list[str] = []
@@ -497,7 +499,9 @@ def _transform_page(
     for record, print_ in zip(items, prints, strict=True):
         try:
             # The text the fingerprint hashed is the record written out: it is reused as raw.
-            row, raw = transform_with_raw(record, None if print_ is None else print_.text)
+            row, raw = transform_with_raw(
+                record, None if print_ is None else print_.text, by_orjson=by_orjson
+            )
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None

@@ -478,14 +478,21 @@ def transform_record(record: object) -> tuple[object, ...]:
 _FLAT_TYPES = frozenset({str, int, bool, type(None)})
 
 
-def _fast_raw(record: dict[str, object], dumped: bytes | None = None) -> str | None:
+def _fast_raw(
+    record: dict[str, object], dumped: bytes | None = None, by_orjson: bool = False
+) -> str | None:
     """The record as JSON text when it is plainly storable, else None (take the slow walk).
 
     A typical job is flat: scalars and one list of strings. For such a record orjson proves
     most of what the walk would (valid Unicode, string keys) while producing the text we store
     anyway; only NUL remains to look for, in the output. ``dumped`` is ``orjson.dumps(record)``
-    when the caller has it already (see :func:`fingerprint`).
+    when the caller has it already (see :func:`fingerprint`). ``by_orjson`` says orjson
+    decoded the record: it holds no NaN, ±Infinity or lone surrogate, and since ``dumped``
+    exists it nests less than orjson's limit (255 levels) — the walk over its values can prove
+    nothing more.
     """
+    if by_orjson and dumped is not None:
+        return None if b"\\u0000" in dumped else dumped.decode()
     for value in record.values():
         kind = type(value)
         if kind in _FLAT_TYPES:
@@ -502,16 +509,17 @@ def _fast_raw(record: dict[str, object], dumped: bytes | None = None) -> str | N
 
 
 def transform_with_raw(
-    record: object, dumped: bytes | None = None
+    record: object, dumped: bytes | None = None, *, by_orjson: bool = False
 ) -> tuple[tuple[object, ...], str]:
     """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column.
 
     ``dumped``, if given, must be ``orjson.dumps(record)`` (a :class:`Fingerprint`'s ``text``):
-    it saves writing the record out a second time.
+    it saves writing the record out a second time. ``by_orjson``: the record comes from an
+    array orjson decoded (``OrjsonArray``), so what it holds is storable once ``dumped`` is.
     """
     if type(record) is not dict:
         raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
-    raw = _fast_raw(record, dumped)
+    raw = _fast_raw(record, dumped, by_orjson)
     if raw is None:
         _check_storable(record)
         raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

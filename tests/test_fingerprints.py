@@ -26,11 +26,11 @@ from tests.test_pipeline import assert_mirrors, snapshots, sync
 def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The instanceUids the pipeline sends through the full transform, in order."""
     seen: list[str] = []
-    real: Callable[[object], Any] = etl.pipeline.transform_with_raw
+    real: Callable[..., Any] = etl.pipeline.transform_with_raw
 
-    def counting(record: object, dumped: bytes | None = None) -> Any:
+    def counting(record: object, dumped: bytes | None = None, **options: Any) -> Any:
         seen.append(record.get("instanceUid") if isinstance(record, dict) else None)
-        return real(record, dumped)
+        return real(record, dumped, **options)
 
     monkeypatch.setattr(etl.pipeline, "transform_with_raw", counting)
     return seen
@@ -310,3 +310,27 @@ def test_a_source_with_live_jobs_is_looked_up(
         stage.create()
         with pytest.raises(psycopg.errors.UndefinedColumn):
             stage.add_same(pairs, "test-console")
+
+
+def test_pages_orjson_decoded_take_the_shortcut_and_others_do_not(
+    fresh_db: Engine, settings: Any, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator's pages decode with orjson: every record says so to the transform; a page
+    holding a NaN takes the standard library, and its records (the bad one rejected) do not."""
+    flags: list[bool] = []
+    real: Callable[..., Any] = etl.pipeline.transform_with_raw
+
+    def recording(record: object, dumped: bytes | None = None, **options: Any) -> Any:
+        flags.append(options["by_orjson"])
+        return real(record, dumped, **options)
+
+    monkeypatch.setattr(etl.pipeline, "transform_with_raw", recording)
+    first = sync(settings, fresh_db)
+    assert first.status == "success" and first.inserted == len(flags) > 0
+    assert all(flags)
+    flags.clear()
+    uid = sorted(stored(fresh_db))[0]
+    simulator.world.mutate(uid, restorePoints=float("nan"))
+    second = sync(settings, fresh_db)
+    assert second.status == "success" and second.rejected == 1
+    assert flags and not any(flags)

@@ -15,11 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.errors import RecordRejected
+from etl.extract.client import OrjsonArray, decode_json
 from etl.load.stage import _UuidTextBinaryDumper
 from etl.transform import (
     BUSINESS_COLUMNS,
     FIELDS,
     MAX_DEPTH,
+    fingerprint,
     jsonb_safe,
     normalize_enum,
     parse_timestamp,
@@ -873,3 +875,54 @@ def test_the_staging_copy_writes_a_checked_uuid_as_its_16_bytes(text: str) -> No
     (column,) = transform_record({"instanceUid": text, "status": "Success"})[:1]
     assert column == text
     assert _UuidTextBinaryDumper(str).dump(column) == uuid.UUID(text).bytes
+
+
+def _outcome(record: object, dumped: bytes | None, by_orjson: bool) -> object:
+    try:
+        return transform_with_raw(record, dumped, by_orjson=by_orjson)
+    except RecordRejected as error:
+        return ("rejected", error.field, error.reason)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([field.api for field in FIELDS] + ["extra"]), json_values, max_size=12
+    )
+)
+def test_an_array_orjson_decoded_skips_only_what_orjson_proved(changes: dict[str, Any]) -> None:
+    """A record from an ``OrjsonArray`` takes the shortcut; the outcome is the walk's."""
+    # a lowercase uid (unless changed), so the record has a fingerprint: the shortcut needs it
+    record = job(**{"instanceUid": UID, **changes})
+    body = json.dumps({"data": [record]}).encode()  # NaN and surrogates as the wire has them
+    try:
+        data = decode_json(body)["data"]
+    except RecursionError:
+        return
+    (record,) = data
+    print_ = fingerprint(record)
+    dumped = None if print_ is None else print_.text
+    by_orjson = isinstance(data, OrjsonArray)
+    assert _outcome(record, dumped, by_orjson) == _outcome(record, dumped, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "marked"),
+    [
+        (b'{"data": [{"a": 1.5, "s": "\\u00e9"}]}', True),
+        (b'{"data": [{"a": NaN}]}', False),  # orjson refuses NaN: the standard library reads it
+        (b'{"data": [{"s": "\\ud800"}]}', False),  # a lone surrogate, likewise
+        (b'{"data": [{"n": 18446744073709551616}]}', False),  # beyond 64 bits, likewise
+        (b'{"data": [{"a": 1e400}]}', False),  # infinity, likewise
+    ],
+)
+def test_only_an_array_orjson_decoded_is_marked(body: bytes, marked: bool) -> None:
+    assert isinstance(decode_json(body)["data"], OrjsonArray) is marked
+
+
+def test_the_shortcut_still_finds_a_nul() -> None:
+    record = {"instanceUid": UID, "status": "Success", "name": "a\x00b"}
+    print_ = fingerprint(record)
+    assert print_ is not None
+    with pytest.raises(RecordRejected) as info:
+        transform_with_raw(record, print_.text, by_orjson=True)
+    assert info.value.field == "name"
