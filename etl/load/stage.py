@@ -191,7 +191,7 @@ class Stage:
         stays short without a round trip per page."""
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         # raw arrives as JSON text already (dump_json): the jsonb dumper must pass it through;
-        # uuids arrive as checked text (for this cursor only: set_types looks dumpers up by type).
+        # uuids arrive as checked text (this cursor only; set_types picks dumpers by column type).
         set_json_dumps(_as_is, context=cursor)
         cursor.adapters.register_dumper(None, _UuidTextBinaryDumper)
         if rows:
