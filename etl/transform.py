@@ -404,8 +404,7 @@ def _to_enum_list(field: Field, values: object) -> list[str]:
     for index, value in enumerate(values):
         if type(value) is not str:
             raise _reject(f"{field.api}[{index}]", f"expected a string, got {_describe(value)}")
-        # normalize_enum, inlined: this runs once per element of every job's list
-        result.append(spellings.get(value.lower(), value) if value.isascii() else value)
+        result.append(normalize_enum(value, spellings))
     return result
 
 
@@ -478,6 +477,18 @@ def transform_record(record: object) -> tuple[object, ...]:
 _FLAT_TYPES = frozenset({str, int, bool, type(None)})
 
 
+def _flat(record: dict[str, object]) -> bool:
+    """Whether every value is a string, integer, boolean, null or list of strings."""
+    for value in record.values():
+        kind = type(value)
+        if kind in _FLAT_TYPES:
+            continue
+        if kind is list and all(type(item) is str for item in value):  # type: ignore[attr-defined]
+            continue
+        return False
+    return True
+
+
 def _fast_raw(
     record: dict[str, object], dumped: bytes | None = None, by_orjson: bool = False
 ) -> str | None:
@@ -491,14 +502,7 @@ def _fast_raw(
     exists it nests less than orjson's limit (255 levels) — the walk over its values can prove
     nothing more.
     """
-    if by_orjson and dumped is not None:
-        return None if b"\\u0000" in dumped else dumped.decode()
-    for value in record.values():
-        kind = type(value)
-        if kind in _FLAT_TYPES:
-            continue
-        if kind is list and all(type(item) is str for item in value):  # type: ignore[attr-defined]
-            continue
+    if not (by_orjson and dumped is not None) and not _flat(record):
         return None  # floats (NaN?), objects, nested lists: the walk decides
     if dumped is None:
         try:
