@@ -159,18 +159,20 @@ def checkpoint(db: URL) -> None:
     """What a production sync finds: PostgreSQL checkpoints every few minutes (5 by default),
     so an hourly or daily sync is the first to touch each page since the last one, and writes a
     full-page image of it to the WAL. Without this, back-to-back benchmark syncs would not."""
-    admin = create_engine(db.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-    admin.dispose()
+    autocommit(db.set(database="postgres"), "CHECKPOINT")
 
 
 def vacuum(db: URL) -> None:
     """What autovacuum does in the hours between production syncs: a daily sync updates most
     rows of ``backup_agent_jobs`` and ``job_sla_state``, far past its thresholds (20 %)."""
+    autocommit(db, "VACUUM ANALYZE")
+
+
+def autocommit(db: URL, statement: str) -> None:
+    """Run one statement that cannot run inside a transaction block."""
     engine = create_engine(db, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("VACUUM ANALYZE"))
+        conn.execute(text(statement))
     engine.dispose()
 
 
