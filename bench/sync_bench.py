@@ -1,6 +1,7 @@
 """Sync throughput and memory: the simulator and PostgreSQL on loopback, one ETL process per run.
 
     python bench/sync_bench.py --jobs 10000 100000 1000000 [--latency 0.1] [--concurrency 4]
+                               [--repeat N] [--baseline DIR]
 
 For each size it starts ``vspc-etl simulate`` in a process of its own, creates a throwaway
 database on the PostgreSQL named by BENCH_DATABASE_URL (default postgres@127.0.0.1:5432, else an
@@ -13,6 +14,8 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
 every case runs with both ETLs, each on a simulator and database of its own, the two sides
 alternating who goes first: the ratio column compares them within one run, on one machine.
+With ``--repeat N`` each size's three cases run N times, each time on a new database, and a
+last table gives each case's median and range (one run of a case scatters by 10-20 % here).
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
 """
 
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -142,6 +146,13 @@ def main() -> int:
     parser.add_argument("--latency-jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each size's three cases this many times, each time on a new database (the "
+        "simulator stays), and end with the median and range of each case's wall seconds",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a checkout of an earlier commit (git worktree add DIR REV): every case also runs "
@@ -158,7 +169,8 @@ def main() -> int:
         "| merge s | note |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    first_by_size: dict[int, dict[str, Any]] = {}
+    first_by_size: dict[int, float] = {}
+    walls: dict[tuple[int, str], list[float]] = {}
     step = 0
 
     def run_case(
@@ -171,6 +183,7 @@ def main() -> int:
             name: sync(places[name][1], places[name][0], args.concurrency, code)
             for name, code in order
         }
+        walls.setdefault((jobs, case), []).append(results[sides[0][0]]["wall_s"])
         for name, _ in sides:
             r = results[name]
             label = f"{case} ({name})" if name else case
@@ -183,16 +196,16 @@ def main() -> int:
 
     for jobs in args.jobs:
         with ExitStack() as stack:
-            places = {
-                name: (stack.enter_context(simulator(jobs, 0.0)), stack.enter_context(database()))
-                for name, _ in sides
-            }
-            first = run_case(jobs, "first sync", places, lambda r: "")
-            first_by_size[jobs] = first[sides[0][0]]
-            for url, _ in places.values():
-                httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
-            run_case(jobs, "10 % changed", places, lambda r: f"{r['updated']:,} updated")
-            run_case(jobs, "unchanged", places, lambda r: f"{r['unchanged']:,} unchanged")
+            sims = {name: stack.enter_context(simulator(jobs, 0.0)) for name, _ in sides}
+            for _ in range(args.repeat):
+                with ExitStack() as rep:
+                    places = {name: (sims[name], rep.enter_context(database())) for name in sims}
+                    run_case(jobs, "first sync", places, lambda r: f"{r['inserted']:,} inserted")
+                    for url in sims.values():
+                        httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
+                    run_case(jobs, "10 % changed", places, lambda r: f"{r['updated']:,} updated")
+                    run_case(jobs, "unchanged", places, lambda r: f"{r['unchanged']:,} unchanged")
+            first_by_size[jobs] = statistics.median(walls[(jobs, "first sync")])
     if args.latency:
         jobs = args.latency_jobs
         base = first_by_size.get(jobs)
@@ -201,8 +214,8 @@ def main() -> int:
             bound = r["pages"] * args.latency / args.concurrency
             note = f"bound {bound:.1f} s"
             if base is not None:
-                target = 1.3 * bound + base["wall_s"]
-                note += f"; target 1.3 x bound + {base['wall_s']:.1f} s = {target:.1f} s"
+                target = 1.3 * bound + base
+                note += f"; target 1.3 x bound + {base:.1f} s = {target:.1f} s"
             return note
 
         with ExitStack() as stack:
@@ -214,6 +227,14 @@ def main() -> int:
                 for name, _ in sides
             }
             run_case(jobs, f"+{args.latency * 1000:.0f} ms/page", places, bound_note)
+    if args.repeat > 1:
+        print("\n| jobs | case | runs | median wall s | min | max |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for (jobs, case), values in walls.items():
+            print(
+                f"| {jobs:,} | {case} | {len(values)} | {statistics.median(values):.2f} | "
+                f"{min(values):.2f} | {max(values):.2f} |"
+            )
     return 0
 
 

@@ -59,6 +59,7 @@ def test_sync_bench_runs_every_case(server_url: URL) -> None:
     )
     rows = {row[1]: row for row in table_rows(out, "1,000")}
     assert list(rows) == ["first sync", "10 % changed", "unchanged", "+10 ms/page"]
+    assert rows["first sync"][-1] == "1,000 inserted"
     assert rows["10 % changed"][-1] == "100 updated"
     assert rows["unchanged"][-1] == "1,000 unchanged"
     bound = re.fullmatch(r"bound ([0-9.]+) s; target .*", rows["+10 ms/page"][-1])
@@ -67,6 +68,25 @@ def test_sync_bench_runs_every_case(server_url: URL) -> None:
         assert float(row[2]) > 0  # wall seconds
         assert 20 < float(row[4]) < 1000  # peak RSS in MB, of the ETL process
     assert bench_databases(server_url) == before  # its throwaway databases are gone
+
+
+def test_sync_bench_repeats_on_new_databases_and_summarises(server_url: URL) -> None:
+    out = run_bench("sync_bench.py", server_url, "--jobs", "1000", "--repeat", "2")
+    rows = table_rows(out, "1,000")
+    runs = [row for row in rows if len(row) == 10]
+    summary = {row[1]: row for row in rows if len(row) == 6}
+    cases = ["first sync", "10 % changed", "unchanged"]
+    assert [row[1] for row in runs] == cases * 2
+    # each repetition starts from an empty warehouse: its first sync inserts every job
+    assert [row[-1] for row in runs if row[1] == "first sync"] == ["1,000 inserted"] * 2
+    assert [row[-1] for row in runs if row[1] == "unchanged"] == ["1,000 unchanged"] * 2
+    assert list(summary) == cases
+    for case, row in summary.items():
+        walls = sorted(float(r[2]) for r in runs if r[1] == case)
+        assert row[2] == "2"
+        assert (float(row[4]), float(row[5])) == (walls[0], walls[1])
+        # the median of two runs is their mean (the table rounds each to 0.01 s)
+        assert abs(float(row[3]) - (walls[0] + walls[1]) / 2) <= 0.011
 
 
 def test_reporting_bench_runs_its_pairs_and_queries(server_url: URL) -> None:
