@@ -436,6 +436,7 @@ def _extract(
                 names.stage_ready()
                 if progress is not None:
                     progress(extract.pages, extract.records, page.total)
+                _check_cancel(cancel)  # stop after the page in hand
         total = report.totals[-1] if report.totals else 0
         distinct = stage.distinct_keys()
         problems = list(report.problems)

@@ -561,3 +561,30 @@ def test_progress_is_reported_per_page(
     assert sorted(b - a for a, b in zip([0, *counts], counts, strict=False)) == [10, 25, 25]
     assert counts[-1] == 60
     assert result.pages == 3
+
+
+def test_cancel_stops_after_the_page_in_hand_and_keeps_nothing(
+    fresh_db: Engine, database_url: URL, sim_server: SimulatorServer, simulator: Simulator
+) -> None:
+    """A shutdown ends the run after the page in hand, not after the whole extract (minutes
+    for a large console); nothing of it is kept, and the next run loads everything."""
+    settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=10, VSPC_SOURCE="cancel")
+    cancel = threading.Event()
+    pages: list[int] = []
+
+    def progress(read: int, records: int, total: int) -> None:
+        pages.append(read)
+        if read == 2:
+            cancel.set()
+
+    result = run_once(settings, engine=fresh_db, progress=progress, cancel=cancel, sleep=no_sleep)
+    assert result.status == "failed"
+    assert result.error == "cancelled before it finished (the process is shutting down); " + (
+        "nothing was committed"
+    )
+    assert pages == [1, 2] and result.pages == 2
+    assert run_row(fresh_db, result.run_id)["status"] == "failed"
+    assert current_rows(fresh_db) == {} and snapshots(fresh_db) == []
+    again = sync(settings, fresh_db)
+    assert again.status == "success" and again.inserted == len(simulator.jobs())
+    assert_mirrors(fresh_db, simulator)
