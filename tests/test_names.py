@@ -20,6 +20,7 @@ from etl.extract.names import (
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
     AgentRow,
+    Names,
     NamesFetch,
     OrganizationRow,
     agent_row,
@@ -548,3 +549,32 @@ def test_names_known_from_the_last_read_are_read_while_the_merge_runs(
             text("SELECT name FROM vspc.organizations WHERE instance_uid = :u"), {"u": org_uid}
         ).scalar_one()
     assert name == "Renamed GmbH"
+
+
+def test_drain_ready_can_wait_until_the_queue_is_full() -> None:
+    """The pipeline takes name pages only once ``queue_pages`` items wait (each hand-over
+    ends the job COPY): fewer items stay queued; the end of the fetch waits for ``drain``."""
+    fetch = NamesFetch(scripted(lambda request: httpx.Response(403)), page_size=1, queue_pages=3)
+    fetch.thread.join(timeout=5)
+    assert not fetch.thread.is_alive()
+    waiting = queue.Queue()  # type: ignore[var-annotated]
+    fetch._queue = waiting
+    got: list[tuple[str, list[str]]] = []
+
+    def take(kind: str, rows: list[Any]) -> None:
+        got.append((kind, list(rows)))
+
+    waiting.put(("page", "organizations", ["o1"]))
+    waiting.put(("page", "organizations", ["o2"]))
+    fetch.drain_ready(take, at_least=3)
+    assert got == []  # two waiting: the thread can still read ahead
+    waiting.put(("page", "agents", ["a1"]))
+    fetch.drain_ready(take, at_least=3)
+    assert got == [("organizations", ["o1", "o2"]), ("agents", ["a1"])]
+    summary = Names()
+    waiting.put(("page", "agents", ["a2"]))
+    waiting.put(("done", summary, None))
+    fetch.drain_ready(take, at_least=3)
+    assert len(got) == 2
+    assert fetch.drain(take) is summary
+    assert got[2:] == [("agents", ["a2"])]

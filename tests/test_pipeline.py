@@ -10,9 +10,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 
+import etl.load.stage
 from etl.pipeline import RunResult, run_once
 from etl.simulator import Simulator, SimulatorServer
 from tests.conftest import TEST_PASSWORD, TEST_USER, make_settings, no_sleep
@@ -588,3 +589,45 @@ def test_cancel_stops_after_the_page_in_hand_and_keeps_nothing(
     again = sync(settings, fresh_db)
     assert again.status == "success" and again.inserted == len(simulator.jobs())
     assert_mirrors(fresh_db, simulator)
+
+
+def test_a_run_failing_after_a_staging_commit_rolls_back_and_frees_its_lock(
+    fresh_db: Engine,
+    database_url: URL,
+    sim_server: SimulatorServer,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stage commits between pages through the driver, which SQLAlchemy does not see: the
+    failure path must still roll the driver's transaction back, or the session keeps the
+    aborted transaction and the source's lock past the run."""
+    clock = [0.0]
+    monkeypatch.setattr(etl.load.stage, "_clock", lambda: clock[0])
+    settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=10, VSPC_SOURCE="locked")
+    cancel = threading.Event()
+
+    def progress(read: int, records: int, total: int) -> None:
+        if read == 1:
+            clock[0] += 2  # the second page's rows are committed with it
+        if read == 3:
+            cancel.set()  # the third page's COPY is open, uncommitted
+
+    failed = run_once(settings, engine=fresh_db, progress=progress, cancel=cancel, sleep=no_sleep)
+    assert failed.status == "failed" and failed.pages == 3
+    with fresh_db.connect() as conn:
+        held = conn.execute(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        ).scalar_one()
+        idle_in_transaction = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%'"
+            )
+        ).scalar_one()
+    assert (held, idle_in_transaction) == (0, 0)
+    other = create_engine(database_url)
+    try:
+        again = sync(settings, other)
+    finally:
+        other.dispose()
+    assert again.status == "success" and again.inserted == len(simulator.jobs())

@@ -262,14 +262,18 @@ class NamesFetch:
             self._take(self._queue.get(), on_page)
         return self._summary
 
-    def drain_ready(self, on_page: Emit) -> None:
+    def drain_ready(self, on_page: Emit, *, at_least: int = 1) -> None:
         """Pass the pages waiting in the queue to ``on_page``; never waits for the next one.
 
         Consecutive waiting pages of one collection go to ``on_page`` as one list (at most
         ``queue_pages`` pages, so memory stays as bounded as the queue), in the order they
         were read: one COPY for them instead of one each (a COPY costs a round trip however
-        few rows it holds).
+        few rows it holds). Nothing is handed over while fewer than ``at_least`` items wait
+        (pages, or the end of the fetch): with ``queue_pages``, only once the thread has
+        filled the queue; :meth:`drain` takes what is left.
         """
+        if self._summary is None and self._queue.qsize() < at_least:
+            return
         kind: str | None = None
         rows: list[Any] = []
         pages = 0
