@@ -156,8 +156,6 @@ class Stage:
         """
         if not prints:
             return set()
-        if source not in self._may_match:
-            self.end_copy()  # the question is a statement of its own, asked once
         if not self._source_has_live_jobs(source):
             self._seq += len(prints)  # positions reserved as when the lookup runs
             return set()
@@ -187,6 +185,7 @@ class Stage:
         merge, and the run holds the source's lock), and the per-page lookup is skipped."""
         known = self._may_match.get(source)
         if known is None:
+            self.end_copy()
             known = bool(
                 self.conn.execute(
                     text(
