@@ -169,13 +169,12 @@ def main() -> int:
         "| merge s | note |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    first_by_size: dict[int, float] = {}
     walls: dict[tuple[int, str], list[float]] = {}
     step = 0
 
     def run_case(
         jobs: int, case: str, places: dict[str, tuple[str, URL]], note: Callable[[Any], str]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> None:
         nonlocal step
         order = sides if step % 2 == 0 else sides[::-1]  # neither side always goes first
         step += 1
@@ -192,7 +191,6 @@ def main() -> int:
                 ratio = r["wall_s"] / results["baseline"]["wall_s"]
                 extra = f"{extra}; {ratio:.2f} x baseline" if extra else f"{ratio:.2f} x baseline"
             print(row(jobs, label, r, extra), flush=True)
-        return results
 
     for jobs in args.jobs:
         with ExitStack() as stack:
@@ -205,10 +203,10 @@ def main() -> int:
                         httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
                     run_case(jobs, "10 % changed", places, lambda r: f"{r['updated']:,} updated")
                     run_case(jobs, "unchanged", places, lambda r: f"{r['unchanged']:,} unchanged")
-            first_by_size[jobs] = statistics.median(walls[(jobs, "first sync")])
     if args.latency:
         jobs = args.latency_jobs
-        base = first_by_size.get(jobs)
+        firsts = walls.get((jobs, "first sync"))
+        base = statistics.median(firsts) if firsts else None
 
         def bound_note(r: dict[str, Any]) -> str:
             bound = r["pages"] * args.latency / args.concurrency
