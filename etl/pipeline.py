@@ -27,7 +27,7 @@ from etl.extract.client import OrjsonArray
 from etl.extract.names import Names, NamesFetch
 from etl.load import names as name_store
 from etl.load import reporting, runs
-from etl.load.merge import merge
+from etl.load.merge import EarlyMerge, merge
 from etl.load.stage import Stage, StagedReject
 from etl.testhook import pause
 from etl.transform import (
@@ -248,14 +248,26 @@ def _execute(
         stage = Stage(conn)
         stage.create()
         names = _NamesReader(
-            settings, client, name_store.NameStage(conn), extract.timings, stage.end_copy
+            settings,
+            client,
+            name_store.NameStage(conn),
+            extract.timings,
+            stage.end_copy,
+            stage.busy,
         )
         conn.commit()
+        # A first sync merges its new jobs while later pages are read (one transaction then).
+        stage.merge_early(
+            lambda driver: EarlyMerge(driver, run_id=run.run_id, source=source, now=run.started_at),
+            source,
+        )
         _extract(settings, client, stage, names, extract, progress, cancel)
-        stage.commit()  # end the staging transaction; the merge gets one of its own
+        with _timed(extract.timings, "merge"):
+            stage.finish_early()  # the last batch of an early merge, if there is one
+        stage.commit()  # end the staging transaction (an early merge: only the COPY, see there)
         _check_cancel(cancel)
         names.start()  # if not started beside the job pages: read while the merge runs
-        with _timed(extract.timings, "merge"), conn.begin():
+        with _timed(extract.timings, "merge"):
             result = merge(
                 conn,
                 run_id=run.run_id,
@@ -264,6 +276,8 @@ def _execute(
                 complete=extract.complete,
                 incomplete_reason=extract.problem,
                 max_delete_ratio=settings.vspc_max_delete_ratio,
+                reread=stage.pass_no > 1,
+                early=stage.early_outcome(),
             )
             summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
@@ -278,7 +292,11 @@ def _execute(
                     written,
                 )
                 reporting.record_job_runs(
-                    conn, now=run.started_at, source=source, run_id=run.run_id
+                    conn,
+                    now=run.started_at,
+                    source=source,
+                    run_id=run.run_id,
+                    earlier=stage.early_sessions_from(),
                 )
             notes = "; ".join(n for n in (result.withheld, *summary.warnings) if n) or None
             runs.finish_success(
@@ -295,6 +313,7 @@ def _execute(
                 error=notes,
             )
             pause("commit")  # chaos tests only (etl/testhook.py)
+            conn.commit()
     except BaseException as exc:
         if names is not None:
             names.stop()
@@ -317,6 +336,9 @@ def _execute(
         if isinstance(exc, VspcEtlError | DatabaseError):
             return failed
         raise
+    finally:
+        if stage is not None:
+            stage.close()
     outcome = RunResult(
         run.run_id,
         source,
@@ -350,8 +372,9 @@ class _NamesReader:
     after the merge. The thread shares the client's ``VSPC_CONCURRENCY`` request slots and
     hands its pages over through a short queue (``NamesFetch``); those still on their way
     are staged inside the merge transaction. Between job pages they are taken only once the
-    queue is full: staging them ends the job COPY (``end_job_copy``), which then restarts,
-    so the fewer times the better (~30 instead of ~120 for 100,000 jobs' names).
+    queue is full: staging them ends the job COPY (``end_job_copy``), which then restarts, so
+    the fewer times the better (~30 instead of ~120 for 100,000 jobs' names); and not while
+    an early merge batch has the connection (``job_stage_busy``): they would wait for it.
     """
 
     def __init__(
@@ -361,12 +384,14 @@ class _NamesReader:
         stage: name_store.NameStage,
         timings: dict[str, float],
         end_job_copy: Callable[[], None],
+        job_stage_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.client = client
         self.stage = stage
         self.timings = timings
         self.end_job_copy = end_job_copy
+        self.job_stage_busy = job_stage_busy
         self.fetch: NamesFetch | None = None
         self.known = stage.known_pages(settings.source)
 
@@ -385,8 +410,8 @@ class _NamesReader:
             )
 
     def stage_ready(self) -> None:
-        if self.fetch is None:
-            return
+        if self.fetch is None or self.job_stage_busy():
+            return  # not while an early merge batch has the connection: they wait for it
         with _timed(self.timings, "names"):
             self.fetch.drain_ready(self._add, at_least=self.fetch.queue_pages)
 

@@ -93,6 +93,12 @@ def engine(database_url: URL) -> Iterator[Engine]:
 @pytest.fixture
 def fresh_db(engine: Engine) -> Engine:
     """The session database with every vspc table emptied."""
+    empty_warehouse(engine)
+    return engine
+
+
+def empty_warehouse(engine: Engine) -> None:
+    """Empty every vspc table; reporting settings back to their defaults."""
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -106,7 +112,6 @@ def fresh_db(engine: Engine) -> Engine:
         conn.execute(text("DELETE FROM vspc.sla_policy WHERE organization_uid IS NOT NULL"))
         conn.execute(text("UPDATE vspc.sla_policy SET rpo_hours = 24"))
         conn.execute(text("UPDATE vspc.report_settings SET time_zone = 'UTC'"))
-    return engine
 
 
 @pytest.fixture

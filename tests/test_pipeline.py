@@ -603,6 +603,8 @@ def test_a_run_failing_after_a_staging_commit_rolls_back_and_frees_its_lock(
     aborted transaction and the source's lock past the run."""
     clock = [0.0]
     monkeypatch.setattr(etl.load.stage, "_clock", lambda: clock[0])
+    # A first sync merges early, and then commits nothing before the merge: not this case.
+    monkeypatch.setattr(etl.load.stage.Stage, "merge_early", lambda self, make, source: False)
     settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=10, VSPC_SOURCE="locked")
     cancel = threading.Event()
 

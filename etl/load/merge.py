@@ -2,6 +2,8 @@
 
 Order inside the transaction:
 1. Dedupe ``stage_jobs``: one row per job (the last copy read wins if paging served it twice).
+   Jobs an :class:`EarlyMerge` already wrote whose staged copy gave way to a later one (or to
+   a re-read) are taken back out, and merged below like any other.
 2. One comparison with ``backup_agent_jobs`` puts new, changed and returning jobs in
    ``stage_changed``; only those are upserted. Jobs staged as ``same`` (their record's
    fingerprint matched, see ``etl_job_fingerprints``) are unchanged without a comparison;
@@ -10,20 +12,28 @@ Order inside the transaction:
 4. Deletions (complete extract only, within ``max_delete_ratio``): soft-delete, tombstone.
 5. Rejects into ``etl_rejects``.
 The caller finishes the ``etl_runs`` row in the same transaction and commits.
+
+On a first sync (the source has no live job), :class:`EarlyMerge` does step 3's work for the
+jobs new to the warehouse batch by batch while later pages are still read, in the same
+transaction (the run's only one then); the steps above skip the jobs it wrote
+(``stage_merged``), which count as inserted all the same.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, TextClause, text
 
+from etl.load.reporting import SESSIONS_OF_NEW
 from etl.load.schema import BUSINESS
-from etl.load.stage import distinct_keys
+from etl.load.stage import EarlyOutcome, distinct_keys
 from etl.testhook import pause
 
 log = logging.getLogger(__name__)
@@ -45,15 +55,82 @@ DELETE FROM stage_jobs s USING (
 ) d WHERE s.instance_uid = d.instance_uid AND s.seq < d.last_seq
 """
 
+# A job the early merge wrote whose staged copy is gone (a later copy or a re-read replaced
+# it) is taken back out: written by this transaction, it leaves no trace, and the copy that
+# stayed is merged like any other. Usually deletes nothing.
+_UNMERGE = f"""
+WITH gone AS (
+  DELETE FROM stage_merged m
+  WHERE NOT EXISTS (SELECT 1 FROM stage_jobs s WHERE s.seq = m.seq)
+  RETURNING instance_uid
+), jobs AS (
+  DELETE FROM {JOBS} j USING gone g WHERE j.instance_uid = g.instance_uid
+), versions AS (
+  DELETE FROM {SNAPSHOTS} s USING gone g
+  WHERE s.instance_uid = g.instance_uid AND s.run_id = :run_id
+), sessions AS (
+  DELETE FROM vspc.job_run_facts f USING gone g
+  WHERE f.instance_uid = g.instance_uid AND f.run_id = :run_id
+)
+DELETE FROM {FINGERPRINTS} f USING gone g WHERE f.instance_uid = g.instance_uid
+"""
+
+# The early merge's batch: the staged jobs of seq (low, high] that the warehouse has never
+# seen (a job row of the uid, of any source, live or deleted, or any version of it, e.g. one
+# left by a hand-built history, sends it to the later comparison) are
+# written as the steps below would write them: the job, its first version, its fingerprint,
+# its sessions (as etl.load.reporting would), and the staged copy written (stage_merged). A
+# job staged twice in the batch is written from its later copy; one staged again in a later
+# batch finds its row and is left to the merge (which takes this batch's copy back out, see
+# _UNMERGE).
+_EARLY = f"""
+WITH b AS (
+  SELECT DISTINCT ON (instance_uid) * FROM stage_jobs
+  WHERE seq > %(low)s AND seq <= %(high)s AND NOT same
+  ORDER BY instance_uid, seq DESC
+), written AS (
+  INSERT INTO {JOBS} (source, {_COLS}, first_seen_at, updated_at, deleted_at, last_run_id)
+  SELECT %(source)s, {", ".join(f"b.{c}" for c in BUSINESS)}, %(now)s, %(now)s, NULL, %(run_id)s
+  FROM b WHERE NOT EXISTS (SELECT 1 FROM {SNAPSHOTS} v WHERE v.instance_uid = b.instance_uid)
+  ON CONFLICT (instance_uid) DO NOTHING
+  RETURNING instance_uid
+), versions AS (
+  INSERT INTO {SNAPSHOTS} (source, {_COLS}, valid_from, valid_to, is_deleted, run_id)
+  SELECT %(source)s, {", ".join(f"b.{c}" for c in BUSINESS)}, %(now)s, NULL, false, %(run_id)s
+  FROM b JOIN written w ON w.instance_uid = b.instance_uid
+), prints AS (
+  INSERT INTO {FINGERPRINTS} AS f (instance_uid, fingerprint)
+  SELECT b.instance_uid, b.fp FROM b JOIN written w ON w.instance_uid = b.instance_uid
+  WHERE b.fp IS NOT NULL
+  ON CONFLICT (instance_uid) DO UPDATE SET fingerprint = excluded.fingerprint
+), unhashed AS (
+  DELETE FROM {FINGERPRINTS} f USING b JOIN written w ON w.instance_uid = b.instance_uid
+  WHERE f.instance_uid = b.instance_uid AND b.fp IS NULL
+), {SESSIONS_OF_NEW}, merged AS (
+  INSERT INTO stage_merged (seq, instance_uid)
+  SELECT b.seq, b.instance_uid FROM b JOIN written w ON w.instance_uid = b.instance_uid
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM merged), (SELECT min(started_at) FROM new_sessions)
+"""
+
 # One comparison decides everything; unchanged jobs are then never touched (not even locked).
 # prev_last_run is the lastRun of the version the job had (reporting: is its session new?).
+# Jobs the early merge wrote are new and already written (merged): no comparison for them;
+# the others are set apart first (OFFSET 0): else the join with the jobs, which the planner
+# believes empty right after a first sync, hashed every staged row (~1 s per 100,000).
 _CHANGED = f"""
-INSERT INTO stage_changed (instance_uid, inserted, prev_last_run)
-SELECT s.instance_uid, j.instance_uid IS NULL, j.last_run
-FROM stage_jobs s LEFT JOIN {JOBS} j ON j.instance_uid = s.instance_uid
-WHERE NOT s.same AND (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
+INSERT INTO stage_changed (instance_uid, inserted, prev_last_run, merged)
+SELECT s.instance_uid, j.instance_uid IS NULL, j.last_run, false
+FROM (
+  SELECT * FROM stage_jobs s
+  WHERE NOT s.same AND NOT EXISTS (SELECT 1 FROM stage_merged m WHERE m.seq = s.seq) OFFSET 0
+) s LEFT JOIN {JOBS} j ON j.instance_uid = s.instance_uid
+WHERE (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
    OR ({", ".join(f"j.{c}" for c in _UPDATABLE)})
       IS DISTINCT FROM ({", ".join(f"s.{c}" for c in _UPDATABLE)}))
+UNION ALL
+SELECT instance_uid, true, NULL, true FROM stage_merged
 """
 
 # After the upsert, every fully staged job's row holds what its record says: that record's
@@ -61,7 +138,8 @@ WHERE NOT s.same AND (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
 # older fingerprint could match an older record that no longer describes the row).
 _FINGERPRINTS = f"""
 INSERT INTO {FINGERPRINTS} AS f (instance_uid, fingerprint)
-SELECT instance_uid, fp FROM stage_jobs WHERE NOT same AND fp IS NOT NULL
+SELECT instance_uid, fp FROM stage_jobs s
+WHERE NOT same AND fp IS NOT NULL AND NOT EXISTS (SELECT 1 FROM stage_merged m WHERE m.seq = s.seq)
 ON CONFLICT (instance_uid) DO UPDATE SET fingerprint = excluded.fingerprint
 WHERE f.fingerprint <> excluded.fingerprint
 """
@@ -74,7 +152,7 @@ WHERE s.instance_uid = f.instance_uid AND NOT s.same AND s.fp IS NULL
 _UPSERT = f"""
 INSERT INTO {JOBS} AS j (source, {_COLS}, first_seen_at, updated_at, deleted_at, last_run_id)
 SELECT :source, {", ".join(f"s.{c}" for c in BUSINESS)}, :now, :now, NULL, :run_id
-FROM stage_jobs s JOIN stage_changed c ON c.instance_uid = s.instance_uid
+FROM stage_jobs s JOIN stage_changed c ON c.instance_uid = s.instance_uid AND NOT c.merged
 ON CONFLICT (instance_uid) DO UPDATE SET
   source = excluded.source,
   {_SET},
@@ -85,22 +163,24 @@ ON CONFLICT (instance_uid) DO UPDATE SET
 
 _CLOSE_CHANGED = f"""
 UPDATE {SNAPSHOTS} s SET valid_to = :now
-FROM stage_changed c WHERE s.instance_uid = c.instance_uid AND s.valid_to IS NULL
+FROM stage_changed c WHERE s.instance_uid = c.instance_uid AND s.valid_to IS NULL AND NOT c.merged
 """
 
 _OPEN_CHANGED = f"""
 INSERT INTO {SNAPSHOTS} (source, {_COLS}, valid_from, valid_to, is_deleted, run_id)
 SELECT :source, {", ".join(f"l.{c}" for c in BUSINESS)}, :now, NULL, false, :run_id
-FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid
+FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid AND NOT c.merged
 """
 
-# Live jobs of this source, and those the extract lacks (neither staged nor rejected). Set
+# Live jobs of this source when the run began (the early merge's have this run's id), and
+# those the extract lacks (neither staged nor rejected). Set
 # operations, not an anti-join: a hash either way, where a join planned from the stale
 # statistics right after a first sync probed the staging index once per job (~2 us each,
 # ~0.2 s per 100,000 jobs). One definition serves the count and the list of missing jobs.
 _LIVE = f"""
 WITH live AS MATERIALIZED (
-  SELECT instance_uid FROM {JOBS} WHERE source = :source AND deleted_at IS NULL
+  SELECT instance_uid FROM {JOBS}
+  WHERE source = :source AND deleted_at IS NULL AND last_run_id IS DISTINCT FROM :run_id
 )"""
 _MISSING = """
 SELECT m.instance_uid FROM (
@@ -170,8 +250,15 @@ def merge(
     complete: bool,
     incomplete_reason: str | None,
     max_delete_ratio: float,
+    reread: bool = True,
+    early: EarlyOutcome | None = None,
 ) -> MergeResult:
-    """Apply the staged extract. Runs inside the caller's open transaction; does not commit."""
+    """Apply the staged extract. Runs inside the caller's open transaction; does not commit.
+
+    ``reread``: whether the stage kept only a later pass (the early merge's rows can then be
+    stale even when no job was staged twice in the pass that stayed). ``early``: what an
+    :class:`EarlyMerge` did in this run, if one ran.
+    """
     params = {"source": source, "now": now, "run_id": run_id}
 
     def run(statement: TextClause, values: dict[str, object] | None = None) -> Any:
@@ -187,40 +274,57 @@ def merge(
     # Sorts and hashes over the extract stay in memory for this transaction only.
     run(text("SET LOCAL work_mem = '256MB'"))
     run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
-    run(text(_DEDUPE))
-    # Row counts and the key column are all the planner needs; full statistics on the wide
-    # jsonb column cost a second per 100,000 jobs.
-    # Indexes keep every anti-join fast whatever the planner believes: right after a first
-    # sync the warehouse table has no statistics yet, and a nested loop over two seq scans
-    # took 28 s at 10,000 jobs.
-    run(text("CREATE UNIQUE INDEX ON stage_jobs (instance_uid)"))
+    deduped = run(text(_DEDUPE)).rowcount
+    if deduped or reread:
+        run(text(_UNMERGE), params)
+    # A first sync whose every staged job the early merge wrote (none was staged twice or had
+    # a row already): nothing is left to compare, write or delete.
+    all_written = early is not None and not deduped and not reread and early.written == early.staged
     # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree key
     # over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
     run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
-    run(text("ANALYZE stage_jobs (instance_uid)"))
     run(text("ANALYZE stage_rejects"))
     run(
         text(
             "CREATE TEMP TABLE stage_changed "
-            "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz)"
+            "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz, "
+            "merged boolean NOT NULL)"
         )
     )
-    # Before the upsert, which touches staged jobs only: the missing ones are the same after.
-    live_before, missing = (int(n) for n in run(text(_LIVE_MISSING), params).one())
-    run(text(_CHANGED))
-    run(text(_UPSERT), params)
-    pause("merge")  # chaos tests only (etl/testhook.py)
-    run(text(_CLOSE_CHANGED), params)
-    run(text(_OPEN_CHANGED), params)
-    run(text(_FINGERPRINTS))
-    run(text(_UNHASHED))
-    valid, inserted, changed = run(
-        text(
-            "SELECT (SELECT count(*) FROM stage_jobs),"
-            " (SELECT count(*) FROM stage_changed WHERE inserted),"
-            " (SELECT count(*) FROM stage_changed)"
+    if all_written:
+        assert early is not None
+        live_before = missing = 0
+        valid = inserted = changed = early.written
+        pause("merge")  # chaos tests only (etl/testhook.py)
+    else:
+        # Row counts and the key column are all the planner needs; full statistics on the
+        # wide jsonb column cost a second per 100,000 jobs.
+        # Indexes keep every anti-join fast whatever the planner believes: right after a
+        # first sync the warehouse table has no statistics yet, and a nested loop over two
+        # seq scans took 28 s at 10,000 jobs.
+        run(text("CREATE UNIQUE INDEX ON stage_jobs (instance_uid)"))
+        run(text("ANALYZE stage_jobs (instance_uid)"))
+        # Before the upsert, which touches staged jobs only: the missing ones are the same
+        # after. With an early merge the source had no live job when the run began.
+        live_before, missing = (
+            (0, 0)
+            if early is not None
+            else (int(n) for n in run(text(_LIVE_MISSING), params).one())
         )
-    ).one()
+        run(text(_CHANGED))
+        run(text(_UPSERT), params)
+        pause("merge")  # chaos tests only (etl/testhook.py)
+        run(text(_CLOSE_CHANGED), params)
+        run(text(_OPEN_CHANGED), params)
+        run(text(_FINGERPRINTS))
+        run(text(_UNHASHED))
+        valid, inserted, changed = run(
+            text(
+                "SELECT (SELECT count(*) FROM stage_jobs),"
+                " (SELECT count(*) FROM stage_changed WHERE inserted),"
+                " (SELECT count(*) FROM stage_changed)"
+            )
+        ).one()
     seen = distinct_keys(conn)
 
     deleted = 0
@@ -256,3 +360,86 @@ def merge(
         rejected=rejected,
         withheld=withheld,
     )
+
+
+MERGE_EVERY_ROWS = 5_000
+"""An early merge batch starts once this many rows are staged since the last one began."""
+
+
+class EarlyMerge:
+    """Writes the staged jobs that are new to the warehouse while later pages are read.
+
+    A first sync writes every job it reads: a batch of staged pages is merged (``_EARLY``) by a
+    thread of its own on the stage's connection, inside the run's transaction, while the main
+    thread transforms the next pages (the server merges one batch while the client prepares
+    the next one, instead of all of it after the extract). The stage holds its rows meanwhile
+    and uses the connection only once :meth:`wait` returned. :func:`merge` then does the rest
+    and takes back what a later copy replaced. Nothing is committed before the merge is:
+    the run stays one transaction.
+    """
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], *, run_id: int, source: str, now: datetime
+    ) -> None:
+        self.conn = conn
+        self.params: dict[str, Any] = {"run_id": run_id, "source": source, "now": now}
+        self.merged_upto = 0
+        self._rows_at_start = 0
+        self.batches = 0
+        self.rows = 0
+        self.earliest: datetime | None = None
+        """The earliest session the batches wrote (the SLA days from there are recomputed)."""
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="early-merge")
+        self._batch: Future[None] | None = None
+
+    def due(self, job_rows: int) -> bool:
+        """Whether enough job rows were staged (``job_rows`` so far) since the last batch
+        began to start one."""
+        return self._batch is None and job_rows - self._rows_at_start >= MERGE_EVERY_ROWS
+
+    def start(self, staged_upto: int, job_rows: int) -> None:
+        """Merge the rows staged up to sequence number ``staged_upto`` (all of them on the
+        server: no COPY may be open, no row held back) on the merge thread; ``job_rows``: the
+        job rows staged so far."""
+        assert self._batch is None
+        params = {**self.params, "low": self.merged_upto, "high": staged_upto}
+        self.merged_upto = staged_upto
+        self._rows_at_start = job_rows
+        self._batch = self._thread.submit(self._merge, params)
+
+    def busy(self) -> bool:
+        """Whether a batch is still running (the connection is then the thread's)."""
+        return self._batch is not None and not self._batch.done()
+
+    def wait(self) -> None:
+        """Wait for the running batch, if any; raises what it raised."""
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            batch.result()
+
+    def close(self) -> None:
+        """Wait for a running batch, whatever it raises, and end the thread (after a failure
+        the connection must be free before it can roll back)."""
+        try:
+            self.wait()
+        except Exception as exc:  # the run's own failure is the one to report
+            log.debug("early merge batch failed too: %s", exc)
+        finally:
+            self._thread.shutdown(wait=True)
+
+    def _merge(self, params: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        with self.conn.cursor() as cursor:
+            cursor.execute(_EARLY, params)
+            written, earliest = cursor.fetchone() or (0, None)
+        self.batches += 1
+        self.rows += written
+        if earliest is not None and (self.earliest is None or earliest < self.earliest):
+            self.earliest = earliest
+        log.debug(
+            "early merge of seq %d-%d: %d new job(s) written in %.0f ms",
+            params["low"] + 1,
+            params["high"],
+            written,
+            (time.perf_counter() - started) * 1000,
+        )

@@ -57,7 +57,8 @@ _DIFFERS = (
     f"IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in _UPDATABLE)})"
 )
 
-# The versions this run opened are the staged rows of the jobs it changed (``stage_changed``,
+# The versions this run opened are the staged rows of the jobs it changed (``stage_changed``;
+# those of the jobs the early merge wrote have their sessions already, see SESSIONS_OF_NEW,
 # which also keeps the lastRun of each job's previous version): read there, not from the
 # large snapshot table. A session is new unless the previous version had the same lastRun:
 # only those few are looked up among the stored sessions (a large, mostly cold index), each
@@ -70,7 +71,7 @@ WITH sessions AS (
     s.last_run IS NOT DISTINCT FROM s.prev_last_run AS seen
   FROM (
     SELECT l.*, CAST(:source AS text) AS source, false AS is_deleted, c.prev_last_run
-    FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid
+    FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid AND NOT c.merged
   ) s
   WHERE {_FINAL}
 ),
@@ -102,6 +103,23 @@ SELECT (SELECT count(*) FROM written),
        (SELECT min(started_at) FROM changed WHERE counted_differently)
 """
 
+# For the early merge (etl.load.merge._EARLY): the sessions of jobs new to the warehouse, from
+# the rows ``versions`` it wrote (``b`` joined with ``written``): with no previous version,
+# every one is new, as _THIS_RUN would find. Two CTEs to add to its WITH; the earliest
+# session is then ``SELECT min(started_at) FROM new_sessions``.
+SESSIONS_OF_NEW = f"""new_sessions ({_COLUMNS}) AS (
+  SELECT {_SESSION}, CAST(%(run_id)s AS bigint) AS run_id
+  FROM (
+    SELECT b.*, CAST(%(source)s AS text) AS source, false AS is_deleted
+    FROM b JOIN written w ON w.instance_uid = b.instance_uid
+  ) s
+  WHERE {_FINAL}
+), sessions_written AS (
+  INSERT INTO vspc.job_run_facts AS f ({_COLUMNS})
+  SELECT * FROM new_sessions ORDER BY started_at, instance_uid
+  ON CONFLICT (instance_uid, started_at) DO UPDATE SET {_SET} WHERE {_DIFFERS}
+)"""
+
 # After the table is emptied: every session of the whole history, once.
 _EVERYTHING = f"""
 INSERT INTO vspc.job_run_facts ({_COLUMNS})
@@ -118,12 +136,18 @@ class ReportingResult:
 
 
 def record_job_runs(
-    conn: Connection, *, now: datetime, source: str, run_id: int
+    conn: Connection,
+    *,
+    now: datetime,
+    source: str,
+    run_id: int,
+    earlier: datetime | None = None,
 ) -> ReportingResult:
     """Sessions from the versions this run opened, then the SLA days they touch.
 
     Runs inside the caller's transaction, after :func:`etl.load.merge.merge`, which leaves
     the changed jobs in the temp table ``stage_changed`` and their records in ``stage_jobs``.
+    ``earlier``: the earliest session the early merge wrote (``SESSIONS_OF_NEW``), if any.
     """
     started = time.perf_counter()
     params = {"source": source, "run_id": run_id}
@@ -131,7 +155,7 @@ def record_job_runs(
     recorded = time.perf_counter()
     # From the day of the earliest session counted differently, if any; the function also
     # computes the completed days since the last one it computed (today is never stored).
-    since = now if earliest is None else min(earliest, now)
+    since = min(t for t in (earliest, earlier, now) if t is not None)
     days = conn.execute(text("SELECT vspc.refresh_sla_daily(:since)"), {"since": since})
     result = ReportingResult(int(written), int(days.scalar_one()))
     log.debug(

@@ -1,7 +1,9 @@
 """Staging: pages are COPYed into session temp tables as they arrive.
 
-Nothing here touches the warehouse tables; the merge reads the staged extract afterwards in one
-transaction. Temp tables live as long as the run's connection, so a dead run leaves no trace.
+The merge reads the staged extract afterwards in one transaction; on a first sync an
+:class:`~etl.load.merge.EarlyMerge` the stage starts every few thousand rows writes the new jobs
+while later pages arrive, in the same (then only) transaction. Temp tables live as long as the
+run's connection, so a dead run leaves no trace.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import json
 import logging
 import time
 from binascii import unhexlify
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -27,12 +30,26 @@ from sqlalchemy import Connection, text
 from etl.load.schema import BUSINESS, backup_agent_jobs
 from etl.testhook import pause
 
+if TYPE_CHECKING:
+    from etl.load.merge import EarlyMerge
+
 log = logging.getLogger(__name__)
 
 _COLUMNS = ", ".join(BUSINESS)
 COMMIT_EVERY_S = 1.0
-"""Staged pages are committed at most this often (temp tables: no WAL, no fsync to wait for)."""
+"""Staged pages are committed at most this often (temp tables: no WAL, no fsync to wait for).
+Not with an early merge: the run is then one transaction."""
+HOLD_ROWS = 5_000
+"""Rows held back while an early merge batch runs, at most; then the stage waits for it."""
 _clock = time.monotonic
+
+
+@dataclass(frozen=True)
+class EarlyOutcome:
+    """Job rows staged in the run (every pass), and how many of them the early merge wrote."""
+
+    staged: int
+    written: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,10 @@ class Stage:
     end of every page for the server to finish it (~4 ms a page of 500). Anything else on the
     connection must come after :meth:`end_copy`; this class's own statements and
     :meth:`commit` end it themselves, :meth:`abort_copy` ends it after a failure.
+
+    With an early merge (:meth:`merge_early`), the stage hands the connection to the merge
+    thread for each batch and holds the rows of the pages that arrive meanwhile (up to
+    ``HOLD_ROWS``); :meth:`end_copy` waits for the batch and COPYs them first.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -88,12 +109,21 @@ class Stage:
         self._may_match: dict[str, bool] = {}
         self._open: ExitStack | None = None
         self._copy: Copy | None = None
+        self._early: EarlyMerge | None = None
+        self._held: list[tuple[Any, ...]] = []
+        self.job_rows = 0
+        """Job rows staged in full by this run (every pass), for :meth:`early_outcome`."""
 
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
         self.end_copy()
         table = f"{backup_agent_jobs.schema}.{backup_agent_jobs.name}"
-        self.conn.execute(text("DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects"))
+        self.conn.execute(
+            text(
+                "DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects, "
+                "pg_temp.stage_merged"
+            )
+        )
         self.conn.execute(
             text(
                 "CREATE TEMP TABLE stage_jobs AS "
@@ -107,6 +137,10 @@ class Stage:
                 "ALTER TABLE stage_jobs ADD COLUMN same boolean NOT NULL DEFAULT false, "
                 "ADD COLUMN fp bytea"
             )
+        )
+        # The staged copies an early merge wrote (see etl.load.merge.EarlyMerge).
+        self.conn.execute(
+            text("CREATE TEMP TABLE stage_merged (seq bigint PRIMARY KEY, instance_uid uuid)")
         )
         self.conn.execute(
             text(
@@ -128,6 +162,7 @@ class Stage:
         ]
         self.conn.commit()
         self._seq = 0
+        self.job_rows = 0
         self.pass_no = 1
         self._may_match.clear()
 
@@ -144,7 +179,23 @@ class Stage:
         self.end_copy()
         for table in ("stage_jobs", "stage_rejects"):
             self.conn.execute(text(f"DELETE FROM {table} WHERE pass_no <> :p"), {"p": self.pass_no})
-        self.conn.commit()
+        self.commit()
+
+    def merge_early(
+        self, make: Callable[[psycopg.Connection[Any]], EarlyMerge], source: str
+    ) -> bool:
+        """On a first sync of ``source`` (no live job), merge staged batches while later pages
+        are read: ``make`` builds the :class:`~etl.load.merge.EarlyMerge` on the stage's driver
+        connection. From here on nothing is committed before the merge (see :meth:`commit`).
+        Returns whether it is on."""
+        if self._source_has_live_jobs(source):
+            return False
+        self.end_copy()
+        # Each batch reads its seq range of the stage; the merge's sorts stay in memory.
+        self.conn.execute(text("CREATE INDEX ON stage_jobs (seq)"))
+        self.conn.execute(text("SET LOCAL work_mem = '256MB'"))
+        self._early = make(self.conn.connection.driver_connection)  # type: ignore[arg-type]
+        return True
 
     def add_same(self, prints: Sequence[tuple[str, bytes]], source: str) -> set[int]:
         """Stage, by uid only, the records whose fingerprint equals the one stored for their
@@ -209,11 +260,22 @@ class Stage:
         fingerprints, and the rejects. Commits at most once a second: the staging transaction
         stays short without a round trip per page. The job COPY stays open (see the class)."""
         if rows:
-            copy = self._job_copy()
+            self.job_rows += len(rows)
+            staged = []
             for row, raw, fp in zip(rows, raws, fps, strict=True):
                 self._seq += 1
-                copy.write_row((self._seq, self.pass_no, *row, raw, fp))
-            pause("copy")  # chaos tests only (etl/testhook.py)
+                staged.append((self._seq, self.pass_no, *row, raw, fp))
+            if self._early is not None and self._early.busy() and len(self._held) < HOLD_ROWS:
+                self._held.extend(staged)  # the connection is the merge thread's for now
+            else:
+                self._settle_early()
+                copy = self._job_copy()
+                for values in staged:
+                    copy.write_row(values)
+                pause("copy")  # chaos tests only (etl/testhook.py)
+                if self._early is not None and self._early.due(self.job_rows):
+                    self.end_copy()
+                    self._early.start(self._seq, self.job_rows)
         rejects = list(rejects)
         if rejects:
             self.end_copy()
@@ -232,7 +294,7 @@ class Stage:
                             dump_json(reject.raw),
                         )
                     )
-        if _clock() - self._committed >= COMMIT_EVERY_S:
+        if self._early is None and _clock() - self._committed >= COMMIT_EVERY_S:
             self.commit()
 
     def _job_copy(self) -> Copy:
@@ -253,15 +315,31 @@ class Stage:
             self._copy = copy
         return self._copy
 
+    def _settle_early(self) -> None:
+        """Wait for the early merge's batch (raising its failure) and COPY the rows held
+        back meanwhile: the connection is the stage's again."""
+        if self._early is not None:
+            self._early.wait()
+            if self._held:
+                held, self._held = self._held, []
+                copy = self._job_copy()
+                for values in held:
+                    copy.write_row(values)
+
     def end_copy(self) -> None:
-        """Finish the job COPY left open, if any: the server has then taken every row sent."""
+        """Finish the job COPY left open, if any: the server has then taken every row sent
+        (held rows included, once a running early merge batch has finished)."""
+        self._settle_early()
         if self._open is not None:
             stack, self._open, self._copy = self._open, None, None
             stack.close()
 
     def abort_copy(self, exc: BaseException) -> None:
         """After a failure: end an open job COPY as failed (the server discards it), so that
-        the connection can roll back. Never raises: the failure itself is what matters."""
+        the connection can roll back (a running early merge batch is waited for first).
+        Never raises: the failure itself is what matters."""
+        self._held = []
+        self.close()
         if self._open is not None:
             stack, self._open, self._copy = self._open, None, None
             try:
@@ -271,11 +349,42 @@ class Stage:
 
     def commit(self) -> None:
         """Commit what is staged. The COPYs and lookups go through the driver's own cursor,
-        which SQLAlchemy does not see: its ``commit()`` alone would leave them uncommitted."""
+        which SQLAlchemy does not see: its ``commit()`` alone would leave them uncommitted.
+        With an early merge, only ends the COPY: the merge commits the run's one transaction."""
         self.end_copy()
+        if self._early is not None:
+            return
         self.conn.commit()
         self.conn.connection.driver_connection.commit()  # type: ignore[union-attr]
         self._committed = _clock()
+
+    def busy(self) -> bool:
+        """Whether an early merge batch has the connection now (a statement would wait)."""
+        return self._early is not None and self._early.busy()
+
+    def finish_early(self) -> None:
+        """With an early merge: merge the rows staged since its last batch, and wait."""
+        self.end_copy()
+        if self._early is not None:
+            if self._early.merged_upto < self._seq:
+                self._early.start(self._seq, self.job_rows)
+            self._early.wait()
+
+    def early_outcome(self) -> EarlyOutcome | None:
+        """What the early merge did, if there was one (see ``merge``)."""
+        if self._early is None:
+            return None
+        return EarlyOutcome(staged=self.job_rows, written=self._early.rows)
+
+    def early_sessions_from(self) -> datetime | None:
+        """The earliest session an early merge wrote, if any (see ``record_job_runs``)."""
+        return None if self._early is None else self._early.earliest
+
+    def close(self) -> None:
+        """End the early merge's thread, if there is one (after the merge or a failure)."""
+        if self._early is not None:
+            early, self._early = self._early, None
+            early.close()
 
     def distinct_keys(self) -> int:
         """Distinct jobs the current pass staged (see :func:`distinct_keys`)."""
