@@ -75,40 +75,49 @@ WITH gone AS (
 DELETE FROM {FINGERPRINTS} f USING gone g WHERE f.instance_uid = g.instance_uid
 """
 
-# The early merge's batch: the staged jobs of seq (low, high] that the warehouse has never
-# seen (a job row of the uid, of any source, live or deleted, or any version of it, e.g. one
-# left by a hand-built history, sends it to the later comparison) are
-# written as the steps below would write them: the job, its first version, its fingerprint,
-# its sessions (as etl.load.reporting would), and the staged copy written (stage_merged). A
-# job staged twice in the batch is written from its later copy; one staged again in a later
-# batch finds its row and is left to the merge (which takes this batch's copy back out, see
-# _UNMERGE).
+# The early merge's batch: the staged jobs of seq (low, high], one row per job (a job staged
+# twice in the batch by its later copy), that the warehouse has never seen (``b``: a job row
+# of the uid, of any source, live or deleted, or any version of it, e.g. one left by a
+# hand-built history, sends it to the later comparison). They are written as the steps below
+# would write them: the job, its first version, its fingerprint, its sessions (as
+# etl.load.reporting would), and the staged copy written (stage_merged). A job staged again
+# in a later batch finds its row and is left to the merge (which takes this batch's copy
+# back out, see _UNMERGE). Every part reads ``b`` alone: joined with each other, the parts
+# were joined by nested loops (a range of the stage, which has no statistics, looks like ~30
+# rows to the planner: 18 s for the first batch of 5,000). The lookups are one probe per job
+# (LIMIT 1), whatever the planner believes of the growing tables. A job another source's
+# sync writes at the same moment fails the insert (and the run) instead of being skipped:
+# the next run merges it.
 _EARLY = f"""
-WITH b AS (
-  SELECT DISTINCT ON (instance_uid) * FROM stage_jobs
-  WHERE seq > %(low)s AND seq <= %(high)s AND NOT same
-  ORDER BY instance_uid, seq DESC
+WITH b AS MATERIALIZED (
+  SELECT s.* FROM (
+    SELECT DISTINCT ON (instance_uid) * FROM stage_jobs
+    WHERE seq > %(low)s AND seq <= %(high)s AND NOT same
+    ORDER BY instance_uid, seq DESC
+  ) s
+  LEFT JOIN LATERAL (
+    SELECT 1 AS found FROM {JOBS} j WHERE j.instance_uid = s.instance_uid LIMIT 1
+  ) j ON true
+  LEFT JOIN LATERAL (
+    SELECT 1 AS found FROM {SNAPSHOTS} v WHERE v.instance_uid = s.instance_uid LIMIT 1
+  ) v ON true
+  WHERE j.found IS NULL AND v.found IS NULL
 ), written AS (
   INSERT INTO {JOBS} (source, {_COLS}, first_seen_at, updated_at, deleted_at, last_run_id)
   SELECT %(source)s, {", ".join(f"b.{c}" for c in BUSINESS)}, %(now)s, %(now)s, NULL, %(run_id)s
-  FROM b WHERE NOT EXISTS (SELECT 1 FROM {SNAPSHOTS} v WHERE v.instance_uid = b.instance_uid)
-  ON CONFLICT (instance_uid) DO NOTHING
-  RETURNING instance_uid
+  FROM b
 ), versions AS (
   INSERT INTO {SNAPSHOTS} (source, {_COLS}, valid_from, valid_to, is_deleted, run_id)
   SELECT %(source)s, {", ".join(f"b.{c}" for c in BUSINESS)}, %(now)s, NULL, false, %(run_id)s
-  FROM b JOIN written w ON w.instance_uid = b.instance_uid
+  FROM b
 ), prints AS (
   INSERT INTO {FINGERPRINTS} AS f (instance_uid, fingerprint)
-  SELECT b.instance_uid, b.fp FROM b JOIN written w ON w.instance_uid = b.instance_uid
-  WHERE b.fp IS NOT NULL
+  SELECT instance_uid, fp FROM b WHERE fp IS NOT NULL
   ON CONFLICT (instance_uid) DO UPDATE SET fingerprint = excluded.fingerprint
 ), unhashed AS (
-  DELETE FROM {FINGERPRINTS} f USING b JOIN written w ON w.instance_uid = b.instance_uid
-  WHERE f.instance_uid = b.instance_uid AND b.fp IS NULL
+  DELETE FROM {FINGERPRINTS} f USING b WHERE f.instance_uid = b.instance_uid AND b.fp IS NULL
 ), {SESSIONS_OF_NEW}, merged AS (
-  INSERT INTO stage_merged (seq, instance_uid)
-  SELECT b.seq, b.instance_uid FROM b JOIN written w ON w.instance_uid = b.instance_uid
+  INSERT INTO stage_merged (seq, instance_uid) SELECT seq, instance_uid FROM b
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM merged), (SELECT min(started_at) FROM new_sessions)
@@ -274,12 +283,12 @@ def merge(
     # Sorts and hashes over the extract stay in memory for this transaction only.
     run(text("SET LOCAL work_mem = '256MB'"))
     run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
-    deduped = run(text(_DEDUPE)).rowcount
-    if deduped or reread:
+    # A first sync whose every staged job the early merge wrote: then none was staged twice
+    # (a batch writes one copy of a job, a later batch none) and none had a row already;
+    # nothing is left to dedupe, compare, write or delete.
+    all_written = early is not None and not reread and early.written == early.staged
+    if not all_written and (run(text(_DEDUPE)).rowcount or reread):
         run(text(_UNMERGE), params)
-    # A first sync whose every staged job the early merge wrote (none was staged twice or had
-    # a row already): nothing is left to compare, write or delete.
-    all_written = early is not None and not deduped and not reread and early.written == early.staged
     # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree key
     # over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
     run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))

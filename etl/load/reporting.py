@@ -103,15 +103,14 @@ SELECT (SELECT count(*) FROM written),
        (SELECT min(started_at) FROM changed WHERE counted_differently)
 """
 
-# For the early merge (etl.load.merge._EARLY): the sessions of jobs new to the warehouse, from
-# the rows ``versions`` it wrote (``b`` joined with ``written``): with no previous version,
-# every one is new, as _THIS_RUN would find. Two CTEs to add to its WITH; the earliest
-# session is then ``SELECT min(started_at) FROM new_sessions``.
+# For the early merge (etl.load.merge._EARLY): the sessions of jobs new to the warehouse,
+# from the rows it writes (``b``): with no previous version, every one is new, as _THIS_RUN
+# would find. Two CTEs to add to its WITH; the earliest session is then
+# ``SELECT min(started_at) FROM new_sessions``.
 SESSIONS_OF_NEW = f"""new_sessions ({_COLUMNS}) AS (
   SELECT {_SESSION}, CAST(%(run_id)s AS bigint) AS run_id
   FROM (
-    SELECT b.*, CAST(%(source)s AS text) AS source, false AS is_deleted
-    FROM b JOIN written w ON w.instance_uid = b.instance_uid
+    SELECT b.*, CAST(%(source)s AS text) AS source, false AS is_deleted FROM b
   ) s
   WHERE {_FINAL}
 ), sessions_written AS (
