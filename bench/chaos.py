@@ -4,6 +4,7 @@ a mix; the invariant checker clean (but for the orphan the blow left); the next 
 and the warehouse equals the console's truth.
 
     python bench/chaos.py [--kills 60] [--restarts 10] [--terminates 10] [--console 9] [--seed 1]
+                          [--first-syncs]
 
 Syncs that get killed are ``python -m etl sync`` processes; a kill lands after a random delay
 or at a point of the test hook (``VSPC_ETL_TEST_PAUSE``: inside a COPY, inside the merge, just
@@ -86,6 +87,19 @@ def recover(tally: Tally, settings: Settings, engine: Engine, sim: Simulator, wh
     tally.lost += lost_jobs(engine, sim.jobs())
 
 
+def forget(engine: Engine) -> None:
+    """Empty what the syncs wrote (their runs aside): the next sync is a first sync again."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
+                "vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
+                "vspc.organizations, vspc.backup_agents, vspc.etl_job_fingerprints, "
+                "vspc.etl_name_pages"
+            )
+        )
+
+
 def run_status(engine: Engine, run_id: int) -> str | None:
     with engine.connect() as conn:
         return conn.execute(
@@ -101,7 +115,12 @@ def last_run_id(engine: Engine) -> int:
 
 
 def kills(
-    count: int, rng: random.Random, url: URL, sim: Simulator, server: SimulatorServer
+    count: int,
+    rng: random.Random,
+    url: URL,
+    sim: Simulator,
+    server: SimulatorServer,
+    first: bool = False,
 ) -> Tally:
     tally = Tally()
     settings = settings_for(url, server)
@@ -120,6 +139,8 @@ def kills(
         run_once(settings, engine=engine, sleep=no_sleep)
         for number in range(count):
             sim.advance(rng.choice([6, 24]))
+            if first:
+                forget(engine)
             old, before = content(engine), last_run_id(engine)
             point = rng.choice(["moment", "moment", "copy", "merge", "commit"])
             marker = workdir / f"{number}.paused"
@@ -178,7 +199,13 @@ def in_background(settings: Settings, engine: Engine) -> tuple[threading.Thread,
 
 
 def database_blows(
-    count: int, rng: random.Random, url: URL, sim: Simulator, server: SimulatorServer, blow: Any
+    count: int,
+    rng: random.Random,
+    url: URL,
+    sim: Simulator,
+    server: SimulatorServer,
+    blow: Any,
+    first: bool = False,
 ) -> Tally:
     """``blow(engine)`` strikes at a random moment of a run in progress; it must fail cleanly."""
     tally = Tally()
@@ -188,6 +215,8 @@ def database_blows(
         run_once(settings, engine=engine, sleep=no_sleep)
         for number in range(count):
             sim.advance(24)
+            if first:
+                forget(engine)
             old = content(engine)
             sim.latency = 0.05
             start = sim.stats.snapshot()["requests"].get("jobs", 0)
@@ -261,6 +290,12 @@ def main() -> int:
     parser.add_argument("--terminates", type=int, default=10)
     parser.add_argument("--console", type=int, default=9)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--first-syncs",
+        action="store_true",
+        help="empty the warehouse before each kill and each terminated session: every blow "
+        "strikes a first sync (whose new jobs are merged while the pages are read)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     started = time.monotonic()
@@ -271,17 +306,18 @@ def main() -> int:
     )
     rows: list[str] = []
     clean = True
+    first = ", first syncs" if args.first_syncs else ""
     sim = Simulator(jobs=300, seed=args.seed, api_keys=(API_KEY,))
     with SimulatorServer(sim) as server:
         url = create_database(shared, "vspc_chaos")
         try:
             migrate(url)
             tallies = {
-                f"kill -9 of `vspc-etl sync` ({args.kills})": kills(
-                    args.kills, rng, url, sim, server
+                f"kill -9 of `vspc-etl sync` ({args.kills}{first})": kills(
+                    args.kills, rng, url, sim, server, args.first_syncs
                 ),
-                f"pg_terminate_backend mid-run ({args.terminates})": database_blows(
-                    args.terminates, rng, url, sim, server, terminate
+                f"pg_terminate_backend mid-run ({args.terminates}{first})": database_blows(
+                    args.terminates, rng, url, sim, server, terminate, args.first_syncs
                 ),
                 f"console hangs / trickles / resets ({args.console})": console_blows(
                     args.console, url, sim, server
