@@ -366,3 +366,40 @@ def test_a_cancel_during_a_batch_waits_for_it_and_keeps_nothing(
         ).one()
     assert (jobs, facts) == (0, 0)
     assert not [t for t in threading.enumerate() if t.name.startswith("early-merge")]
+
+
+def test_nothing_a_batch_writes_is_visible_before_the_run_commits(
+    fresh_db: Engine,
+    database_url: URL,
+    every_page: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dashboard reading during a first sync sees the warehouse as it was, not a part of
+    the run: the batches write inside the run's one transaction."""
+    seen_outside: list[tuple[int, int]] = []
+    seen_inside: list[int] = []
+    merge_batch = etl.load.merge.EarlyMerge._merge
+
+    def watched(self: etl.load.merge.EarlyMerge, params: dict[str, Any]) -> None:
+        merge_batch(self, params)
+        with self.conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM vspc.backup_agent_jobs")
+            seen_inside.append(cursor.fetchone()[0])  # type: ignore[index]
+        with fresh_db.connect() as conn:
+            jobs, versions = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM vspc.backup_agent_jobs),"
+                    " (SELECT count(*) FROM vspc.backup_agent_job_snapshots)"
+                )
+            ).one()
+        seen_outside.append((jobs, versions))
+
+    monkeypatch.setattr(etl.load.merge.EarlyMerge, "_merge", watched)
+    sim = console()
+    with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
+        result = sync(database_url, server, fresh_db, "one")
+    assert (result.status, result.inserted) == ("success", JOBS)
+    assert len(seen_inside) >= 2 and seen_inside[-1] == JOBS  # the run saw its own writes
+    assert set(seen_outside) == {(0, 0)}  # nobody else did, until the commit
+    with fresh_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM vspc.backup_agent_jobs")).scalar() == JOBS
