@@ -618,7 +618,11 @@ def test_a_run_failing_after_a_staging_commit_rolls_back_and_frees_its_lock(
     assert failed.status == "failed" and failed.pages == 3
     with fresh_db.connect() as conn:
         held = conn.execute(
-            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            # This database's only: another test session on the server may hold its own.
+            text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+            )
         ).scalar_one()
         idle_in_transaction = conn.execute(
             text(
