@@ -267,6 +267,7 @@ def _execute(
         stage.commit()  # end the staging transaction (an early merge: only the COPY, see there)
         _check_cancel(cancel)
         names.start()  # if not started beside the job pages: read while the merge runs
+        early = stage.early_outcome()
         with _timed(extract.timings, "merge"):
             result = merge(
                 conn,
@@ -277,7 +278,7 @@ def _execute(
                 incomplete_reason=extract.problem,
                 max_delete_ratio=settings.vspc_max_delete_ratio,
                 reread=stage.pass_no > 1,
-                early=stage.early_outcome(),
+                early=early,
             )
             summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
@@ -296,7 +297,7 @@ def _execute(
                     now=run.started_at,
                     source=source,
                     run_id=run.run_id,
-                    earlier=stage.early_sessions_from(),
+                    earlier=early.earliest_session if early else None,
                 )
             notes = "; ".join(n for n in (result.withheld, *summary.warnings) if n) or None
             runs.finish_success(
@@ -384,7 +385,7 @@ class _NamesReader:
         stage: name_store.NameStage,
         timings: dict[str, float],
         end_job_copy: Callable[[], None],
-        job_stage_busy: Callable[[], bool] = lambda: False,
+        job_stage_busy: Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.client = client

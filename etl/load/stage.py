@@ -46,10 +46,12 @@ _clock = time.monotonic
 
 @dataclass(frozen=True)
 class EarlyOutcome:
-    """Job rows staged in the run (every pass), and how many of them the early merge wrote."""
+    """Job rows staged in the run (every pass), how many of them the early merge wrote, and
+    the earliest session it wrote (the SLA days from there are recomputed)."""
 
     staged: int
     written: int
+    earliest_session: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +267,10 @@ class Stage:
             for row, raw, fp in zip(rows, raws, fps, strict=True):
                 self._seq += 1
                 staged.append((self._seq, self.pass_no, *row, raw, fp))
-            if self._early is not None and self._early.busy() and len(self._held) < HOLD_ROWS:
-                self._held.extend(staged)  # the connection is the merge thread's for now
-            else:
+            self._held.extend(staged)
+            # While an early merge batch has the connection, the rows wait (up to HOLD_ROWS).
+            if not (self._early is not None and self._early.busy() and len(self._held) < HOLD_ROWS):
                 self._settle_early()
-                copy = self._job_copy()
-                for values in staged:
-                    copy.write_row(values)
                 pause("copy")  # chaos tests only (etl/testhook.py)
                 if self._early is not None and self._early.due(self.job_rows):
                     self.end_copy()
@@ -316,15 +315,15 @@ class Stage:
         return self._copy
 
     def _settle_early(self) -> None:
-        """Wait for the early merge's batch (raising its failure) and COPY the rows held
-        back meanwhile: the connection is the stage's again."""
+        """Wait for the early merge's batch, if any (raising its failure), then COPY the rows
+        held: the connection is the stage's again. The one place job rows are written."""
         if self._early is not None:
             self._early.wait()
-            if self._held:
-                held, self._held = self._held, []
-                copy = self._job_copy()
-                for values in held:
-                    copy.write_row(values)
+        if self._held:
+            held, self._held = self._held, []
+            copy = self._job_copy()
+            for values in held:
+                copy.write_row(values)
 
     def end_copy(self) -> None:
         """Finish the job COPY left open, if any: the server has then taken every row sent
@@ -371,14 +370,10 @@ class Stage:
             self._early.wait()
 
     def early_outcome(self) -> EarlyOutcome | None:
-        """What the early merge did, if there was one (see ``merge``)."""
+        """What the early merge did, if there was one (see ``merge``, ``record_job_runs``)."""
         if self._early is None:
             return None
-        return EarlyOutcome(staged=self.job_rows, written=self._early.rows)
-
-    def early_sessions_from(self) -> datetime | None:
-        """The earliest session an early merge wrote, if any (see ``record_job_runs``)."""
-        return None if self._early is None else self._early.earliest
+        return EarlyOutcome(self.job_rows, self._early.rows, self._early.earliest)
 
     def close(self) -> None:
         """End the early merge's thread, if there is one (after the merge or a failure)."""
