@@ -207,6 +207,13 @@ def counts(results: list[RunResult]) -> list[tuple[Any, ...]]:
     ]
 
 
+def stored(engine: Engine, *tables: str) -> tuple[int, ...]:
+    """Rows in each vspc table, as a session of its own (another reader) sees them."""
+    sql = ", ".join(f"(SELECT count(*) FROM vspc.{table})" for table in tables)
+    with engine.connect() as conn:
+        return tuple(conn.execute(text(f"SELECT {sql}")).one())
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_early_merge_leaves_what_the_merge_alone_leaves(
     name: str,
@@ -318,20 +325,19 @@ def test_a_failing_batch_fails_the_run_and_keeps_nothing(
         result = sync(database_url, server, fresh_db, "one")
         assert result.status == "failed"
         assert result.error is not None and "division by zero" in result.error
+        written = ("backup_agent_jobs", "backup_agent_job_snapshots", "job_run_facts")
+        assert stored(fresh_db, *written, "etl_job_fingerprints") == (0, 0, 0, 0)
         with fresh_db.connect() as conn:
-            kept = conn.execute(
+            left = conn.execute(
                 text(
-                    "SELECT (SELECT count(*) FROM vspc.backup_agent_jobs),"
-                    " (SELECT count(*) FROM vspc.backup_agent_job_snapshots),"
-                    " (SELECT count(*) FROM vspc.job_run_facts),"
-                    " (SELECT count(*) FROM vspc.etl_job_fingerprints),"
-                    " (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                    "SELECT (SELECT count(*) FROM pg_locks l"
+                    "  JOIN pg_database d ON d.oid = l.database"
                     "  WHERE l.locktype = 'advisory' AND d.datname = current_database()),"
                     " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                     "  AND state LIKE 'idle in transaction%')"
                 )
             ).one()
-        assert tuple(kept) == (0, 0, 0, 0, 0, 0)
+        assert tuple(left) == (0, 0)
         assert not [t for t in threading.enumerate() if t.name.startswith("early-merge")]
         monkeypatch.setattr(etl.load.merge.EarlyMerge, "_merge", merge_batch)
         again = sync(database_url, server, fresh_db, "one")
@@ -357,14 +363,7 @@ def test_a_cancel_during_a_batch_waits_for_it_and_keeps_nothing(
             settings, engine=fresh_db, sleep=no_sleep, cancel=cancel, progress=progress
         )
     assert result.status == "failed" and result.pages == 3
-    with fresh_db.connect() as conn:
-        jobs, facts = conn.execute(
-            text(
-                "SELECT (SELECT count(*) FROM vspc.backup_agent_jobs),"
-                " (SELECT count(*) FROM vspc.job_run_facts)"
-            )
-        ).one()
-    assert (jobs, facts) == (0, 0)
+    assert stored(fresh_db, "backup_agent_jobs", "job_run_facts") == (0, 0)
     assert not [t for t in threading.enumerate() if t.name.startswith("early-merge")]
 
 
@@ -376,7 +375,7 @@ def test_nothing_a_batch_writes_is_visible_before_the_run_commits(
 ) -> None:
     """A dashboard reading during a first sync sees the warehouse as it was, not a part of
     the run: the batches write inside the run's one transaction."""
-    seen_outside: list[tuple[int, int]] = []
+    seen_outside: list[tuple[int, ...]] = []
     seen_inside: list[int] = []
     merge_batch = etl.load.merge.EarlyMerge._merge
 
@@ -385,14 +384,7 @@ def test_nothing_a_batch_writes_is_visible_before_the_run_commits(
         with self.conn.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM vspc.backup_agent_jobs")
             seen_inside.append(cursor.fetchone()[0])  # type: ignore[index]
-        with fresh_db.connect() as conn:
-            jobs, versions = conn.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM vspc.backup_agent_jobs),"
-                    " (SELECT count(*) FROM vspc.backup_agent_job_snapshots)"
-                )
-            ).one()
-        seen_outside.append((jobs, versions))
+        seen_outside.append(stored(fresh_db, "backup_agent_jobs", "backup_agent_job_snapshots"))
 
     monkeypatch.setattr(etl.load.merge.EarlyMerge, "_merge", watched)
     sim = console()
@@ -401,5 +393,4 @@ def test_nothing_a_batch_writes_is_visible_before_the_run_commits(
     assert (result.status, result.inserted) == ("success", JOBS)
     assert len(seen_inside) >= 2 and seen_inside[-1] == JOBS  # the run saw its own writes
     assert set(seen_outside) == {(0, 0)}  # nobody else did, until the commit
-    with fresh_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM vspc.backup_agent_jobs")).scalar() == JOBS
+    assert stored(fresh_db, "backup_agent_jobs") == (JOBS,)
