@@ -108,7 +108,9 @@ class VspcClient:
     injectable so tests never wait; ``on_event(kind, outcome)`` is called once per HTTP
     request (``"request"``) and once per retry (``"retry"``). ``max_in_flight`` bounds the
     requests on the wire at once across every thread using this client (the job pager's and
-    the names reader's share it); None leaves them unbounded.
+    the names reader's share it); None leaves them unbounded. ``decoders`` map a path (as
+    given to ``get_json``) to the function that decodes its 200 bodies instead of
+    :func:`decode_json` (the job pages' typed decoder, ``etl.extract.jobs``).
     """
 
     def __init__(
@@ -121,8 +123,12 @@ class VspcClient:
         on_event: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int | None = None,
+        decoders: Mapping[str, Callable[[bytes], Any]] | None = None,
     ) -> None:
         self._http = http
+        # Requests go to the base URL's path joined with theirs (httpx keeps a path prefix).
+        prefix = http.base_url.path.rstrip("/")
+        self._decoders = {f"{prefix}{path}": decode for path, decode in (decoders or {}).items()}
         self._slots: AbstractContextManager[Any] = (
             threading.BoundedSemaphore(max_in_flight) if max_in_flight else nullcontext()
         )
@@ -380,7 +386,8 @@ class VspcClient:
         path = response.request.url.path
         if status == 200:
             try:
-                return _Reply(response, decode_json(response.content))
+                decode = self._decoders.get(path, decode_json)
+                return _Reply(response, decode(response.content))
             except RecursionError:  # the same body would fail again: not worth a retry
                 raise ProtocolError(
                     f"The VSPC console answered {path} with JSON nested too deeply to decode "
@@ -486,16 +493,20 @@ def decode_json(content: bytes) -> Any:
     Nesting beyond the standard library's reach raises RecursionError. A ``data`` array that
     orjson decoded comes back as an :class:`OrjsonArray`.
     """
+    body, by_orjson = decode_value(content)
+    if by_orjson and type(body) is dict and type(data := body.get("data")) is list:
+        body["data"] = OrjsonArray(data)
+    return body
+
+
+def decode_value(content: bytes) -> tuple[Any, bool]:
+    """Any JSON text decoded as :func:`decode_json` does, and whether orjson decoded it."""
     if _LONG_RUN not in content.translate(_DIGITS_TO_ZERO):
         try:
-            body = orjson.loads(content)
+            return orjson.loads(content), True
         except orjson.JSONDecodeError:
             pass
-        else:
-            if type(body) is dict and type(data := body.get("data")) is list:
-                body["data"] = OrjsonArray(data)
-            return body
-    return json.loads(content)
+    return json.loads(content), False
 
 
 # orjson silently turns an integer beyond 64 bits into a float (2**64 -> 1.8446744073709552e19),
