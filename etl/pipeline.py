@@ -23,7 +23,8 @@ from etl.config import Settings
 from etl.db import short
 from etl.errors import LoadError, RecordRejected, RunCancelled, VspcEtlError
 from etl.extract import ApiKeyAuth, PassReport, PasswordAuth, RetryPolicy, VspcClient, iter_pages
-from etl.extract.client import OrjsonArray
+from etl.extract.client import OrjsonArray, decode_value
+from etl.extract.jobs import JobTexts, decode_jobs_page
 from etl.extract.names import Names, NamesFetch
 from etl.load import names as name_store
 from etl.load import reporting, runs
@@ -32,10 +33,14 @@ from etl.load.stage import Stage, StagedReject
 from etl.testhook import pause
 from etl.transform import (
     MAX_DEPTH,
+    UID_AT,
     Fingerprint,
+    NotTyped,
     fingerprint,
+    fingerprint_text,
     jsonb_safe,
     record_key,
+    transform_typed,
     transform_with_raw,
 )
 
@@ -159,6 +164,7 @@ def make_client(
         sleep=sleep,
         on_event=on_event,
         max_in_flight=settings.vspc_concurrency,
+        decoders={JOBS_PATH: decode_jobs_page},
     )
 
 
@@ -513,9 +519,19 @@ def _stage_page(
 
     A record whose fingerprint equals the one stored for its (live) job describes exactly
     what the warehouse holds: only its uid is staged. The others are transformed in full.
+    A page of :class:`JobTexts` (the typed decoder's) takes the typed path record by record:
+    its fingerprints hash the texts as received, and what the typed path cannot vouch for is
+    decoded and takes the general path.
     """
+    typed = items.fields if isinstance(items, JobTexts) else None
     with _timed(timings, "transform"):
-        prints = [fingerprint(record) for record in items]
+        if typed is None:
+            prints = [fingerprint(record) for record in items]
+        else:
+            prints = [
+                None if values is None else fingerprint_text(values[UID_AT], text)
+                for text, values in zip(items, typed, strict=True)
+            ]
         hashed = [i for i, p in enumerate(prints) if p is not None]
         pairs = [(p.uid, p.digest) for p in prints if p is not None]
     with _timed(timings, "copy"):
@@ -523,25 +539,46 @@ def _stage_page(
     with _timed(timings, "transform"):
         rest = [record for i, record in enumerate(items) if i not in same]
         rest_prints = [print_ for i, print_ in enumerate(prints) if i not in same]
+        rest_typed = None if typed is None else [v for i, v in enumerate(typed) if i not in same]
         by_orjson = isinstance(items, OrjsonArray)
-        rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset, by_orjson)
+        rows, raws, fps, rejects = _transform_page(rest, rest_prints, offset, by_orjson, rest_typed)
     with _timed(timings, "copy"):
         stage.add(rows, raws, fps, rejects)
 
 
 def _transform_page(
-    items: list[Any], prints: list[Fingerprint | None], offset: int, by_orjson: bool = False
+    items: list[Any],
+    prints: list[Fingerprint | None],
+    offset: int,
+    by_orjson: bool = False,
+    typed: list[tuple[Any, ...] | None] | None = None,
 ) -> tuple[list[tuple[Any, ...]], list[str], list[bytes | None], list[StagedReject]]:
+    """Rows, raws, fingerprints and rejects of a page's records. With ``typed`` (the fields
+    the typed decoder read), ``items`` are the records' texts as received."""
     rows: list[tuple[Any, ...]] = []
     raws: list[str] = []
     fps: list[bytes | None] = []
     rejects: list[StagedReject] = []
-    for record, print_ in zip(items, prints, strict=True):
+    for i, (record, print_) in enumerate(zip(items, prints, strict=True)):
+        dumped = None if print_ is None else print_.text
+        if typed is not None:
+            values = typed[i]
+            if values is not None:
+                try:
+                    row, raw = transform_typed(values, record)
+                except NotTyped:
+                    pass
+                else:
+                    rows.append(row)
+                    raws.append(raw)
+                    fps.append(None if print_ is None else print_.digest)
+                    continue
+            # The general path on the decoded text; its fingerprint (of the text) still holds.
+            record, by_orjson = decode_value(record)
+            dumped = None
         try:
             # The text the fingerprint hashed is the record written out: it is reused as raw.
-            row, raw = transform_with_raw(
-                record, None if print_ is None else print_.text, by_orjson=by_orjson
-            )
+            row, raw = transform_with_raw(record, dumped, by_orjson=by_orjson)
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeGuard
 
 import orjson
 
@@ -539,6 +539,63 @@ def transform_with_raw(
     return row, raw
 
 
+# A record decoded straight into its fields (``etl.extract.jobs``) has had their JSON types
+# checked by the decoder: for text and booleans that check is all the converter does, so only
+# the other fields are converted (in place, by position).
+_TYPED_CONVERT = tuple(
+    (i, _CONVERTERS[field.kind], field)
+    for i, field in enumerate(FIELDS)
+    if field.kind not in ("text", "bool")
+)
+UID_AT = next(i for i, field in enumerate(FIELDS) if field.api == "instanceUid")
+_STATUS_AT = next(i for i, field in enumerate(FIELDS) if field.api == "status")
+# In JSON text, what jsonb cannot store is an escape (NUL, half a surrogate pair), and what the
+# general path reads as a double's infinity or zero (so rejects, or stores as 0) is a number
+# with a three-digit exponent (a value: after a colon, comma or bracket). Either sends the
+# record to the general path, whose verdict then holds whatever the rest of its page is (a
+# look-alike inside a string only costs that detour).
+_UNTYPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|[:,\[]\s*-?[0-9.]+[eE][+-]?[0-9]{3}")
+
+
+class NotTyped(Exception):
+    """The typed path cannot vouch for this record: :func:`transform_with_raw` decides."""
+
+
+def transform_typed(values: tuple[object, ...], text: bytes) -> tuple[tuple[object, ...], str]:
+    """Like :func:`transform_with_raw`, for a record already decoded into its 29 API fields.
+
+    ``values`` are those fields in ``FIELDS`` order, each None (absent or null) or of the JSON
+    type its kind takes (string; integer; boolean; array of strings); ``text`` is the record
+    as received. The row is what :func:`transform_with_raw` makes of the same record; the raw
+    is ``text`` itself, which jsonb stores as it would the re-encoded record, except that a
+    fraction in a field the contract does not map keeps every digit the console wrote (the
+    general path keeps what a double holds).
+
+    Raises :class:`NotTyped` for whatever this path does not prove storable or valid: a
+    ``\\u0000`` or ``\\uD800``-``\\uDFFF`` escape (NUL, half a surrogate pair), a number with
+    a three-digit exponent, text that is not UTF-8, ``MAX_DEPTH`` brackets or more, a required
+    field missing, or a value a converter rejects. The caller then decodes the record and
+    takes :func:`transform_with_raw`, whose verdict, reason included, is the one that counts.
+    """
+    if (
+        values[UID_AT] is None
+        or not values[_STATUS_AT]
+        or _UNTYPED.search(text) is not None
+        or text.count(b"[") + text.count(b"{") >= MAX_DEPTH
+    ):
+        raise NotTyped
+    row = list(values)
+    try:
+        raw = text.decode()
+        for i, convert, field in _TYPED_CONVERT:
+            value = row[i]
+            if value is not None:
+                row[i] = convert(field, value)
+    except (UnicodeDecodeError, RecordRejected):
+        raise NotTyped from None
+    return tuple(row), raw
+
+
 # Bump when the transform changes what it makes of a record within one release; a new release
 # changes the key anyway (see :func:`fingerprint`).
 TRANSFORM_REVISION = 1
@@ -547,7 +604,7 @@ _CANONICAL_UID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
 
 
 class Fingerprint(NamedTuple):
-    """A record's ``instanceUid``, its keyed hash, and the compact JSON text that was hashed."""
+    """A record's ``instanceUid``, its keyed hash, and the JSON text that was hashed."""
 
     uid: str
     digest: bytes
@@ -566,11 +623,28 @@ def fingerprint(record: object) -> Fingerprint | None:
     if type(record) is not dict:
         return None
     uid = record.get("instanceUid")
-    if type(uid) is not str or len(uid) != 36 or _CANONICAL_UID.fullmatch(uid) is None:
+    if not _canonical(uid):
         return None
     try:
         text = orjson.dumps(record)
     except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
         return None
+    return fingerprint_text(uid, text)
+
+
+def fingerprint_text(uid: object, text: bytes) -> Fingerprint | None:
+    """The fingerprint of a record given as JSON ``text`` (as received, or as orjson wrote the
+    decoded record) and its ``instanceUid``; None unless that uid is canonical lowercase.
+
+    Equal texts are the same record, however written: a match proves the record unchanged.
+    The same record written two ways (the console's bytes, orjson's) merely does not match,
+    and takes the full path, where the comparison finds it unchanged.
+    """
+    if not _canonical(uid):
+        return None
     digest = hashlib.blake2b(text, digest_size=16, key=_FINGERPRINT_KEY).digest()
     return Fingerprint(uid, digest, text)
+
+
+def _canonical(uid: object) -> TypeGuard[str]:
+    return type(uid) is str and len(uid) == 36 and _CANONICAL_UID.fullmatch(uid) is not None
