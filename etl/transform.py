@@ -549,12 +549,9 @@ _TYPED_CONVERT = tuple(
 )
 UID_AT = next(i for i, field in enumerate(FIELDS) if field.api == "instanceUid")
 _STATUS_AT = next(i for i, field in enumerate(FIELDS) if field.api == "status")
-# In JSON text, what jsonb cannot store is an escape (NUL, half a surrogate pair), and what the
-# general path reads as a double's infinity or zero (so rejects, or stores as 0) is a number
-# with a three-digit exponent (a value: after a colon, comma or bracket). Either sends the
-# record to the general path, whose verdict then holds whatever the rest of its page is (a
-# look-alike inside a string only costs that detour).
-_UNTYPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|[:,\[]\s*-?[0-9.]+[eE][+-]?[0-9]{3}")
+# In JSON text, what jsonb cannot store is written as an escape: NUL, or half a surrogate pair.
+# (An escaped backslash before "u0000" matches too: that record merely takes the general path.)
+_UNSAFE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class NotTyped(Exception):
@@ -568,19 +565,20 @@ def transform_typed(values: tuple[object, ...], text: bytes) -> tuple[tuple[obje
     type its kind takes (string; integer; boolean; array of strings); ``text`` is the record
     as received. The row is what :func:`transform_with_raw` makes of the same record; the raw
     is ``text`` itself, which jsonb stores as it would the re-encoded record, except that a
-    fraction in a field the contract does not map keeps every digit the console wrote (the
-    general path keeps what a double holds).
+    number in a field the contract does not map is kept as the console wrote it, where the
+    general path reads it as a double: every digit of a fraction is kept, and a number beyond
+    a double's range (``1e400``) is stored instead of rejected as infinity.
 
     Raises :class:`NotTyped` for whatever this path does not prove storable or valid: a
-    ``\\u0000`` or ``\\uD800``-``\\uDFFF`` escape (NUL, half a surrogate pair), a number with
-    a three-digit exponent, text that is not UTF-8, ``MAX_DEPTH`` brackets or more, a required
-    field missing, or a value a converter rejects. The caller then decodes the record and
-    takes :func:`transform_with_raw`, whose verdict, reason included, is the one that counts.
+    ``\\u0000`` or ``\\uD800``-``\\uDFFF`` escape (NUL, half a surrogate pair), text that is
+    not UTF-8, ``MAX_DEPTH`` brackets or more, a required field missing, or a value a
+    converter rejects. The caller then decodes the record and takes
+    :func:`transform_with_raw`, whose verdict, reason included, is the one that counts.
     """
     if (
         values[UID_AT] is None
         or not values[_STATUS_AT]
-        or _UNTYPED.search(text) is not None
+        or (b"\\u" in text and _UNSAFE_ESCAPE.search(text) is not None)
         or text.count(b"[") + text.count(b"{") >= MAX_DEPTH
     ):
         raise NotTyped
