@@ -561,6 +561,7 @@ def _transform_page(
     rejects: list[StagedReject] = []
     for i, (record, print_) in enumerate(zip(items, prints, strict=True)):
         dumped = None if print_ is None else print_.text
+        decoded_by_orjson = by_orjson
         if typed is not None:
             values = typed[i]
             if values is not None:
@@ -574,11 +575,11 @@ def _transform_page(
                     fps.append(None if print_ is None else print_.digest)
                     continue
             # The general path on the decoded text; its fingerprint (of the text) still holds.
-            record, by_orjson = decode_value(record)
+            record, decoded_by_orjson = decode_value(record)
             dumped = None
         try:
             # The text the fingerprint hashed is the record written out: it is reused as raw.
-            row, raw = transform_with_raw(record, dumped, by_orjson=by_orjson)
+            row, raw = transform_with_raw(record, dumped, by_orjson=decoded_by_orjson)
         except RecordRejected as exc:
             key = record_key(record)
             safe_key = jsonb_safe(key) if key is not None else None

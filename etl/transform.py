@@ -563,23 +563,24 @@ def transform_typed(values: tuple[object, ...], text: bytes) -> tuple[tuple[obje
 
     ``values`` are those fields in ``FIELDS`` order, each None (absent or null) or of the JSON
     type its kind takes (string; integer; boolean; array of strings); ``text`` is the record
-    as received. The row is what :func:`transform_with_raw` makes of the same record; the raw
-    is ``text`` itself, which jsonb stores as it would the re-encoded record, except that a
-    number in a field the contract does not map is kept as the console wrote it, where the
-    general path reads it as a double: every digit of a fraction is kept, and a number beyond
-    a double's range (``1e400``) is stored instead of rejected as infinity.
+    as received, with fewer than ``MAX_DEPTH`` brackets (``decode_jobs_page`` sends a page
+    holding a record that might nest that deep to the general path whole). The row is what
+    :func:`transform_with_raw` makes of the same record; the raw is ``text`` itself, which
+    jsonb stores as it would the re-encoded record, except that a number in a field the
+    contract does not map is kept as the console wrote it, where the general path reads it as
+    a double: every digit of a fraction is kept, and a number beyond a double's range
+    (``1e400``) is stored instead of rejected as infinity.
 
     Raises :class:`NotTyped` for whatever this path does not prove storable or valid: a
     ``\\u0000`` or ``\\uD800``-``\\uDFFF`` escape (NUL, half a surrogate pair), text that is
-    not UTF-8, ``MAX_DEPTH`` brackets or more, a required field missing, or a value a
-    converter rejects. The caller then decodes the record and takes
-    :func:`transform_with_raw`, whose verdict, reason included, is the one that counts.
+    not UTF-8, a required field missing, or a value a converter rejects. The caller then
+    decodes the record and takes :func:`transform_with_raw`, whose verdict, reason included,
+    is the one that counts.
     """
     if (
         values[UID_AT] is None
         or not values[_STATUS_AT]
         or (b"\\u" in text and _UNSAFE_ESCAPE.search(text) is not None)
-        or text.count(b"[") + text.count(b"{") >= MAX_DEPTH
     ):
         raise NotTyped
     row = list(values)

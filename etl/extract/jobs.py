@@ -70,7 +70,8 @@ def decode_jobs_page(content: bytes) -> Any:
     if any(text.count(b"[") + text.count(b"{") >= MAX_DEPTH for text in texts):
         # It may nest deeper than MAX_DEPTH: decoded here, on the pager's shallow stack, as
         # before (deep enough, the general path's walk rejects the record; deeper still, the
-        # decoder gives up and the page is a protocol error).
+        # decoder gives up and the page is a protocol error). The only such check: the typed
+        # transform relies on it.
         return decode_json(content)
     fields: list[tuple[Any, ...] | None] = []
     for text in texts:
