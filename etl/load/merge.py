@@ -394,7 +394,6 @@ class EarlyMerge:
         self.params: dict[str, Any] = {"run_id": run_id, "source": source, "now": now}
         self.merged_upto = 0
         self._rows_at_start = 0
-        self.batches = 0
         self.rows = 0
         self.earliest: datetime | None = None
         """The earliest session the batches wrote (the SLA days from there are recomputed)."""
@@ -441,7 +440,6 @@ class EarlyMerge:
         with self.conn.cursor() as cursor:
             cursor.execute(_EARLY, params)
             written, earliest = cursor.fetchone() or (0, None)
-        self.batches += 1
         self.rows += written
         if earliest is not None and (self.earliest is None or earliest < self.earliest):
             self.earliest = earliest

@@ -185,19 +185,18 @@ class Stage:
 
     def merge_early(
         self, make: Callable[[psycopg.Connection[Any]], EarlyMerge], source: str
-    ) -> bool:
+    ) -> None:
         """On a first sync of ``source`` (no live job), merge staged batches while later pages
         are read: ``make`` builds the :class:`~etl.load.merge.EarlyMerge` on the stage's driver
-        connection. From here on nothing is committed before the merge (see :meth:`commit`).
-        Returns whether it is on."""
+        connection. From here on nothing is committed before the merge (see :meth:`commit`);
+        :meth:`early_outcome` says whether it is on."""
         if self._source_has_live_jobs(source):
-            return False
+            return
         self.end_copy()
         # Each batch reads its seq range of the stage; the merge's sorts stay in memory.
         self.conn.execute(text("CREATE INDEX ON stage_jobs (seq)"))
         self.conn.execute(text("SET LOCAL work_mem = '256MB'"))
         self._early = make(self.conn.connection.driver_connection)  # type: ignore[arg-type]
-        return True
 
     def add_same(self, prints: Sequence[tuple[str, bytes]], source: str) -> set[int]:
         """Stage, by uid only, the records whose fingerprint equals the one stored for their
@@ -263,11 +262,10 @@ class Stage:
         stays short without a round trip per page. The job COPY stays open (see the class)."""
         if rows:
             self.job_rows += len(rows)
-            staged = []
+            held = self._held
             for row, raw, fp in zip(rows, raws, fps, strict=True):
                 self._seq += 1
-                staged.append((self._seq, self.pass_no, *row, raw, fp))
-            self._held.extend(staged)
+                held.append((self._seq, self.pass_no, *row, raw, fp))
             # While an early merge batch has the connection, the rows wait (up to HOLD_ROWS).
             if not (self._early is not None and self._early.busy() and len(self._held) < HOLD_ROWS):
                 self._settle_early()
