@@ -81,7 +81,9 @@ def simulator(jobs: int, latency: float, timeout: float = 900) -> Iterator[str]:
 
 
 @contextmanager
-def database() -> Iterator[URL]:
+def database(code: Path = ROOT) -> Iterator[URL]:
+    """A throwaway database with the schema of the ETL in ``code`` (its own migrations: a
+    baseline's side runs on the schema it was written for)."""
     admin = normalize_url(
         os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -91,12 +93,27 @@ def database() -> Iterator[URL]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.set(database=name)
     try:
-        migrate(url)
+        if code == ROOT:
+            migrate(url)
+        else:
+            subprocess.run(
+                [sys.executable, "-c", _MIGRATE, url.render_as_string(hide_password=False)],
+                env=dict(os.environ, PYTHONPATH=str(code)),
+                cwd=code,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
         yield url
     finally:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+_MIGRATE = (
+    "import sys; from etl.db import migrate, normalize_url; migrate(normalize_url(sys.argv[1]))"
+)
 
 
 def sync(db: URL, vspc_url: str, concurrency: int, code: Path = ROOT) -> dict[str, Any]:
@@ -201,7 +218,10 @@ def main() -> int:
             sims = {name: stack.enter_context(simulator(jobs, 0.0)) for name, _ in sides}
             for _ in range(args.repeat):
                 with ExitStack() as rep:
-                    places = {name: (sims[name], rep.enter_context(database())) for name in sims}
+                    places = {
+                        name: (sims[name], rep.enter_context(database(code)))
+                        for name, code in sides
+                    }
                     run_case(jobs, "first sync", places, lambda r: f"{r['inserted']:,} inserted")
                     for url in sims.values():
                         httpx.post(f"{url}/_sim/touch", params={"fraction": 0.1}, timeout=600)
@@ -224,9 +244,9 @@ def main() -> int:
             places = {
                 name: (
                     stack.enter_context(simulator(jobs, args.latency)),
-                    stack.enter_context(database()),
+                    stack.enter_context(database(code)),
                 )
-                for name, _ in sides
+                for name, code in sides
             }
             run_case(jobs, f"+{args.latency * 1000:.0f} ms/page", places, bound_note)
     if args.repeat > 1:
