@@ -31,7 +31,7 @@ REPORTING = {
 CACHE = {"etl_job_fingerprints", "etl_name_pages", "job_sla_state"}
 TABLES = CORE | REPORTING | CACHE
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture

@@ -103,6 +103,30 @@ def write(conn: Connection, sessions: Iterable[Session]) -> None:
         conn.execute(INSERT, rows)
 
 
+# Every row in one statement (``write`` may send one statement per row): the trigger then
+# sees new jobs, appended sessions and late ones in one transition table.
+INSERT_ALL = text(
+    "INSERT INTO vspc.job_run_facts (instance_uid, started_at, source, organization_uid, "
+    "job_name, ended_at, status, run_id) SELECT u, s, 'hand', :org, 'job', e, st, 1 "
+    "FROM unnest(CAST(:uids AS uuid[]), CAST(:starts AS timestamptz[]), "
+    "CAST(:ends AS timestamptz[]), CAST(:statuses AS text[])) AS t (u, s, e, st)"
+)
+
+
+def write_in_one_statement(conn: Connection, sessions: list[Session]) -> None:
+    uids, starts, ends, statuses = zip(*sessions, strict=True)
+    conn.execute(
+        INSERT_ALL,
+        {
+            "uids": list(uids),
+            "starts": list(starts),
+            "ends": list(ends),
+            "statuses": list(statuses),
+            "org": ORG_A,
+        },
+    )
+
+
 def stored(conn: Connection) -> list[Session]:
     return [tuple(r) for r in conn.execute(SESSIONS)]  # type: ignore[misc]
 
@@ -205,6 +229,32 @@ def test_state_follows_every_kind_of_write(conn: Connection) -> None:
 
     conn.execute(text("TRUNCATE vspc.job_run_facts"))
     assert conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one() == 0
+
+
+def test_one_statement_adds_folds_and_recomputes(conn: Connection) -> None:
+    """A statement mixing jobs without a row (added), sessions after a job's latest (folded,
+    several per job) and sessions before it (recomputed), round after round."""
+    rng = random.Random(9)
+    jobs = [job(n) for n in range(1, 41)]
+    history = {uid: random_sessions(rng, uid, at(0), 12) for uid in jobs}
+    written: dict[uuid.UUID, int] = {}
+    for round_no in range(4):
+        batch: list[Session] = []
+        for uid in jobs[: 10 * (round_no + 1)]:  # ten jobs more each round: new ones
+            n = written.get(uid, 0)
+            batch += history[uid][n : n + 3]
+            written[uid] = n + 3
+        for uid in rng.sample(jobs[: 10 * round_no], k=min(3, 10 * round_no)):
+            first = min(s[1] for s in history[uid][: written[uid]])
+            batch.append((uid, first - timedelta(hours=rng.randint(1, 9)), None, "Failed"))
+        rng.shuffle(batch)
+        write_in_one_statement(conn, batch)
+        assert_state_is_exact(conn)
+    assert conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one() == 40
+    late = conn.execute(
+        text("SELECT count(*) FROM vspc.job_run_facts WHERE status = 'Failed' AND ended_at IS NULL")
+    ).scalar_one()
+    assert late >= 9  # the late sessions are there (and some random ones without an end)
 
 
 def test_the_recompute_function_repairs_a_damaged_state(conn: Connection) -> None:
