@@ -121,6 +121,8 @@ class _Extract:
     records: int = 0
     complete: bool = False
     problem: str | None = None
+    distinct: int | None = None
+    """Distinct jobs the stage holds, once the extract is complete (the last pass's count)."""
     reports: list[PassReport] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -261,6 +263,7 @@ def _execute(
             stage.end_copy,
             stage.busy,
         )
+        stage.before_batch = names.stage_waiting
         conn.commit()
         # A first sync merges its new jobs while later pages are read (one transaction then).
         stage.merge_early(
@@ -285,6 +288,7 @@ def _execute(
                 max_delete_ratio=settings.vspc_max_delete_ratio,
                 reread=stage.pass_no > 1,
                 early=early,
+                seen=extract.distinct,
             )
             summary = names.finish()  # the pages still on their way, if any
             with _timed(extract.timings, "reporting"):  # inside "merge": same transaction
@@ -422,6 +426,16 @@ class _NamesReader:
         with _timed(self.timings, "names"):
             self.fetch.drain_ready(self._add, at_least=self.fetch.queue_pages)
 
+    def stage_waiting(self) -> None:
+        """Stage every name page waiting, however few: the job stage calls this while its
+        connection is free just before an early merge batch starts. A first sync starts a
+        batch as soon as the last one ends, so :meth:`stage_ready` always finds one running:
+        without this the names thread stalled on its full queue from the first batch on, and
+        its pages were read and staged after the job pages (~1 s at 100,000 jobs)."""
+        if self.fetch is not None:
+            with _timed(self.timings, "names"):
+                self.fetch.drain_ready(self._add)
+
     def finish(self) -> Names:
         """Stage the pages still to come, waiting for them; the summary of both collections."""
         self.start()
@@ -489,9 +503,10 @@ def _extract(
             problems.append(f"read {distinct} distinct jobs but the console reports {total}")
         if report.consistent and not problems:
             if attempt > 1:
-                stage.keep_only_last_pass()
+                stage.keep_only_last_pass()  # the stage then holds this pass alone
             extract.complete = True
             extract.problem = None
+            extract.distinct = distinct
             return
         extract.problem = "; ".join(problems) or "the pass did not finish"
         log.warning(

@@ -19,6 +19,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 import etl.load.merge
+import etl.load.stage
+from etl.load.names import NameStage
 from etl.load.stage import Stage
 from etl.pipeline import RunResult, run_once
 from etl.simulator import Simulator, SimulatorServer
@@ -394,3 +396,40 @@ def test_nothing_a_batch_writes_is_visible_before_the_run_commits(
     assert len(seen_inside) >= 2 and seen_inside[-1] == JOBS  # the run saw its own writes
     assert set(seen_outside) == {(0, 0)}  # nobody else did, until the commit
     assert stored(fresh_db, "backup_agent_jobs") == (JOBS,)
+
+
+def test_name_pages_are_staged_between_batches(
+    fresh_db: Engine,
+    database_url: URL,
+    every_page: None,
+    slow_batches: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first sync starts a batch as soon as the last one ends, so between two job pages a
+    batch always has the connection; the name pages waiting are staged in the moment between
+    two batches, not all after the job pages (the names thread would stall on its full queue
+    from the first batch on)."""
+    events: list[str] = []
+    add_jobs, add_names = Stage.add, NameStage.add
+
+    def jobs(self: Stage, rows: Any, *args: Any) -> None:
+        add_jobs(self, rows, *args)
+        if rows:  # not the empty page that ends the pass
+            events.append("jobs")
+
+    def names(self: NameStage, kind: str, rows: Any) -> None:
+        add_names(self, kind, rows)
+        events.append(kind)
+
+    monkeypatch.setattr(Stage, "add", jobs)
+    monkeypatch.setattr(NameStage, "add", names)
+    monkeypatch.setattr(etl.load.stage, "HOLD_ROWS", PAGE)  # each page waits for the batch
+    sim = console()
+    with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
+        result = sync(database_url, server, fresh_db, "one")
+    assert (result.status, result.inserted) == ("success", JOBS)
+    last_job_page = max(i for i, e in enumerate(events) if e == "jobs")
+    staged_before = [e for e in events[:last_job_page] if e != "jobs"]
+    assert events.count("jobs") == JOBS // PAGE
+    assert staged_before, f"every name page was staged after the job pages: {events}"
+    assert stored(fresh_db, "backup_agents") == (len(sim.agents()),)

@@ -115,6 +115,10 @@ class Stage:
         self._held: list[tuple[Any, ...]] = []
         self.job_rows = 0
         """Job rows staged in full by this run (every pass), for :meth:`early_outcome`."""
+        self.before_batch: Callable[[], None] | None = None
+        """Called with the connection free (no COPY open) just before an early merge batch
+        starts: the one moment between pages when no batch has it (the pipeline stages the
+        name pages waiting then)."""
 
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
@@ -272,6 +276,8 @@ class Stage:
                 pause("copy")  # chaos tests only (etl/testhook.py)
                 if self._early is not None and self._early.due(self.job_rows):
                     self.end_copy()
+                    if self.before_batch is not None:
+                        self.before_batch()
                     self._early.start(self._seq, self.job_rows)
         rejects = list(rejects)
         if rejects:
