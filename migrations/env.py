@@ -50,7 +50,10 @@ def _migrate(connection: Connection) -> None:
             include_schemas=True,
             include_name=_include_name,
             compare_type=True,
-            transaction_per_migration=True,
+            # One transaction for the whole run: a migrate that fails (a lock it waited for
+            # past lock_timeout, say) leaves the schema at the revision it found, never at
+            # one between that and the target.
+            transaction_per_migration=False,
         )
         with context.begin_transaction():
             context.run_migrations()
