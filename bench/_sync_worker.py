@@ -11,7 +11,7 @@ import resource
 import sys
 import time
 
-from etl.alloc import tune_allocator
+from etl.alloc import tune_allocator, tune_gc
 from etl.config import load_settings
 from etl.db import make_engine
 from etl.pipeline import run_once
@@ -21,6 +21,7 @@ def main() -> int:
     tune_allocator()  # what `vspc-etl` does at start
     settings = load_settings(dotenv=False)
     engine = make_engine(settings)
+    tune_gc()  # what `vspc-etl sync` does before the run
     started = time.perf_counter()
     result = run_once(settings, engine=engine)
     wall = time.perf_counter() - started

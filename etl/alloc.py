@@ -1,4 +1,6 @@
-"""Keep glibc's allocator from holding on to freed page buffers, so RSS stays flat.
+"""Process-wide memory settings: glibc's thresholds (at start) and the garbage collector's.
+
+Keep glibc's allocator from holding on to freed page buffers, so RSS stays flat.
 
 Each page is a ~500 kB response body plus its decoded records and JSON texts; glibc's
 default thresholds grow with such allocations and keep freed memory in the heap, so peak RSS
@@ -11,6 +13,7 @@ set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their choice wins).
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -36,3 +39,19 @@ def tune_allocator() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def tune_gc() -> None:
+    """Once a command has built what lives as long as the process (the modules it imported,
+    its settings, its engine): collect, then move every object left out of the collector's
+    reach (``gc.freeze``).
+
+    A sync allocates millions of short-lived containers; the collector's full collections
+    (nine in a 100,000-job first sync) each walked every object the imports made: ~0.5 s of
+    the ETL's CPU, ~1 s with the younger generations. Frozen, the full collections take
+    ~0.12 s. Cyclic garbage made later is still collected; the objects frozen here are the
+    ones that stay anyway. (Raising the thresholds as well saved ~0.3 s more but kept up to
+    ~6 MB more at a million jobs, against the 1.2 x RSS ceiling.)
+    """
+    gc.collect()
+    gc.freeze()

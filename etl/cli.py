@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from etl import __version__
-from etl.alloc import tune_allocator
+from etl.alloc import tune_allocator, tune_gc
 from etl.config import Settings, load_settings
 from etl.errors import ConfigError, VspcEtlError
 from etl.logs import setup_logging
@@ -111,6 +111,7 @@ def sync(
     settings = settings_from(ctx, vspc_page_size=page_size, vspc_source=source, vspc_url=vspc_url)
     settings.validate_source()
     engine = make_engine(settings)
+    tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
     try:
         with progress_bar(show) as callback:
@@ -156,6 +157,7 @@ def run(
     )
     build_schedule(settings)  # a schedule error is the one line printed, before any warning
     settings.validate_source()
+    tune_gc()
     run_daemon(settings)
 
 

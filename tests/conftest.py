@@ -7,6 +7,7 @@ database, migrates it to head once, and drops it at the end.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import uuid
@@ -38,6 +39,14 @@ def _reachable(url: URL) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_found() -> Iterator[None]:
+    """A command run in-process (``vspc-etl sync`` through CliRunner) freezes the objects
+    alive then (``etl.alloc.tune_gc``) for the whole process: undone after each test."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
