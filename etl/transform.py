@@ -628,7 +628,7 @@ def fingerprint(record: object) -> Fingerprint | None:
         text = orjson.dumps(record)
     except TypeError:  # lone surrogates, non-string keys, integers beyond 64 bits
         return None
-    return fingerprint_text(uid, text)
+    return _hashed(uid, text)
 
 
 def fingerprint_text(uid: object, text: bytes) -> Fingerprint | None:
@@ -641,6 +641,10 @@ def fingerprint_text(uid: object, text: bytes) -> Fingerprint | None:
     """
     if not _canonical(uid):
         return None
+    return _hashed(uid, text)
+
+
+def _hashed(uid: str, text: bytes) -> Fingerprint:
     digest = hashlib.blake2b(text, digest_size=16, key=_FINGERPRINT_KEY).digest()
     return Fingerprint(uid, digest, text)
 
