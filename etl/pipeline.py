@@ -575,8 +575,6 @@ def _transform_page(
     fps: list[bytes | None] = []
     rejects: list[StagedReject] = []
     for i, (record, print_) in enumerate(zip(items, prints, strict=True)):
-        dumped = None if print_ is None else print_.text
-        decoded_by_orjson = by_orjson
         if typed is not None:
             values = typed[i]
             if values is not None:
@@ -592,6 +590,9 @@ def _transform_page(
             # The general path on the decoded text; its fingerprint (of the text) still holds.
             record, decoded_by_orjson = decode_value(record)
             dumped = None
+        else:
+            dumped = None if print_ is None else print_.text
+            decoded_by_orjson = by_orjson
         try:
             # The text the fingerprint hashed is the record written out: it is reused as raw.
             row, raw = transform_with_raw(record, dumped, by_orjson=decoded_by_orjson)
