@@ -47,6 +47,13 @@ from etl.simulator.server import SimulatorServer
     help="Seconds an access token lives.",
 )
 @click.option(
+    "--token-uses",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests an access token answers before its session ends with a 401, as when "
+    "another application logs in with the same account (default: unlimited).",
+)
+@click.option(
     "--max-page-size",
     default=500,
     show_default=True,
@@ -89,6 +96,7 @@ def simulate(
     username: str,
     password: str,
     token_ttl: float,
+    token_uses: int | None,
     max_page_size: int,
     fault_rate: float,
     advance_every: float | None,
@@ -105,6 +113,7 @@ def simulate(
         api_keys=(api_key,),
         users={username: password},
         token_ttl=token_ttl,
+        token_uses=token_uses,
         max_page_size=max_page_size,
         latency=latency,
     )
