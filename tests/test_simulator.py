@@ -800,6 +800,31 @@ def test_simulate_command_serves_until_sigterm() -> None:
             process.wait()
 
 
+def test_simulate_command_ends_sessions_as_asked() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
+         "--token-uses", "1", "--one-session-per-user"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
+        assert url
+        with http(base_url=url.group(1)) as api:
+            first = password_grant(api).json()["access_token"]
+            second = password_grant(api).json()["access_token"]
+            assert api.get(JOBS, headers={"Authorization": f"Bearer {first}"}).status_code == 401
+            bearer = {"Authorization": f"Bearer {second}"}
+            assert [api.get(JOBS, headers=bearer).status_code for _ in range(2)] == [200, 401]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_simulate_command_reports_a_taken_port() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -822,6 +847,8 @@ def test_simulate_command_help_names_every_option() -> None:
         "--username",
         "--password",
         "--token-ttl",
+        "--token-uses",
+        "--one-session-per-user",
         "--fault-rate",
         "--advance-every",
         "--advance-hours",

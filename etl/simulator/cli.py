@@ -54,6 +54,11 @@ from etl.simulator.server import SimulatorServer
     "another application logs in with the same account (default: unlimited).",
 )
 @click.option(
+    "--one-session-per-user",
+    is_flag=True,
+    help="End a user's sessions whenever that user logs in or refreshes again.",
+)
+@click.option(
     "--max-page-size",
     default=500,
     show_default=True,
@@ -97,6 +102,7 @@ def simulate(
     password: str,
     token_ttl: float,
     token_uses: int | None,
+    one_session_per_user: bool,
     max_page_size: int,
     fault_rate: float,
     advance_every: float | None,
@@ -114,6 +120,7 @@ def simulate(
         users={username: password},
         token_ttl=token_ttl,
         token_uses=token_uses,
+        one_session_per_user=one_session_per_user,
         max_page_size=max_page_size,
         latency=latency,
     )
