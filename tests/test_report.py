@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -490,3 +491,16 @@ def test_chart_to_a_path_that_cannot_be_written(runner: CliRunner, tmp_path: Pat
     for target, message in cases.items():
         result = runner.invoke(main, ["report", "--chart", target], env=env)
         assert (result.exit_code, result.stderr) == (2, message)
+
+
+def test_chart_without_matplotlib_says_what_to_install(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    result = runner.invoke(main, ["report", "--chart", "sla.png"], env=env)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --chart needs matplotlib: pip install 'vspc-etl[chart]' (the HTML report does "
+        "not)\n",
+    )

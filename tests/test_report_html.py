@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -291,8 +292,9 @@ def test_a_running_month_is_read_up_to_now(month: dict[str, str], fresh_db: Engi
 
 
 def test_cli_writes_the_report_of_one_organization(
-    runner: CliRunner, month: dict[str, str], tmp_path: Path
+    runner: CliRunner, month: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the page needs no matplotlib
     out = tmp_path / "reports" / "acme.html"
     args = ["report", "--format", "html", "--organization", "acme corp", "--month", "2026-10"]
     result = runner.invoke(main, [*args, "--out", str(out)], env=month)

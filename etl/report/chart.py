@@ -33,9 +33,16 @@ def chart_format(path: Path) -> str:
 
 
 def check_chart_path(path: Path) -> None:
-    """ConfigError if ``path`` has the wrong suffix or cannot be written (before any query)."""
+    """ConfigError if ``path`` has the wrong suffix or cannot be written, or matplotlib is
+    missing (before any query)."""
     chart_format(path)
     check_writable(path, "--chart")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "--chart needs matplotlib: pip install 'vspc-etl[chart]' (the HTML report does not)"
+        ) from exc
 
 
 def write_chart(trend: Trend, path: Path, *, title: str) -> None:
