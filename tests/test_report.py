@@ -20,7 +20,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from etl.report import Window, trend
+from etl.report import Window, sla_report, trend
 from tests.conftest import create_database, drop_database
 from tests.history import (
     AGENT,
@@ -504,3 +504,13 @@ def test_chart_without_matplotlib_says_what_to_install(
         "error: --chart needs matplotlib: pip install 'vspc-etl[chart]' (the HTML report does "
         "not)\n",
     )
+
+
+def test_sla_report_of_the_last_days_is_that_window(
+    history: dict[str, str], fresh_db: Engine
+) -> None:
+    with fresh_db.connect() as conn:
+        by_days = sla_report(conn, by="day", days=21)
+        by_window = sla_report(conn, by="day", window=Window(day(0), day(20)))
+    assert by_days == by_window
+    assert [r[0] for r in by_days.rows] == [day(n) for n in range(21)]

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl.db import short
 from etl.errors import LoadError
-from etl.report.filters import NO_FILTERS, Filters, Window
+from etl.report.filters import NO_FILTERS, Filters, Window, last_days, report_today
 
 BY = ("organization", "day", "job")
 
@@ -116,9 +116,19 @@ class Report:
 
 
 def sla_report(
-    conn: Connection, *, by: str, window: Window, filters: Filters = NO_FILTERS
+    conn: Connection,
+    *,
+    by: str,
+    window: Window | None = None,
+    days: int | None = None,
+    filters: Filters = NO_FILTERS,
 ) -> Report:
-    """SLA over ``window``, one row per organization, day or job."""
+    """SLA over ``window`` (or the last ``days`` days, today included), one row per
+    organization, day or job."""
+    if window is None:
+        if days is None:
+            raise ValueError("give a window or a number of days")
+        window = last_days(_read_today(conn), days)
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}")
     params: dict[str, Any] = {"first": window.first, "last": window.last}
@@ -227,6 +237,11 @@ def trend(
         series("all organizations", overall),
         [series(names[org], totals[org]) for org in chosen],
     )
+
+
+def _read_today(conn: Connection) -> date:
+    with reading():
+        return report_today(conn)[0]
 
 
 def _ratio(part: int, whole: int) -> float | None:
