@@ -330,7 +330,7 @@ def _text_report(
 ) -> None:
     from etl.db import make_engine
     from etl.report import Filters, last_days, newest_session, render, sla_report, trend
-    from etl.report.filters import report_today, resolve_organization
+    from etl.report.filters import report_today, resolve_organization, scope
     from etl.report.queries import reading
 
     engine = make_engine(settings)
@@ -351,11 +351,15 @@ def _text_report(
         engine.dispose()
     click.echo(render(result, fmt), nl=False)
     if result.runs == 0:
-        click.echo(_empty_window(window, zone, filters.describe(), newest, today), err=True)
+        click.echo(
+            _empty_window(window, zone, scope(source, organization), newest, today), err=True
+        )
     if chart is not None and history is not None:
         from etl.report import write_chart
 
-        write_chart(history, chart, title=f"vspc SLA{filters.describe()}, {window} ({zone})")
+        write_chart(
+            history, chart, title=f"vspc SLA{scope(source, organization)}, {window} ({zone})"
+        )
         click.echo(f"chart written to {chart}", err=True)
 
 
@@ -375,7 +379,7 @@ def _html_report(
     from etl.db import make_engine
     from etl.report import Filters, month_window, monthly_reports, render_html, write_reports
     from etl.report.files import write_text
-    from etl.report.filters import current_month, resolve_organization
+    from etl.report.filters import current_month, resolve_organization, scope
     from etl.report.queries import reading
 
     window = month_window(month or current_month())
@@ -394,7 +398,7 @@ def _html_report(
     label = f"{window.first:%Y-%m}"
     if not reports:
         raise ConfigError(
-            f"nothing to report for {label}{filters.describe()}: no protected job and no "
+            f"nothing to report for {label}{scope(source, organization)}: no protected job and no "
             "session in that month (UTC); choose another --month"
         )
     if organization is not None:

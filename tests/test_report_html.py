@@ -381,7 +381,7 @@ def test_all_organizations_write_one_file_each(
         ),
         (
             ["--organization", "Acme Corp", "--month", "2026-01", "--out", "x.html"],
-            "nothing to report for 2026-01 for the organization asked for: no protected job "
+            "nothing to report for 2026-01 for organization 'Acme Corp': no protected job "
             "and no session in that month (UTC); choose another --month",
         ),
         (

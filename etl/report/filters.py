@@ -53,17 +53,18 @@ class Filters:
             params[name] = list(value) if isinstance(value, tuple) else value
         return "".join(f" AND {c}" for c in clauses), params
 
-    def describe(self) -> str:
-        """The filters in words, for a message: `` for source 'x'`` or empty."""
-        parts = []
-        if self.source is not None:
-            parts.append(f"source {self.source!r}")
-        if self.organizations is not None:
-            parts.append("the organization asked for")
-        return f" for {' and '.join(parts)}" if parts else ""
-
 
 NO_FILTERS = Filters()
+
+
+def scope(source: str | None, organization: str | None) -> str:
+    """The filters in the user's words, for a message: `` for organization 'x'`` or empty."""
+    parts = []
+    if organization is not None:
+        parts.append(f"organization {organization!r}")
+    if source is not None:
+        parts.append(f"source {source!r}")
+    return f" for {' of '.join(parts)}" if parts else ""
 
 
 @dataclass(frozen=True)
