@@ -246,18 +246,25 @@ def demo(ctx: click.Context, days: int, jobs: int, seed: int) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a trend chart (RPO compliance, success rate per day) to FILE.png/.svg.",
 )
-@click.option("--source", help="Only this console's jobs (a VSPC_SOURCE name).")
-@click.option("--organization", help="Only this organization: its name, uid or a uid's start.")
+@click.option("--source", metavar="NAME", help="Only this console's jobs (a VSPC_SOURCE name).")
+@click.option(
+    "--organization",
+    metavar="NAME|UID",
+    help="Only this organization: its name, uid or a uid's start.",
+)
 @click.option(
     "--all-organizations",
     is_flag=True,
     help="With --format html: one report per organization, written into the --out directory.",
 )
 @click.option(
-    "--month", help="With --format html: the calendar month in UTC, YYYY-MM (default: this one)."
+    "--month",
+    metavar="YYYY-MM",
+    help="With --format html: the calendar month in UTC, YYYY-MM (default: this one).",
 )
 @click.option(
     "--out",
+    metavar="FILE|DIR",
     type=click.Path(path_type=Path),
     help="With --format html: the file to write (a directory with --all-organizations).",
 )
