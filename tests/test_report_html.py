@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -243,8 +244,13 @@ def test_month_figures_are_the_hand_count(month: dict[str, str], fresh_db: Engin
         (PC2, None, 1, 12),
         (PC1, "PC-ACCOUNTING", 1, 2),
     ]
-    # the days each job missed add up to what sla_daily says was missed
+    # the days each job missed add up, day by day, to what sla_daily says was missed
     assert sum(len(j.days) for j in acme.missed_jobs) == 76 - 62
+    assert Counter(d for j in acme.missed_jobs for d in j.days) == {
+        d.day: d.jobs_protected - d.jobs_meeting_rpo
+        for d in acme.days
+        if d.jobs_protected > d.jobs_meeting_rpo
+    }
 
     assert (globex.protected_job_days, globex.met_job_days, globex.runs, globex.good_runs) == (
         31,

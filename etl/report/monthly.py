@@ -46,13 +46,12 @@ GROUP BY s.organization_uid
 """
 
 # Each day judged at its end, as sla_daily's jobs_meeting_rpo is: the protected jobs that
-# did not meet their RPO then.
+# did not meet their RPO then. Only the days on which sla_daily counts a miss are asked.
 _MISSED = """
-SELECT g.day::date AS day, s.organization_uid, s.instance_uid, s.job_name,
+SELECT g.day, s.organization_uid, s.instance_uid, s.job_name,
   s.backup_agent_uid, s.computer_name, s.last_success_at, s.rpo_hours
-FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') g (day)
-CROSS JOIN LATERAL vspc.job_sla_at(
-  least((g.day::date + 1)::timestamp AT TIME ZONE 'UTC', now())) s
+FROM unnest(CAST(:days AS date[])) g (day)
+CROSS JOIN LATERAL vspc.job_sla_at(least((g.day + 1)::timestamp AT TIME ZONE 'UTC', now())) s
 WHERE s.is_enabled AND NOT s.rpo_met{where}
 ORDER BY g.day
 """
@@ -245,9 +244,16 @@ def monthly_reports(
                 reports[r.organization_uid].computers_protected = r.computers
 
         missed: dict[UUID, MissedJob] = {}
+        missed_days = sorted(
+            {
+                d.day
+                for m in reports.values()
+                for d in m.days
+                if d.jobs_meeting_rpo < d.jobs_protected
+            }
+        )
         for r in conn.execute(
-            text(_MISSED.format(where=jobs_where)),
-            job_params | {"first": window.first, "last": last},
+            text(_MISSED.format(where=jobs_where)), job_params | {"days": missed_days}
         ):
             if r.organization_uid not in reports:
                 continue
