@@ -10,7 +10,6 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -287,7 +286,7 @@ def report(
     With --format html, write the customer-facing SLA report of a calendar month instead.
     """
     if fmt == "html":
-        _check_html_options(ctx, chart, organization, all_organizations, out)
+        _check_html_options(ctx, chart, organization, all_organizations, month, out)
     elif all_organizations or month is not None or out is not None:
         raise ConfigError("--all-organizations, --month and --out go with --format html")
     if chart is not None:
@@ -307,8 +306,10 @@ def _check_html_options(
     chart: Path | None,
     organization: str | None,
     all_organizations: bool,
+    month: str | None,
     out: Path | None,
 ) -> None:
+    from etl.report import month_window
     from etl.report.files import check_writable
 
     for name in ("days", "by"):
@@ -323,6 +324,8 @@ def _check_html_options(
     if out is None:
         what = "DIR" if all_organizations else "FILE.html"
         raise ConfigError(f"--format html needs --out {what}")
+    if month is not None:
+        month_window(month)  # a malformed month fails before any work
     check_writable(out, "--out", directory=all_organizations)
 
 
@@ -337,18 +340,14 @@ def _text_report(
 ) -> None:
     from etl.db import make_engine
     from etl.report import Filters, last_days, newest_session, render, sla_report, trend
-    from etl.report.filters import report_today, resolve_organization, scope
+    from etl.report.filters import report_today, scope
+    from etl.report.output import empty_window
     from etl.report.queries import reading
 
     engine = make_engine(settings)
     try:
         with engine.connect() as conn, reading():
-            uids = (
-                None
-                if organization is None
-                else (resolve_organization(conn, organization, source=source),)
-            )
-            filters = Filters(source=source, organizations=uids)
+            filters = Filters.given(conn, source=source, organization=organization)
             today, zone = report_today(conn)
             window = last_days(today, days)
             result = sla_report(conn, by=by, window=window, filters=filters)
@@ -358,9 +357,8 @@ def _text_report(
         engine.dispose()
     click.echo(render(result, fmt), nl=False)
     if result.runs == 0:
-        click.echo(
-            _empty_window(window, zone, scope(source, organization), newest, today), err=True
-        )
+        note = empty_window(window, zone, scope(source, organization), newest, today)
+        click.echo(note, err=True)
     if chart is not None and history is not None:
         from etl.report import write_chart
 
@@ -370,35 +368,20 @@ def _text_report(
         click.echo(f"chart written to {chart}", err=True)
 
 
-def _empty_window(window: Any, zone: str, scope: str, newest: Any, today: Any) -> str:
-    said = f"no session started in {window} ({zone}){scope}"
-    if newest is None:
-        return f"{said}, and none is recorded: run `vspc-etl sync` (or `vspc-etl demo`) first"
-    since = (today - newest.day).days + 1
-    when = newest.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    hint = f": try --days {since}" if newest.day < window.first and since <= 3660 else ""
-    return f"{said}; the newest one started {when}{hint}"
-
-
 def _html_report(
     settings: Settings, source: str | None, organization: str | None, month: str | None, out: Path
 ) -> None:
     from etl.db import make_engine
     from etl.report import Filters, month_window, monthly_reports, render_html, write_reports
     from etl.report.files import write_text
-    from etl.report.filters import current_month, resolve_organization, scope
+    from etl.report.filters import current_month, scope
     from etl.report.queries import reading
 
     window = month_window(month or current_month())
     engine = make_engine(settings)
     try:
         with engine.connect() as conn, reading():
-            uids = (
-                None
-                if organization is None
-                else (resolve_organization(conn, organization, source=source),)
-            )
-            filters = Filters(source=source, organizations=uids)
+            filters = Filters.given(conn, source=source, organization=organization)
             reports = monthly_reports(conn, window, filters)
     finally:
         engine.dispose()

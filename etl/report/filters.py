@@ -53,6 +53,17 @@ class Filters:
             params[name] = list(value) if isinstance(value, tuple) else value
         return "".join(f" AND {c}" for c in clauses), params
 
+    @classmethod
+    def given(
+        cls, conn: Connection, *, source: str | None = None, organization: str | None = None
+    ) -> Filters:
+        """The filters of the command line: ``organization`` resolved to its uid."""
+        if organization is None:
+            return cls(source=source)
+        return cls(
+            source=source, organizations=(resolve_organization(conn, organization, source=source),)
+        )
+
 
 NO_FILTERS = Filters()
 

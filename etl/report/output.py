@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from etl.report.queries import Report
+from etl.report.filters import Window
+from etl.report.queries import Report, Session
 
 FORMATS = ("table", "csv", "json")
 WIDTH = 120
@@ -193,3 +194,14 @@ def _table(report: Report, width: int) -> str:
     rule = _GAP.join("-" * w for w in widths)
     headings = [column.heading for column in layout]
     return "\n".join([line(headings), rule, *(line(row) for row in cells)]) + "\n"
+
+
+def empty_window(window: Window, zone: str, scope: str, newest: Session | None, today: date) -> str:
+    """What to say when no session started in ``window``: the newest one there is, if any."""
+    said = f"no session started in {window} ({zone}){scope}"
+    if newest is None:
+        return f"{said}, and none is recorded: run `vspc-etl sync` (or `vspc-etl demo`) first"
+    when = newest.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    reach = (today - newest.day).days + 1
+    hint = f": try --days {reach}" if newest.day < window.first and reach <= 3660 else ""
+    return f"{said}; the newest one started {when}{hint}"
