@@ -449,6 +449,7 @@ def acme_page(acme: MonthlyReport, tmp_path: Path) -> Path:
 def test_report_in_a_real_browser(acme_page: Path, tmp_path: Path) -> None:
     from PIL import Image
 
+    assert_self_contained(acme_page.read_text(encoding="utf-8"))
     shot = tmp_path / "acme.png"
     browse(acme_page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,1600")
     with Image.open(shot) as image:
