@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL
 from etl.cli import main
 from etl.load.reporting import rebuild
 from etl.report import month_window, monthly_reports, render_html
+from etl.report.html import file_name
 from etl.report.monthly import MonthlyReport
 from tests.test_report import current_jobs
 
@@ -483,3 +484,42 @@ def test_report_in_a_real_browser(acme_page: Path, tmp_path: Path) -> None:
     assert content.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page(?!s)", content))
     assert 1 <= pages <= 4, pages
+
+
+def test_options_are_checked_before_any_query(runner: CliRunner, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}  # nothing listens
+    base = ["report", "--format", "html", "--organization", "x", "--out", "x.html"]
+    result = runner.invoke(main, [*base, "--month", "11/2026"], env=env)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --month '11/2026': give a month as YYYY-MM, e.g. 2026-11\n",
+    )
+    (tmp_path / "taken").write_text("x")
+    result = runner.invoke(
+        main, ["report", "--format", "html", "--all-organizations", "--out", "taken"], env=env
+    )
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --out 'taken' is a file: give a directory\n",
+    )
+
+
+def test_file_names_are_ascii_and_distinct() -> None:
+    window = month_window("2026-11")
+
+    def named(name: str | None, uid: str) -> MonthlyReport:
+        return MonthlyReport(uuid.UUID(uid), name, window, t(32), [])
+
+    taken: set[str] = set()
+    names = [
+        file_name(named("Büro Müller GmbH", "b0000000-0000-4000-8000-000000000001"), taken),
+        file_name(named("Büro Müller GmbH", "c0000000-0000-4000-8000-000000000002"), taken),
+        file_name(named(None, "d0000000-0000-4000-8000-000000000003"), taken),
+        file_name(named("東京", "e0000000-0000-4000-8000-000000000004"), taken),
+    ]
+    assert names == [
+        "sla-2026-11-buro-muller-gmbh.html",
+        "sla-2026-11-buro-muller-gmbh-c0000000.html",
+        "sla-2026-11-d0000000.html",
+        "sla-2026-11-e0000000.html",
+    ]
