@@ -2,11 +2,13 @@
 
 Two panels over the period, RPO compliance on top and success rate below, each with every
 organization together (thick) and the worst organizations by RPO compliance (thin). Drawn by
-matplotlib's Agg backend: no display needed, and the same code writes both formats.
+matplotlib's Agg backend: no display needed, and the same code writes both formats. matplotlib
+is the extra ``[chart]`` (``pip install 'vspc-etl[chart]'``): nothing else needs it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,10 +23,15 @@ CHART_FORMATS = {".png": "png", ".svg": "svg"}
 
 
 def chart_format(path: Path) -> str:
-    """``png`` or ``svg`` from the file name; ConfigError for anything else."""
+    """``png`` or ``svg`` from the file name; ConfigError for anything else, or when
+    matplotlib (the extra ``[chart]``) is not installed, before any work is done."""
     fmt = CHART_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ConfigError(f"--chart {str(path)!r}: the file name must end in .png or .svg")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "--chart needs matplotlib, which is not installed: pip install 'vspc-etl[chart]'"
+        )
     return fmt
 
 
