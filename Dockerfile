@@ -11,10 +11,13 @@ WORKDIR /src
 RUN python -m venv /opt/vspc-etl
 # Dependencies first, in a layer of their own that survives code changes: exactly the
 # versions and files of requirements.lock, every one checked against its hash, wheels only
-# (no compiler here). The lock is pip-compile's resolution of pyproject.toml for CPython 3.12
-# on Linux x86_64 (its header has the command; regenerate it when a dependency or
-# PYTHON_VERSION changes). It leaves out pgserver (the embedded PostgreSQL for laptops, with
-# its own server binaries: in a container DATABASE_URL is always set) and the extra [chart].
+# (no compiler here). The lock is pip-compile's resolution of pyproject.toml (its header has
+# the command: run it again when a dependency changes); every pin has a wheel for this image
+# (CPython 3.12, Linux x86_64), which `pip download --require-hashes --only-binary=:all:
+# --python-version 3.12 --platform manylinux2014_x86_64 -r requirements.lock -d DIR` checks
+# without Docker. It leaves out pgserver (the embedded PostgreSQL for laptops, with its own
+# server binaries: in a container DATABASE_URL is always set), what only pgserver needs, and
+# the extra [chart].
 COPY requirements.lock ./
 RUN /opt/vspc-etl/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
 COPY pyproject.toml README.md ./

@@ -21,7 +21,6 @@ import sqlparse
 
 Kind = Literal["function", "view", "trigger"]
 
-SCHEMA = "vspc"
 # Creation order: views and triggers name functions; PL/pgSQL bodies are not resolved until run.
 KINDS: tuple[tuple[Kind, str], ...] = (
     ("function", "functions"),
