@@ -9,6 +9,7 @@ back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -199,3 +200,17 @@ def test_a_file_is_read_as_its_create_and_its_comments(tmp_path: Path) -> None:
     )
     assert f.comments == ("COMMENT ON FUNCTION vspc.f() IS 'one; always'",)
     assert f.sql == f"{f.create};\n{f.comments[0]};\n"
+
+
+def test_no_revision_imports_the_live_definitions() -> None:
+    """A revision applies its own frozen copy: what it meant when written, not today's file."""
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    revisions = sorted(versions.glob("0*.py"))
+    assert len(revisions) >= 7
+    importing = [
+        path.name
+        for path in revisions
+        if re.search(r"^\s*(from etl(\.sql)? import|import etl)", path.read_text(), re.MULTILINE)
+        or "etl/sql" in path.read_text()
+    ]
+    assert importing == []
