@@ -501,8 +501,7 @@ def test_chart_without_matplotlib_says_what_to_install(
     result = runner.invoke(main, ["report", "--chart", "sla.png"], env=env)
     assert (result.exit_code, result.stderr) == (
         2,
-        "error: --chart needs matplotlib: pip install 'vspc-etl[chart]' (the HTML report does "
-        "not)\n",
+        "error: --chart needs matplotlib, which is not installed: pip install 'vspc-etl[chart]'\n",
     )
 
 

@@ -23,7 +23,7 @@ from etl.simulator.cli import simulate
 JOBS = "/api/v3/infrastructure/backupAgents/windows/jobs"
 API_KEY = {"Authorization": "Bearer sim-api-key"}
 RUNNING = {"running", "starting", "stopping"}
-# Enum values as vspc-api.md spells them (kept here, not imported: the test is the second source).
+# Enum values as docs/vspc-api.md spells them (kept here, not imported: a second source).
 SPEC_ENUMS = {
     "status": "None Success Warning Failed Running Starting Stopping Unknown",
     "operationMode": "Server Workstation UnLicensed Unknown",
