@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from etl.crontab import cron_trigger
 from etl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,7 @@ class Settings(BaseSettings):
     def _crontab(cls, value: object) -> object:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        from etl.schedule import cron_trigger  # checked now, so a typo fails at start
-
-        cron_trigger(str(value))
+        cron_trigger(str(value))  # checked now, so a typo fails at start
         return " ".join(str(value).split())
 
     @field_validator("log_format", mode="before")

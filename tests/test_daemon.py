@@ -33,9 +33,10 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.config import load_settings
+from etl.crontab import cron_trigger
 from etl.errors import ConfigError
 from etl.logs import JsonFormatter, RedactingFilter
-from etl.schedule import build_schedule, cron_trigger
+from etl.schedule import build_schedule
 from etl.simulator import Simulator, SimulatorServer
 from tests.conftest import TEST_API_KEY
 
