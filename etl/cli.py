@@ -81,13 +81,19 @@ def main(env_file: Path | None, log_level: str | None, verbose: bool) -> None:
 @handle_errors
 def migrate(ctx: click.Context, revision: str) -> None:
     """Create or upgrade the `vspc` schema (alembic upgrade REVISION, default head)."""
-    from etl.db import database_url, describe
-    from etl.db import migrate as run_migrations
+    from etl.db import database_url, describe, migrate_from_to, resolve_revision
 
     settings = settings_from(ctx)
+    resolve_revision(revision)  # an unknown revision fails before any connection
     url = database_url(settings)
-    head = run_migrations(url, revision)
-    click.echo(f"database {describe(url)} is at revision {head or 'base'}")
+    before, after = migrate_from_to(url, revision)
+    where = f"database {describe(url)}"
+    if before == after:
+        click.echo(f"{where}: nothing to migrate; it is at revision {after or 'base'}")
+    elif before is None:
+        click.echo(f"{where}: schema vspc created; it is at revision {after}")
+    else:
+        click.echo(f"{where}: migrated from revision {before}; it is at revision {after or 'base'}")
 
 
 @main.command()
@@ -105,7 +111,7 @@ def sync(
     progress: bool | None,
 ) -> None:
     """Run one sync now and print a one-line summary."""
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.pipeline import run_once
 
     settings = settings_from(ctx, vspc_page_size=page_size, vspc_source=source, vspc_url=vspc_url)
@@ -114,6 +120,7 @@ def sync(
     tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
     try:
+        check_schema(engine)
         with progress_bar(show) as callback:
             result = run_once(settings, engine=engine, progress=callback)
     finally:
@@ -248,7 +255,7 @@ def demo(ctx: click.Context, days: int, jobs: int, seed: int) -> None:
 @handle_errors
 def report(ctx: click.Context, days: int, by: str, fmt: str, chart: Path | None) -> None:
     """Print the SLA of the last --days days, read from the views of schema vspc."""
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.report import render, sla_report, trend, write_chart
     from etl.report.chart import chart_format
 
@@ -257,6 +264,7 @@ def report(ctx: click.Context, days: int, by: str, fmt: str, chart: Path | None)
         chart_format(chart)  # a wrong suffix fails before any work
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         with engine.connect() as conn:
             result = sla_report(conn, by=by, days=days)
             history = trend(conn, days=days) if chart is not None else None
@@ -274,12 +282,13 @@ def report(ctx: click.Context, days: int, by: str, fmt: str, chart: Path | None)
 @handle_errors
 def grant(ctx: click.Context, role: str) -> None:
     """Let ROLE read schema vspc: USAGE, SELECT on all tables and views, and future ones."""
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.report import grant_read_access
 
     settings = settings_from(ctx)
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         with engine.begin() as conn:
             grant_read_access(conn, role)
     finally:
@@ -298,12 +307,13 @@ def verify(ctx: click.Context, source: str | None) -> None:
     versions, deleted_at iff tombstone, changes only from successful runs, no orphaned run.
     Only reads: a reader role is enough.
     """
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.verify import check_invariants, warehouse_counts
 
     settings = settings_from(ctx)
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         violations = check_invariants(engine, source)
         counts = warehouse_counts(engine, source)
     finally:

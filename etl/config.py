@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 SECRET_VARIABLES = ("VSPC_API_KEY", "VSPC_PASSWORD", "DATABASE_URL")
 MAX_PAGE_SIZE = 10_000  # the console's MaxPageSize defaults to 500 but an admin may raise it
 
+_warned_plain_http: set[str] = set()
+
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
 _DURATION_UNITS = (86_400, 3_600, 60, 1)
 
@@ -186,7 +188,8 @@ class Settings(BaseSettings):
                 raise ConfigError("VSPC_PASSWORD is set but VSPC_USERNAME is not")
             if not has_password:
                 raise ConfigError("VSPC_USERNAME is set but VSPC_PASSWORD is not")
-        if parts.scheme == "http":
+        if parts.scheme == "http" and self.vspc_url not in _warned_plain_http:
+            _warned_plain_http.add(self.vspc_url)  # once per process, not at every run
             log.warning(
                 "VSPC_URL uses plain http: credentials and data travel unencrypted "
                 "(fine for the simulator or behind a TLS-terminating proxy)"

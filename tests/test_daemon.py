@@ -137,7 +137,8 @@ def test_http_port_in_use_exits_2(runner: CliRunner, database_url: URL) -> None:
         }
         result = runner.invoke(main, ["run"], env=env)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: HTTP_PORT {port} cannot be used on 127.0.0.1")
+    last = result.stderr.splitlines()[-1]  # after the plain-http warning of VSPC_URL
+    assert last.startswith(f"error: HTTP_PORT {port} cannot be used on 127.0.0.1")
 
 
 # ---------------------------------------------------------------- JSON logs
