@@ -7,8 +7,9 @@ was committed), 2 configuration or usage error.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from etl.logs import setup_logging
 from etl.simulator.cli import simulate
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("etl.config")  # the settings' warnings, said once logging is set up
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -45,6 +48,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The flag that sets each setting, so that an error about a value names what the user typed.
+FLAGS = {
+    "vspc_page_size": "--page-size",
+    "vspc_source": "--source",
+    "vspc_url": "--vspc-url",
+    "sync_interval": "--interval",
+    "sync_cron": "--cron",
+    "http_port": "--http-port",
+    "log_level": "--log-level",
+}
+
+
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     """Settings from env/.env plus this command's flags; logging configured with its secrets."""
     root = ctx.find_root().params
@@ -52,12 +67,44 @@ def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
         overrides.setdefault("log_level", "DEBUG")
     if root.get("log_level"):
         overrides["log_level"] = root["log_level"]
-    settings = load_settings(overrides, env_file=root.get("env_file"))
+    settings = load_settings(overrides, env_file=root.get("env_file"), flags=FLAGS)
     setup_logging(settings.log_level, settings.secrets(), settings.log_format)
+    for notice in settings.notices:
+        log.warning("%s", notice)
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Cli(click.Group):
+    """The command group, with click's own usage errors said in one line like ours."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # plain `vspc-etl`: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} --help`)"
+            click.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vspc-etl")
 @click.option(
     "--env-file",
@@ -162,10 +209,10 @@ def run(
         vspc_source=source,
         vspc_url=vspc_url,
     )
-    build_schedule(settings)  # a schedule error is the one line printed, before any warning
+    schedule = build_schedule(settings)  # a schedule error is the one line printed
     settings.validate_source()
     tune_gc()
-    run_daemon(settings)
+    run_daemon(settings, schedule)
 
 
 @contextmanager

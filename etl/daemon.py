@@ -38,21 +38,21 @@ from etl.errors import ConfigError, LoadError, RunCancelled, SchemaMismatch, Vsp
 from etl.health import HealthServer
 from etl.metrics import Metrics
 from etl.pipeline import CANCELLED, run_once
-from etl.schedule import build_schedule
+from etl.schedule import Schedule, build_schedule
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
-READY_FACTOR = 3  # /readyz wants a success younger than this many periods
+READY_FACTOR = 3  # /readyz wants a success younger than this many periods (and jitters)
 STUCK_SLACK_S = 60.0  # /healthz fails when the next run is this much overdue and none runs
 
 
 class Daemon:
     """The scheduler, the HTTP endpoints and the shutdown protocol around ``run_once``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, schedule: Schedule | None = None) -> None:
         self.settings = settings
-        self.schedule = build_schedule(settings)
+        self.schedule = schedule if schedule is not None else build_schedule(settings)
         self.metrics = Metrics(settings.source)
         self.scheduler = BackgroundScheduler(
             executors={"default": {"type": "threadpool", "max_workers": 1}},
@@ -116,7 +116,7 @@ class Daemon:
             "vspc-etl run: syncing %s %s (jitter up to %d s%s); health and metrics: %s",
             s.source,
             self.schedule.description,
-            s.sync_jitter,
+            self.schedule.jitter,
             ", first run now" if s.sync_run_at_start else "",
             where,
             extra={"source": s.source},
@@ -221,7 +221,7 @@ class Daemon:
             "run_in_progress": busy,
             "next_run_at": next_run.isoformat() if next_run else None,
         }
-        slack = STUCK_SLACK_S + self.settings.sync_jitter
+        slack = STUCK_SLACK_S + self.schedule.jitter
         if next_run is not None and not busy:
             overdue = (datetime.now(UTC) - next_run).total_seconds()
             if overdue > slack:
@@ -239,7 +239,8 @@ class Daemon:
             return ok, details
 
     def _check_ready(self) -> tuple[bool, dict[str, Any]]:
-        window = READY_FACTOR * self.schedule.period
+        # a run may start up to the jitter late, each of the READY_FACTOR periods
+        window = READY_FACTOR * (self.schedule.period + self.schedule.jitter)
         source = self.settings.source
         engine = self._engine
         if engine is None:
@@ -272,6 +273,7 @@ class Daemon:
                 "reason": (
                     f"the last successful sync of {source} finished {float(age):.0f} s ago, "
                     f"more than {READY_FACTOR} x the {self.schedule.period:g} s period"
+                    + (f" plus {self.schedule.jitter} s of jitter" if self.schedule.jitter else "")
                 ),
             }
         return True, details
@@ -364,9 +366,9 @@ class Daemon:
             log.error("could not record the abandoned run: %s", short(exc))
 
 
-def run_daemon(settings: Settings) -> None:
+def run_daemon(settings: Settings, schedule: Schedule | None = None) -> None:
     """Run until SIGTERM/SIGINT (a second one cancels the run in hand at once), then return."""
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, schedule)
     stop = threading.Event()
     received: list[str] = []
 

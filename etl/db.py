@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def embedded_url(data_dir: Path) -> URL:
     server = _embedded.get(pgdata)
     if server is None:
         try:
-            import pgserver
+            pgserver = _pgserver()
         except ImportError:  # pragma: no cover - pgserver is a declared dependency
             raise ConfigError(
                 "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
@@ -52,7 +53,7 @@ def embedded_url(data_dir: Path) -> URL:
         pgdata.mkdir(parents=True, exist_ok=True)
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s", pgdata)
         try:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions of its own
             raise LoadError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
         _embedded[pgdata] = server
@@ -60,6 +61,16 @@ def embedded_url(data_dir: Path) -> URL:
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return normalize_url(server.get_uri(EMBEDDED_DATABASE))
+
+
+def _pgserver() -> Any:
+    """The pgserver module, imported without the warning platformdirs gives at its import
+    wherever XDG_RUNTIME_DIR is unset (containers, cron): its fallback is what we want."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+
+    return pgserver
 
 
 def database_url(settings: Settings) -> URL:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -23,6 +27,7 @@ from etl.daemon import Daemon
 from etl.db import check_schema, head_revision, known_revisions, migrate
 from etl.errors import SchemaMismatch
 from etl.health import HealthServer
+from etl.simulator import SimulatorServer
 from tests.conftest import TEST_API_KEY, create_database, drop_database, make_settings
 
 MISSING = "schema vspc is missing: run `vspc-etl migrate`"
@@ -175,3 +180,158 @@ def test_migrate_says_what_it_did_and_nothing_else(runner: CliRunner, server_url
         f"database {where}: migrated from revision 0003; it is at revision 0007\n",
         f"database {where}: nothing to migrate; it is at revision 0007\n",
     ]
+
+
+# -- flags and settings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (
+            ["sync", "--page-size", "abc"],
+            "Invalid value for '--page-size': 'abc' is not a valid integer "
+            "(see `vspc-etl sync --help`)",
+        ),
+        (
+            ["sync", "--page-size", "0"],
+            "--page-size: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            ["sync", "--vspc-url", "vspc.example.com"],
+            "--vspc-url 'vspc.example.com' is not an http(s) URL with a host, "
+            "e.g. https://vspc.example.com:1280",
+        ),
+        (
+            ["run", "--interval", "soon"],
+            "--interval: Value error, must be a duration such as 900, 15m or 1h "
+            "(units d, h, m, s) (got 'soon')",
+        ),
+        (
+            ["run", "--cron", "0 0 30 2 *"],
+            "--cron: the expression fires at most once; give a recurring one",
+        ),
+        (
+            ["run", "--http-port", "70000"],
+            "Invalid value for '--http-port': 70000 is not in the range 0<=x<=65535 "
+            "(see `vspc-etl run --help`)",
+        ),
+        (
+            ["--log-level", "LOUD", "verify"],
+            "--log-level: Value error, must be one of DEBUG, "
+            "INFO, WARNING, ERROR, CRITICAL (got 'LOUD')",
+        ),
+        (["sycn"], "No such command 'sycn'. Did you mean 'sync'? (see `vspc-etl --help`)"),
+    ],
+)
+def test_a_flag_error_names_the_flag_in_one_sentence(
+    runner: CliRunner, database_url: URL, args: list[str], sentence: str
+) -> None:
+    result = runner.invoke(main, args, env=env_for(database_url), prog_name="vspc-etl")
+    assert_one_sentence(result, 2, sentence)
+
+
+def test_an_unknown_variable_gets_a_did_you_mean_and_the_command_goes_on(
+    runner: CliRunner, fresh_db: Engine, database_url: URL
+) -> None:
+    Path(".env").write_text("SYNC_INTERVALL=5m\n")
+    env = env_for(database_url, VSPC_PAGESIZE="10", LOG_FORMAT="text")
+    result = runner.invoke(main, ["verify"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "ok: 0 jobs, 0 versions, 0 runs; every invariant holds\n"
+    warnings = [line.split(" ", 1)[1] for line in result.stderr.splitlines()]
+    assert warnings == [
+        "WARNING etl.config: SYNC_INTERVALL in the env file '.env' is not a vspc-etl setting "
+        "and is ignored: did you mean SYNC_INTERVAL?",
+        "WARNING etl.config: VSPC_PAGESIZE in the environment is not a vspc-etl setting "
+        "and is ignored: did you mean VSPC_PAGE_SIZE?",
+    ]
+
+
+# -- the console cannot be reached as configured -------------------------------------------
+
+
+def test_https_to_the_simulators_plain_http_port_is_named_at_once(
+    runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
+) -> None:
+    port = sim_server.url.rsplit(":", 1)[1].rstrip("/")
+    env = env_for(database_url, VSPC_URL=f"https://127.0.0.1:{port}", VSPC_SOURCE="tls")
+    result = runner.invoke(main, ["sync", "--no-progress"], env=env)
+    sentence = (
+        f"The TLS handshake with 127.0.0.1:{port} failed (wrong version number): the server "
+        "there speaks plain HTTP, so VSPC_URL should start with http:// (or name the "
+        "console's HTTPS port)."
+    )
+    assert_failed_at_once(result, fresh_db, sentence)
+
+
+def test_an_unknown_host_is_named_at_once(
+    runner: CliRunner, fresh_db: Engine, database_url: URL
+) -> None:
+    # .invalid never resolves (RFC 6761): the resolver answers without any traffic leaving.
+    env = env_for(database_url, VSPC_URL="https://no-such-host.invalid", VSPC_SOURCE="dns")
+    result = runner.invoke(main, ["sync", "--no-progress"], env=env)
+    # The resolver's own words differ by platform ("Name or service not known" on glibc).
+    said = re.search(
+        r"\((The host 'no-such-host\.invalid' of VSPC_URL is unknown \([^)]+\): "
+        r"check the host name in VSPC_URL\.)\)$",
+        result.stdout.strip(),
+    )
+    assert said is not None, result.output
+    assert_failed_at_once(result, fresh_db, said.group(1))
+
+
+def assert_failed_at_once(result: Any, engine: Engine, sentence: str) -> None:
+    """A run recorded failed with ``sentence`` after one attempt and no wait (exit 1)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    summary = result.stdout.strip()
+    assert summary.startswith("run 1 failed in ")
+    assert summary.endswith(f"({sentence})")
+    assert float(summary.split(" in ", 1)[1].split("s:", 1)[0]) < 5  # no eight retries
+    assert "retrying" not in result.stderr
+    with engine.connect() as conn:
+        status, error = conn.execute(text("SELECT status, error FROM vspc.etl_runs")).one()
+    assert (status, error) == ("failed", sentence)
+
+
+# -- quiet by default ----------------------------------------------------------------------
+
+
+def test_embedded_postgresql_imports_without_third_party_warnings(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+
+    def stderr_of(code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-W", "default", "-c", code],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stderr
+
+    assert "XDG_RUNTIME_DIR is not set" in stderr_of("import pgserver")  # what users saw
+    assert stderr_of("from etl.db import _pgserver; _pgserver()") == ""
+
+
+def test_a_sync_says_plain_http_once_and_nothing_else_but_its_run(
+    fresh_db: Engine, database_url: URL, sim_server: SimulatorServer, tmp_path: Path
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VSPC_", "DATABASE_"))}
+    env = base | env_for(database_url, VSPC_URL=sim_server.url, LOG_FORMAT="text")
+    proc = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "etl", "sync", "--no-progress"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = [line.split(" ", 1)[1] for line in proc.stderr.splitlines()]
+    assert said[0].startswith("WARNING etl.config: VSPC_URL uses plain http")
+    assert [line.split(":", 1)[0] for line in said[1:]] == ["INFO    etl.pipeline"] * 2
+    assert said[1].endswith("run 1 started for 127.0.0.1")
