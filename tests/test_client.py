@@ -1018,6 +1018,22 @@ class AsyncConsole:
 RESULT = {"meta": {"pagingInfo": {"total": 1, "count": 1, "offset": 0}}, "data": [{"a": 1}]}
 
 
+def test_a_wait_for_an_async_action_is_said_once(make_client, clock, caplog):
+    console = AsyncConsole(
+        Script(accepted()),
+        Script(action("running"), action("running"), action("running"), action("succeed")),
+        Script(httpx.Response(200, json=RESULT)),
+    )
+    client = make_client(console)
+    caplog.set_level(logging.INFO, logger="etl.extract.client")
+
+    assert client.get_json(JOBS) == RESULT
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the VSPC console runs GET {JOBS} as async action a1: waiting for it (up to 300 s)"
+    ]
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
 @pytest.mark.parametrize("location", [BASE + ACTION, ACTION], ids=["absolute", "relative"])
 def test_202_is_polled_until_succeed_then_the_result_is_returned(make_client, clock, location):
     console = AsyncConsole(

@@ -223,6 +223,12 @@ class VspcClient:
         action = location.path.rstrip("/")
         start = self._clock()
         timeout = self._policy.async_timeout
+        _log.info(  # its polls are quiet: say once why the run may wait here for minutes
+            "the VSPC console runs GET %s as async action %s: waiting for it (up to %g s)",
+            path,
+            action.rsplit("/", 1)[-1],
+            timeout,
+        )
 
         def give_up(state: tenacity.RetryCallState) -> NoReturn:
             last = state.outcome.result() if state.outcome is not None else "?"
