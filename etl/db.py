@@ -179,9 +179,13 @@ def check_schema(bind: Engine | Connection) -> None:
         raise SchemaMismatch(
             f"schema {SCHEMA} is at {found}, this version needs {head}: run `vspc-etl migrate`"
         )
-    raise SchemaMismatch(
+    raise _unknown_schema(found)
+
+
+def _unknown_schema(found: str) -> SchemaMismatch:
+    return SchemaMismatch(
         f"schema {SCHEMA} is at {found}, a revision this version does not know (it needs "
-        f"{head}): upgrade vspc-etl to the version that migrated it"
+        f"{head_revision()}): upgrade vspc-etl to the version that migrated it"
     )
 
 
@@ -211,6 +215,7 @@ def migrate(url: URL, revision: str = "head") -> str | None:
 def migrate_from_to(url: URL, revision: str = "head") -> tuple[str | None, str | None]:
     """Like :func:`migrate`, and return the revision found as well: (before, after)."""
     from alembic import command
+    from alembic.util import CommandError
 
     target = resolve_revision(revision)
     cfg = alembic_config(url)
@@ -219,6 +224,8 @@ def migrate_from_to(url: URL, revision: str = "head") -> tuple[str | None, str |
         check_connection(engine)
         with engine.connect() as conn:
             current = schema_revision(conn)
+        if current is not None and current not in known_revisions():
+            raise _unknown_schema(current)  # alembic could not find its way from there
         try:
             if target == "base" or (current is not None and _is_older(target, current)):
                 command.downgrade(cfg, target)
@@ -226,6 +233,8 @@ def migrate_from_to(url: URL, revision: str = "head") -> tuple[str | None, str |
                 command.upgrade(cfg, target)
         except SQLAlchemyError as exc:
             raise LoadError(f"migration failed: {short(exc)}") from exc
+        except CommandError as exc:
+            raise ConfigError(f"migration to {revision!r} failed: {exc}") from exc
         with engine.connect() as conn:
             return current, schema_revision(conn)
     finally:

@@ -117,6 +117,32 @@ def test_a_schema_newer_than_this_version_says_upgrade(engine: Engine) -> None:
     check_schema(engine)  # the session database itself is at head
 
 
+@pytest.fixture(scope="module")
+def newer_schema_db(server_url: URL) -> Iterator[URL]:
+    """A database a newer version of vspc-etl migrated, to a revision this one lacks."""
+    url = create_database(server_url, "vspc_etl_newer")
+    migrate(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE vspc.alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["migrate", "0003"], ["sync"], ["run"]])
+def test_a_command_on_a_newer_schema_says_upgrade(
+    runner: CliRunner, newer_schema_db: URL, args: list[str]
+) -> None:
+    result = runner.invoke(main, args, env=env_for(newer_schema_db))
+    assert_one_sentence(
+        result,
+        2,
+        "schema vspc is at 0099, a revision this version does not know (it needs 0007): "
+        "upgrade vspc-etl to the version that migrated it",
+    )
+
+
 def test_the_revision_needed_is_the_last_migration() -> None:
     assert known_revisions() == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
     assert head_revision() == "0007"
