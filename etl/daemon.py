@@ -272,8 +272,7 @@ class Daemon:
                 **details,
                 "reason": (
                     f"the last successful sync of {source} finished {float(age):.0f} s ago, "
-                    f"more than {READY_FACTOR} x the {self.schedule.period:g} s period"
-                    + (f" plus {self.schedule.jitter} s of jitter" if self.schedule.jitter else "")
+                    f"more than {READY_FACTOR} x {_period(self.schedule)}"
                 ),
             }
         return True, details
@@ -364,6 +363,12 @@ class Daemon:
                 )
         except SQLAlchemyError as exc:
             log.error("could not record the abandoned run: %s", short(exc))
+
+
+def _period(schedule: Schedule) -> str:
+    if schedule.jitter:
+        return f"(the {schedule.period:g} s period + {schedule.jitter} s of jitter)"
+    return f"the {schedule.period:g} s period"
 
 
 def run_daemon(settings: Settings, schedule: Schedule | None = None) -> None:

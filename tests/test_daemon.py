@@ -126,21 +126,31 @@ def test_readyz_allows_for_the_jitter(fresh_db: Engine, database_url: URL) -> No
         "HTTP_PORT": "0",
     }
     daemon = Daemon(load_settings(environ=env, dotenv=False))
-    daemon.start()
-    try:
-        with fresh_db.begin() as conn:  # a success 200 s ago: past 3 x 60 s, within 3 x 90 s
+
+    def success(seconds_ago: int) -> tuple[bool, dict[str, Any]]:
+        with fresh_db.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO vspc.etl_runs (source, status, started_at, finished_at) "
-                    "VALUES ('jittery', 'success', now() - interval '201 s', "
-                    "now() - interval '200 s')"
-                )
+                    "VALUES ('jittery', 'success', now() - make_interval(secs => :s + 1), "
+                    "now() - make_interval(secs => :s))"
+                ),
+                {"s": seconds_ago},
             )
-        ok, details = daemon.ready()
+        time.sleep(1.05)  # past the probes' one-second cache
+        return daemon.ready()
+
+    daemon.start()
+    try:
+        too_old = success(300)  # past 3 x (60 s + 30 s)
+        recent = success(200)  # past 3 x 60 s, within 3 x (60 s + 30 s)
     finally:
         daemon.stop()
-    assert (ok, details["window_s"]) == (True, 270.0)
-    assert 200 <= details["last_success_age_s"] < 230
+    assert too_old[0] is False
+    assert too_old[1]["reason"].startswith("the last successful sync of jittery finished 3")
+    assert too_old[1]["reason"].endswith("s ago, more than 3 x (the 60 s period + 30 s of jitter)")
+    assert (recent[0], recent[1]["window_s"]) == (True, 270.0)
+    assert 200 <= recent[1]["last_success_age_s"] < 230
 
 
 @pytest.fixture
