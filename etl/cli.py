@@ -209,10 +209,10 @@ def run(
         vspc_source=source,
         vspc_url=vspc_url,
     )
-    schedule = build_schedule(settings)  # a schedule error is the one line printed
+    build_schedule(settings)  # a schedule error is the one line printed, before any warning
     settings.validate_source()
     tune_gc()
-    run_daemon(settings, schedule)
+    run_daemon(settings)
 
 
 @contextmanager

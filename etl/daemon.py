@@ -50,9 +50,9 @@ STUCK_SLACK_S = 60.0  # /healthz fails when the next run is this much overdue an
 class Daemon:
     """The scheduler, the HTTP endpoints and the shutdown protocol around ``run_once``."""
 
-    def __init__(self, settings: Settings, schedule: Schedule | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.schedule = schedule if schedule is not None else build_schedule(settings)
+        self.schedule = build_schedule(settings)
         self.metrics = Metrics(settings.source)
         self.scheduler = BackgroundScheduler(
             executors={"default": {"type": "threadpool", "max_workers": 1}},
@@ -371,9 +371,9 @@ def _period(schedule: Schedule) -> str:
     return f"the {schedule.period:g} s period"
 
 
-def run_daemon(settings: Settings, schedule: Schedule | None = None) -> None:
+def run_daemon(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT (a second one cancels the run in hand at once), then return."""
-    daemon = Daemon(settings, schedule)
+    daemon = Daemon(settings)
     stop = threading.Event()
     received: list[str] = []
 

@@ -18,6 +18,8 @@ from etl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+_warned: set[tuple[str, int, int]] = set()
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -59,6 +61,10 @@ def _clamped_jitter(settings: Settings, limit: float, what: str) -> int:
     if jitter <= limit:
         return jitter
     clamped = int(limit)
+    said = (settings.label("sync_jitter"), jitter, clamped)
+    if said in _warned:
+        return clamped
+    _warned.add(said)  # once per process: the CLI checks the schedule, then the daemon builds it
     log.warning(
         "%s %d s is longer than %s: using %d s",
         settings.label("sync_jitter"),
