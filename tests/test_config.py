@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from pathlib import Path
 
 import pytest
 import trustme
 
-from etl.config import Settings, load_settings
+from etl.config import Settings, load_settings, unknown_variables
 from etl.errors import ConfigError
 
 BASE = {"VSPC_URL": "https://vspc.example.com:1280", "VSPC_API_KEY": "key-123456"}
@@ -249,3 +250,19 @@ def test_the_plain_http_warning_is_said_once_per_process(caplog: pytest.LogCaptu
         for _ in range(3):
             settings(VSPC_URL=url, VSPC_API_KEY="k1234").validate_source()
     assert caplog.text.count("plain http") == 1
+
+
+def test_no_variable_the_container_setup_sets_is_warned_about() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    names = {
+        name
+        for service in compose["services"].values()
+        for name in (service.get("environment") or {})
+    }
+    dockerfile = (root / "Dockerfile").read_text()
+    names |= set(re.findall(r"^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]+)=", dockerfile, re.M))
+    assert {"DATABASE_URL_FILE", "VSPC_DB_HOST", "HTTP_PORT"} <= names  # the files were read
+    assert unknown_variables(names, "the container") == []
