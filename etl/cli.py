@@ -74,6 +74,10 @@ def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     return settings
 
 
+# click 8.2+ signals a bare `vspc-etl` with this usage error (8.1 prints the help and exits 0)
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class Cli(click.Group):
     """The command group, with click's own usage errors said in one line like ours."""
 
@@ -89,7 +93,7 @@ class Cli(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except _NO_ARGS_IS_HELP as exc:
             exc.show()  # plain `vspc-etl`: the help, as click prints it
             sys.exit(exc.exit_code)
         except click.ClickException as exc:

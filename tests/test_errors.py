@@ -257,6 +257,13 @@ def test_a_flag_error_names_the_flag_in_one_sentence(
     assert_one_sentence(result, 2, sentence)
 
 
+def test_a_bare_command_still_shows_the_help(runner: CliRunner) -> None:
+    result = runner.invoke(main, [], prog_name="vspc-etl")
+    assert result.stderr.startswith("Usage: vspc-etl [OPTIONS] COMMAND [ARGS]...")
+    assert "  sync  " in result.stderr and "error:" not in result.stderr
+    assert result.exit_code == 2
+
+
 def test_an_unknown_variable_gets_a_did_you_mean_and_the_command_goes_on(
     runner: CliRunner, fresh_db: Engine, database_url: URL
 ) -> None:
