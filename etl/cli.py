@@ -7,8 +7,9 @@ was committed), 2 configuration or usage error.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from etl.logs import setup_logging
 from etl.simulator.cli import simulate
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("etl.config")  # the settings' warnings, said once logging is set up
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -45,6 +48,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The flag that sets each setting, so that an error about a value names what the user typed.
+FLAGS = {
+    "vspc_page_size": "--page-size",
+    "vspc_source": "--source",
+    "vspc_url": "--vspc-url",
+    "sync_interval": "--interval",
+    "sync_cron": "--cron",
+    "http_port": "--http-port",
+    "log_level": "--log-level",
+}
+
+
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     """Settings from env/.env plus this command's flags; logging configured with its secrets."""
     root = ctx.find_root().params
@@ -52,12 +67,48 @@ def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
         overrides.setdefault("log_level", "DEBUG")
     if root.get("log_level"):
         overrides["log_level"] = root["log_level"]
-    settings = load_settings(overrides, env_file=root.get("env_file"))
+    settings = load_settings(overrides, env_file=root.get("env_file"), flags=FLAGS)
     setup_logging(settings.log_level, settings.secrets(), settings.log_format)
+    for notice in settings.notices:
+        log.warning("%s", notice)
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# click 8.2+ signals a bare `vspc-etl` with this usage error (8.1 prints the help and exits 0)
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class Cli(click.Group):
+    """The command group, with click's own usage errors said in one line like ours."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as exc:
+            exc.show()  # plain `vspc-etl`: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} --help`)"
+            click.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vspc-etl")
 @click.option(
     "--env-file",
@@ -81,13 +132,19 @@ def main(env_file: Path | None, log_level: str | None, verbose: bool) -> None:
 @handle_errors
 def migrate(ctx: click.Context, revision: str) -> None:
     """Create or upgrade the `vspc` schema (alembic upgrade REVISION, default head)."""
-    from etl.db import database_url, describe
-    from etl.db import migrate as run_migrations
+    from etl.db import database_url, describe, migrate_from_to, resolve_revision
 
     settings = settings_from(ctx)
+    resolve_revision(revision)  # an unknown revision fails before any connection
     url = database_url(settings)
-    head = run_migrations(url, revision)
-    click.echo(f"database {describe(url)} is at revision {head or 'base'}")
+    before, after = migrate_from_to(url, revision)
+    where = f"database {describe(url)}"
+    if before == after:
+        click.echo(f"{where}: nothing to migrate; it is at revision {after or 'base'}")
+    elif before is None:
+        click.echo(f"{where}: schema vspc created; it is at revision {after}")
+    else:
+        click.echo(f"{where}: migrated from revision {before}; it is at revision {after or 'base'}")
 
 
 @main.command()
@@ -105,7 +162,7 @@ def sync(
     progress: bool | None,
 ) -> None:
     """Run one sync now and print a one-line summary."""
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.pipeline import run_once
 
     settings = settings_from(ctx, vspc_page_size=page_size, vspc_source=source, vspc_url=vspc_url)
@@ -114,6 +171,7 @@ def sync(
     tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
     try:
+        check_schema(engine)
         with progress_bar(show) as callback:
             result = run_once(settings, engine=engine, progress=callback)
     finally:
@@ -338,7 +396,7 @@ def _text_report(
     source: str | None,
     organization: str | None,
 ) -> None:
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.report import Filters, last_days, newest_session, render, sla_report, trend
     from etl.report.filters import report_today, scope
     from etl.report.output import empty_window
@@ -346,6 +404,7 @@ def _text_report(
 
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         with engine.connect() as conn, reading():
             filters = Filters.given(conn, source=source, organization=organization)
             today, zone = report_today(conn)
@@ -371,7 +430,7 @@ def _text_report(
 def _html_report(
     settings: Settings, source: str | None, organization: str | None, month: str | None, out: Path
 ) -> None:
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.report import Filters, month_window, monthly_reports, render_html, write_reports
     from etl.report.files import write_text
     from etl.report.filters import current_month, scope
@@ -380,6 +439,7 @@ def _html_report(
     window = month_window(month or current_month())
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         with engine.connect() as conn, reading():
             filters = Filters.given(conn, source=source, organization=organization)
             reports = monthly_reports(conn, window, filters)
@@ -405,12 +465,13 @@ def _html_report(
 @handle_errors
 def grant(ctx: click.Context, role: str) -> None:
     """Let ROLE read schema vspc: USAGE, SELECT on all tables and views, and future ones."""
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.report import grant_read_access
 
     settings = settings_from(ctx)
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         with engine.begin() as conn:
             grant_read_access(conn, role)
     finally:
@@ -429,12 +490,13 @@ def verify(ctx: click.Context, source: str | None) -> None:
     versions, deleted_at iff tombstone, changes only from successful runs, no orphaned run.
     Only reads: a reader role is enough.
     """
-    from etl.db import make_engine
+    from etl.db import check_schema, make_engine
     from etl.verify import check_invariants, warehouse_counts
 
     settings = settings_from(ctx)
     engine = make_engine(settings)
     try:
+        check_schema(engine)
         violations = check_invariants(engine, source)
         counts = warehouse_counts(engine, source)
     finally:

@@ -7,25 +7,44 @@ that holds it (container secrets). Validation errors become one ``ConfigError`` 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import ssl
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from etl.crontab import cron_trigger
 from etl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SECRET_VARIABLES = ("VSPC_API_KEY", "VSPC_PASSWORD", "DATABASE_URL")
 MAX_PAGE_SIZE = 10_000  # the console's MaxPageSize defaults to 500 but an admin may raise it
+
+# Variables with our prefixes that belong to someone else: not warned about as unknown.
+FOREIGN_VARIABLES = frozenset(
+    {
+        "HTTP_PROXY",  # httpx honours the proxy variables
+        "VSPC_ETL_TAG",  # docker-compose.yml: the image tag
+        "VSPC_DB_HOST",  # the Grafana data source (deploy/grafana)
+        "VSPC_DB_NAME",
+        "VSPC_DB_SSLMODE",
+        "VSPC_ETL_TEST_PAUSE",  # etl.testhook, for the chaos tests
+        "VSPC_FUZZ_EXAMPLES",  # the fuzz tests' long run
+    }
+)
+CHECKED_PREFIXES = ("VSPC_", "SYNC_", "HTTP_", "DATABASE_")
+
+_warned_plain_http: set[str] = set()
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
 _DURATION_UNITS = (86_400, 3_600, 60, 1)
@@ -78,6 +97,11 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and Prometheus reach a container from outside
     http_port: int = Field(default=8080, ge=0, le=65_535)
 
+    # Where a value came from, when not from its variable: field -> the flag that gave it.
+    _flags: dict[str, str] = PrivateAttr(default_factory=dict)
+    # Warnings found while reading the settings, for the caller to log once logging is set up.
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -106,9 +130,7 @@ class Settings(BaseSettings):
     def _crontab(cls, value: object) -> object:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        from etl.schedule import cron_trigger  # checked now, so a typo fails at start
-
-        cron_trigger(str(value))
+        cron_trigger(str(value))  # checked now, so a typo fails at start
         return " ".join(str(value).split())
 
     @field_validator("log_format", mode="before")
@@ -127,6 +149,15 @@ class Settings(BaseSettings):
         return level
 
     # ------------------------------------------------------------------ derived values
+    def label(self, field: str) -> str:
+        """How the user gave ``field``: its flag (``--vspc-url``) or its variable (VSPC_URL)."""
+        return self._flags.get(field, field.upper())
+
+    @property
+    def notices(self) -> list[str]:
+        """Warnings about the settings as given (unknown variables), one sentence each."""
+        return list(self._notices)
+
     @property
     def source(self) -> str:
         """Name recorded in ``source`` columns: VSPC_SOURCE, else the console's host."""
@@ -153,20 +184,20 @@ class Settings(BaseSettings):
                 "VSPC_URL is not set: give the console's base URL, "
                 "e.g. VSPC_URL=https://vspc.example.com:1280"
             )
+        url = self.label("vspc_url")
         parts = urlsplit(self.vspc_url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ConfigError(
-                f"VSPC_URL {self.vspc_url!r} is not an http(s) URL with a host, "
+                f"{url} {self.vspc_url!r} is not an http(s) URL with a host, "
                 "e.g. https://vspc.example.com:1280"
             )
         try:
             parts.port  # noqa: B018 - raises on a malformed port
         except ValueError:
-            raise ConfigError(f"VSPC_URL {self.vspc_url!r} has an invalid port") from None
+            raise ConfigError(f"{url} {self.vspc_url!r} has an invalid port") from None
         if parts.username or parts.password:
             raise ConfigError(
-                "VSPC_URL must not carry credentials; use VSPC_API_KEY or "
-                "VSPC_USERNAME/VSPC_PASSWORD"
+                f"{url} must not carry credentials; use VSPC_API_KEY or VSPC_USERNAME/VSPC_PASSWORD"
             )
         has_key = self.vspc_api_key is not None and bool(self.vspc_api_key.get_secret_value())
         has_password = self.vspc_password is not None and bool(
@@ -187,7 +218,8 @@ class Settings(BaseSettings):
                 raise ConfigError("VSPC_PASSWORD is set but VSPC_USERNAME is not")
             if not has_password:
                 raise ConfigError("VSPC_USERNAME is set but VSPC_PASSWORD is not")
-        if parts.scheme == "http":
+        if parts.scheme == "http" and self.vspc_url not in _warned_plain_http:
+            _warned_plain_http.add(self.vspc_url)  # once per process, not at every run
             log.warning(
                 "VSPC_URL uses plain http: credentials and data travel unencrypted "
                 "(fine for the simulator or behind a TLS-terminating proxy)"
@@ -249,31 +281,64 @@ def load_settings(
     environ: dict[str, str] | None = None,
     env_file: Path | None = None,
     dotenv: bool = True,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build Settings from the environment, an optional ``.env`` file and explicit overrides.
 
     Precedence: overrides (CLI flags) > environment > ``.env`` file > defaults.
-    ``dotenv=False`` ignores ``./.env`` (tests, embedding).
+    ``dotenv=False`` ignores ``./.env`` (tests, embedding). ``flags`` names the flag each
+    override came from (``{"vspc_page_size": "--page-size"}``), so that an error about it
+    names the flag the user typed rather than the variable. Unknown variables with one of our
+    prefixes become :attr:`Settings.notices`.
     """
-    env = dict(os.environ if environ is None else environ)
+    env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     merged: dict[str, str] = {}
+    notices: list[str] = []
     dotenv_path = env_file if env_file is not None else Path(".env")
     if env_file is not None or (dotenv and dotenv_path.is_file()):
-        merged.update(_read_env_file(dotenv_path))
-    merged.update({k.upper(): v for k, v in env.items()})
+        from_file = _read_env_file(dotenv_path)
+        notices += unknown_variables(from_file, f"the env file {str(dotenv_path)!r}")
+        merged.update(from_file)
+    notices += unknown_variables(env, "the environment")
+    merged.update(env)
     merged.update(_read_secret_files(merged))
     fields = {name.upper(): name for name in Settings.model_fields}
     values: dict[str, Any] = {fields[k]: v for k, v in merged.items() if k in fields}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
+    labels = {k: v for k, v in (flags or {}).items() if k in given}
     try:
-        return Settings.model_validate(values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, labels)) from None
+    settings._flags = labels
+    settings._notices = notices
+    return settings
 
 
-def _describe(exc: ValidationError) -> str:
+def known_variables() -> list[str]:
+    """Every variable vspc-etl reads, ``*_FILE`` secrets included."""
+    names = [name.upper() for name in Settings.model_fields]
+    return sorted([*names, *(f"{name}_FILE" for name in SECRET_VARIABLES)])
+
+
+def unknown_variables(names: Iterable[str], origin: str) -> list[str]:
+    """A warning per variable with one of our prefixes that nothing reads (a typo, mostly)."""
+    known = known_variables()
+    notices = []
+    for name in sorted(n.upper() for n in names):
+        if not name.startswith(CHECKED_PREFIXES) or name in known or name in FOREIGN_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f": did you mean {close[0]}?" if close else " (the README lists the settings)"
+        notices.append(f"{name} in {origin} is not a vspc-etl setting and is ignored{hint}")
+    return notices
+
+
+def _describe(exc: ValidationError, labels: Mapping[str, str]) -> str:
     first = exc.errors()[0]
-    name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
-    secret = name in SECRET_VARIABLES
+    field = str(first["loc"][0]) if first["loc"] else ""
+    name = labels.get(field, field.upper()) if field else "configuration"
+    secret = field.upper() in SECRET_VARIABLES
     given = "" if secret or "input" not in first else f" (got {first['input']!r})"
     return f"{name}: {first['msg']}{given}"

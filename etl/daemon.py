@@ -10,7 +10,8 @@
                                     then is cancelled (rolled back, recorded failed)
 
 A failing run is recorded and logged and the daemon goes on; so does a tick that cannot reach
-the database (the engine is created again at the next tick if it never connected). Several
+the database (the engine is created again at the next tick if it never connected), or that
+finds schema ``vspc`` missing or at another revision (said at each turn and by /readyz). Several
 daemons may share one database: the pipeline's advisory lock lets one sync a source and the
 others record ``skipped``.
 """
@@ -32,17 +33,17 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.config import Settings
-from etl.db import make_engine, short
-from etl.errors import ConfigError, LoadError, RunCancelled, VspcEtlError
+from etl.db import check_schema, make_engine, short
+from etl.errors import ConfigError, LoadError, RunCancelled, SchemaMismatch, VspcEtlError
 from etl.health import HealthServer
 from etl.metrics import Metrics
 from etl.pipeline import CANCELLED, run_once
-from etl.schedule import build_schedule
+from etl.schedule import Schedule, build_schedule
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
-READY_FACTOR = 3  # /readyz wants a success younger than this many periods
+READY_FACTOR = 3  # /readyz wants a success younger than this many periods (and jitters)
 STUCK_SLACK_S = 60.0  # /healthz fails when the next run is this much overdue and none runs
 
 
@@ -95,7 +96,14 @@ class Daemon:
                     f"HTTP_PORT {s.http_port} cannot be used on {s.http_host} "
                     f"({exc.strerror}); choose another port, or 0 to serve no HTTP"
                 ) from None
-        self._connect()
+        try:
+            engine = self._connect()
+            if engine is not None:
+                check_schema(engine)  # missing or behind: say so now, not at every turn
+        except VspcEtlError:
+            if self.http is not None:
+                self.http.stop()
+            raise
         first = {"next_run_time": datetime.now(UTC)} if s.sync_run_at_start else {}
         self.scheduler.add_job(
             self.tick, self.schedule.trigger, id=JOB_ID, name=f"sync {s.source}", **first
@@ -108,7 +116,7 @@ class Daemon:
             "vspc-etl run: syncing %s %s (jitter up to %d s%s); health and metrics: %s",
             s.source,
             self.schedule.description,
-            s.sync_jitter,
+            self.schedule.jitter,
             ", first run now" if s.sync_run_at_start else "",
             where,
             extra={"source": s.source},
@@ -168,6 +176,7 @@ class Daemon:
             self.metrics.unrecorded.labels("database").inc()
             return
         try:
+            check_schema(engine)
             result = run_once(
                 self.settings,
                 engine=engine,
@@ -179,6 +188,10 @@ class Daemon:
             self.metrics.unrecorded.labels("database").inc()
             reason = str(exc) if isinstance(exc, LoadError) else f"database error: {short(exc)}"
             log.error("no run recorded: %s; trying again at the next run", reason)
+            return
+        except SchemaMismatch as exc:
+            self.metrics.unrecorded.labels("schema").inc()
+            log.error("%s; no run until then (checked again at the next run)", exc)
             return
         except VspcEtlError as exc:
             self.metrics.unrecorded.labels("error").inc()
@@ -208,7 +221,7 @@ class Daemon:
             "run_in_progress": busy,
             "next_run_at": next_run.isoformat() if next_run else None,
         }
-        slack = STUCK_SLACK_S + self.settings.sync_jitter
+        slack = STUCK_SLACK_S + self.schedule.jitter
         if next_run is not None and not busy:
             overdue = (datetime.now(UTC) - next_run).total_seconds()
             if overdue > slack:
@@ -226,7 +239,8 @@ class Daemon:
             return ok, details
 
     def _check_ready(self) -> tuple[bool, dict[str, Any]]:
-        window = READY_FACTOR * self.schedule.period
+        # a run may start up to the jitter late, each of the READY_FACTOR periods
+        window = READY_FACTOR * (self.schedule.period + self.schedule.jitter)
         source = self.settings.source
         engine = self._engine
         if engine is None:
@@ -234,6 +248,7 @@ class Daemon:
         try:
             with engine.begin() as conn:
                 conn.execute(text("SET LOCAL statement_timeout = '5s'"))
+                check_schema(conn)
                 age, finished = conn.execute(
                     text(
                         "SELECT extract(epoch FROM clock_timestamp() - max(finished_at)), "
@@ -242,8 +257,11 @@ class Daemon:
                     ),
                     {"source": source},
                 ).one()
-        except SQLAlchemyError as exc:
-            return False, {"reason": f"database unreachable: {short(exc)}"}
+        except SchemaMismatch as exc:
+            return False, {"reason": str(exc)}
+        except (SQLAlchemyError, LoadError) as exc:
+            reason = str(exc) if isinstance(exc, LoadError) else short(exc)
+            return False, {"reason": f"database unreachable: {reason}"}
         details: dict[str, Any] = {"source": source, "window_s": window}
         if age is None:
             return False, {**details, "reason": f"no successful sync of {source} recorded yet"}
@@ -254,7 +272,7 @@ class Daemon:
                 **details,
                 "reason": (
                     f"the last successful sync of {source} finished {float(age):.0f} s ago, "
-                    f"more than {READY_FACTOR} x the {self.schedule.period:g} s period"
+                    f"more than {READY_FACTOR} x {_period(self.schedule)}"
                 ),
             }
         return True, details
@@ -345,6 +363,12 @@ class Daemon:
                 )
         except SQLAlchemyError as exc:
             log.error("could not record the abandoned run: %s", short(exc))
+
+
+def _period(schedule: Schedule) -> str:
+    if schedule.jitter:
+        return f"(the {schedule.period:g} s period + {schedule.jitter} s of jitter)"
+    return f"the {schedule.period:g} s period"
 
 
 def run_daemon(settings: Settings) -> None:

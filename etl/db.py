@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from etl.config import Settings
-from etl.errors import ConfigError, LoadError
+from etl.errors import ConfigError, LoadError, SchemaMismatch
+from etl.load.schema import SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ def embedded_url(data_dir: Path) -> URL:
     server = _embedded.get(pgdata)
     if server is None:
         try:
-            import pgserver
+            pgserver = _pgserver()
         except ImportError:  # pragma: no cover - pgserver is a declared dependency
             raise ConfigError(
                 "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
@@ -50,7 +53,7 @@ def embedded_url(data_dir: Path) -> URL:
         pgdata.mkdir(parents=True, exist_ok=True)
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s", pgdata)
         try:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions of its own
             raise LoadError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
         _embedded[pgdata] = server
@@ -58,6 +61,16 @@ def embedded_url(data_dir: Path) -> URL:
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return normalize_url(server.get_uri(EMBEDDED_DATABASE))
+
+
+def _pgserver() -> Any:
+    """The pgserver module, imported without the warning platformdirs gives at its import
+    wherever XDG_RUNTIME_DIR is unset (containers, cron): its fallback is what we want."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+
+    return pgserver
 
 
 def database_url(settings: Settings) -> URL:
@@ -103,7 +116,7 @@ def short(exc: BaseException) -> str:
     return first[0] if first else orig.__class__.__name__
 
 
-def alembic_config(url: URL) -> Any:
+def alembic_config(url: URL | None = None) -> Any:
     """An alembic Config for the packaged migrations, bound to ``url`` (no alembic.ini needed)."""
     from importlib.resources import files
 
@@ -111,48 +124,125 @@ def alembic_config(url: URL) -> Any:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(files("migrations")))
-    cfg.attributes["url"] = url
+    if url is not None:
+        cfg.attributes["url"] = url
     return cfg
+
+
+@functools.cache
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def known_revisions() -> list[str]:
+    """The packaged migrations' revisions, oldest first."""
+    return [r.revision for r in reversed(list(_scripts().walk_revisions()))]
+
+
+def head_revision() -> str:
+    """The revision this version of vspc-etl needs schema ``vspc`` at."""
+    head: str = _scripts().get_current_head()
+    return head
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The revision recorded in ``vspc.alembic_version``; None if there is no schema yet."""
+    table = f"{SCHEMA}.alembic_version"
+    try:
+        if conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+            return None
+        found: str | None = conn.execute(text(f"SELECT version_num FROM {table}")).scalar()
+    except SQLAlchemyError as exc:
+        raise LoadError(f"cannot read the revision of schema {SCHEMA}: {short(exc)}") from exc
+    return found
+
+
+def check_schema(bind: Engine | Connection) -> None:
+    """Raise SchemaMismatch unless schema ``vspc`` is at the revision this version needs.
+
+    Every command that reads or writes the warehouse calls it first, as do the daemon's
+    turns and its readiness probe, so a missing or older schema is one sentence everywhere.
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            check_schema(conn)
+        return
+    found = schema_revision(bind)
+    head = head_revision()
+    if found == head:
+        return
+    if found is None:
+        raise SchemaMismatch(f"schema {SCHEMA} is missing: run `vspc-etl migrate`")
+    if found in known_revisions():
+        raise SchemaMismatch(
+            f"schema {SCHEMA} is at {found}, this version needs {head}: run `vspc-etl migrate`"
+        )
+    raise _unknown_schema(found)
+
+
+def _unknown_schema(found: str) -> SchemaMismatch:
+    return SchemaMismatch(
+        f"schema {SCHEMA} is at {found}, a revision this version does not know (it needs "
+        f"{head_revision()}): upgrade vspc-etl to the version that migrated it"
+    )
+
+
+def resolve_revision(revision: str) -> str:
+    """``revision`` as alembic will take it; ConfigError naming the known ones if unknown."""
+    if revision in ("head", "base"):
+        return revision
+    from alembic.util import CommandError
+
+    try:
+        found = _scripts().get_revision(revision)
+    except CommandError:
+        found = None
+    if found is None:
+        known = ", ".join(known_revisions())
+        raise ConfigError(
+            f"unknown migration revision {revision!r}: give one of {known}, head or base"
+        )
+    return str(found.revision)
 
 
 def migrate(url: URL, revision: str = "head") -> str | None:
     """Upgrade (or downgrade, for a revision below the current one) and return the new head."""
-    from alembic import command
-    from alembic.runtime.migration import MigrationContext
+    return migrate_from_to(url, revision)[1]
 
+
+def migrate_from_to(url: URL, revision: str = "head") -> tuple[str | None, str | None]:
+    """Like :func:`migrate`, and return the revision found as well: (before, after)."""
+    from alembic import command
+    from alembic.util import CommandError
+
+    target = resolve_revision(revision)
     cfg = alembic_config(url)
     engine = create_engine(url, pool_pre_ping=True)
     try:
         check_connection(engine)
         with engine.connect() as conn:
-            current = MigrationContext.configure(
-                conn, opts={"version_table_schema": "vspc"}
-            ).get_current_revision()
+            current = schema_revision(conn)
+        if current is not None and current not in known_revisions():
+            raise _unknown_schema(current)  # alembic could not find its way from there
         try:
-            if revision == "base" or (current is not None and _is_older(cfg, revision, current)):
-                command.downgrade(cfg, revision)
+            if target == "base" or (current is not None and _is_older(target, current)):
+                command.downgrade(cfg, target)
             else:
-                command.upgrade(cfg, revision)
+                command.upgrade(cfg, target)
         except SQLAlchemyError as exc:
             raise LoadError(f"migration failed: {short(exc)}") from exc
+        except CommandError as exc:
+            raise ConfigError(f"migration to {revision!r} failed: {exc}") from exc
         with engine.connect() as conn:
-            new: str | None = MigrationContext.configure(
-                conn, opts={"version_table_schema": "vspc"}
-            ).get_current_revision()
-        return new
+            return current, schema_revision(conn)
     finally:
         engine.dispose()
 
 
-def _is_older(cfg: Any, revision: str, current: str) -> bool:
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(cfg)
-    if revision == "head":
+def _is_older(revision: str, current: str) -> bool:
+    if revision == "head" or current not in known_revisions():
         return False
-    try:
-        target = script.get_revision(revision)
-    except Exception as exc:  # alembic raises several unrelated types for an unknown revision
-        raise ConfigError(f"unknown migration revision {revision!r}") from exc
-    ancestors = {r.revision for r in script.iterate_revisions(current, "base")}
-    return target.revision in ancestors and target.revision != current
+    ancestors = {r.revision for r in _scripts().iterate_revisions(current, "base")}
+    return revision in ancestors and revision != current

@@ -2,6 +2,7 @@
 
     VspcEtlError                      base; ``str(exc)`` is one readable sentence, never a secret
     ├── ConfigError                   fix the configuration (CLI exit code 2)
+    │   └── SchemaMismatch            schema vspc is missing or at another revision: migrate
     ├── SourceError                   the console could not give us what we asked for
     │   ├── TransientSourceError      worth retrying: 429, 520/5xx, timeouts, dropped connections
     │   │   └── RateLimited           429; ``retry_after`` seconds as the console asked
@@ -28,6 +29,10 @@ class VspcEtlError(Exception):
 
 class ConfigError(VspcEtlError):
     """The configuration is missing, malformed or contradictory."""
+
+
+class SchemaMismatch(ConfigError):
+    """Schema ``vspc`` is missing, or at a revision other than the one this version needs."""
 
 
 class SourceError(VspcEtlError):

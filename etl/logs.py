@@ -95,6 +95,19 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _filter = RedactingFilter()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when it was made:
+    a command run in-process (tests, an embedding program) gets its own log on its stderr."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.__init__ assigns one; the current sys.stderr always wins
+
+
 def resolve_format(log_format: str | None) -> Literal["json", "text"]:
     """``json`` or ``text``; unset means json unless stderr is a terminal."""
     if log_format in ("json", "text"):
@@ -110,7 +123,7 @@ def setup_logging(
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_vspc_etl", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.addFilter(_filter)
         handler._vspc_etl = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -120,7 +133,8 @@ def setup_logging(
         handler.setFormatter(logging.Formatter(TEXT_FORMAT, "%H:%M:%S"))
     root.setLevel(level)
     # httpx logs every request at INFO and APScheduler every job start and end; that belongs
-    # to DEBUG for an ETL (the daemon logs each run itself), as does alembic listing its plugins.
-    for noisy in ("httpx", "httpcore", "pgserver", "apscheduler", "alembic.runtime.plugins"):
+    # to DEBUG for an ETL (the daemon logs each run itself), as do alembic's context lines and
+    # matplotlib's font cache; `vspc-etl migrate` says itself what it did.
+    for noisy in ("httpx", "httpcore", "pgserver", "apscheduler", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     return _filter

@@ -120,7 +120,7 @@ def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorSe
     }
     result = runner.invoke(main, ["sync"], env=env)
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: cannot connect to the database")
+    assert result.stderr.splitlines()[-1].startswith("error: cannot connect to the database")
     assert "pw-0000" not in result.output
 
 

@@ -197,7 +197,8 @@ def test_debug_log_has_method_path_status_and_elapsed_only(make_client, clock, c
 
     client.get_json(JOBS, {"limit": 1})
 
-    assert [r.getMessage() for r in caplog.records if r.name == "etl.extract.client"] == [
+    debug = [r for r in caplog.records if r.name == "etl.extract.client" and r.levelname == "DEBUG"]
+    assert [r.getMessage() for r in debug] == [
         f"GET {JOBS}?limit=1 -> 520 in 0 ms",
         f"GET {JOBS}?limit=1 -> 200 in 250 ms",
     ]
@@ -511,6 +512,117 @@ def test_real_self_signed_certificate_gives_the_tls_advice(self_signed_console, 
     ) as http:
         client = VspcClient(http, ApiKeyAuth(API_KEY), retry=EXACT, sleep=clock.sleep, clock=clock)
         assert client.get_json(JOBS)["data"] == []
+
+
+@pytest.fixture
+def plain_http_console() -> Iterator[int]:
+    """A plain-HTTP server on loopback: its port, to be named with https:// by mistake."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_to_a_plain_http_port_is_named_and_not_retried(plain_http_console, clock):
+    port = plain_http_console
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=5) as http:
+        client = VspcClient(http, ApiKeyAuth(API_KEY), retry=EXACT, sleep=clock.sleep, clock=clock)
+        with pytest.raises(ConfigError) as caught:
+            client.get_json(JOBS)
+    assert str(caught.value) == (
+        f"The TLS handshake with 127.0.0.1:{port} failed (wrong version number): the server "
+        "there speaks plain HTTP, so VSPC_URL should start with http:// (or name the "
+        "console's HTTPS port)."
+    )
+    assert clock.sleeps == []
+    assert client.stats.by_outcome == Counter({"tls": 1})
+
+
+def connect_error_from(cause: BaseException) -> Callable[[httpx.Request], httpx.Response]:
+    """A transport failure as httpx raises it: a ConnectError caused by a lower error."""
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        try:
+            raise cause
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+
+    return fail
+
+
+def test_an_unknown_host_is_named_and_not_retried(make_client, clock):
+    unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    script = Script(connect_error_from(unknown))
+    client = make_client(script)
+
+    with pytest.raises(ConfigError) as caught:
+        client.get_json(JOBS)
+
+    assert str(caught.value) == (
+        "The host 'vspc.example.com' of VSPC_URL is unknown (Name or service not known): "
+        "check the host name in VSPC_URL."
+    )
+    assert len(script.requests) == 1
+    assert clock.sleeps == []
+    assert client.stats.by_outcome == Counter({"dns": 1})
+
+
+def test_a_dns_server_that_does_not_answer_is_retried(make_client, clock):
+    silent = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    script = Script(connect_error_from(silent), httpx.Response(200, json=PAGE))
+    client = make_client(script)
+
+    assert client.get_json(JOBS) == PAGE
+    assert clock.sleeps == [0.5]
+    assert client.stats.by_outcome == Counter({"dns": 1, "ok": 1})
+
+
+def test_a_handshake_cut_short_is_retried_like_a_dropped_connection(make_client, clock):
+    eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    script = Script(connect_error_from(eof), httpx.Response(200, json=PAGE))
+    client = make_client(script)
+
+    assert client.get_json(JOBS) == PAGE
+    assert clock.sleeps == [0.5]
+    assert client.stats.by_outcome == Counter({"connect": 1, "ok": 1})
+
+
+def test_each_retry_is_logged_as_it_happens(clock, caplog):
+    script = Script(
+        httpx.Response(503),
+        httpx.Response(429, json=error_body(retryAfter=45)),
+        httpx.Response(200, json=PAGE),
+    )
+    said: list[tuple[float, str]] = []
+
+    def sleep(seconds: float) -> None:  # what the log said by the time each wait began
+        said.append((seconds, caplog.records[-1].getMessage()))
+        clock.sleep(seconds)
+
+    http = httpx.Client(transport=httpx.MockTransport(script), base_url=BASE)
+    client = VspcClient(http, ApiKeyAuth(API_KEY), retry=EXACT, sleep=sleep, clock=clock)
+    caplog.set_level(logging.WARNING, logger="etl.extract.client")
+
+    assert client.get_json(JOBS) == PAGE
+    assert said == [
+        (
+            0.5,
+            f"VSPC was answering HTTP 503 (server error) for {JOBS}; "
+            "retrying in 0.5 s (attempt 2 of at most 8)",
+        ),
+        (
+            45.0,
+            f"VSPC was answering HTTP 429 (rate limited) for {JOBS}; "
+            "retrying in 45.0 s (attempt 3 of at most 8)",
+        ),
+    ]
 
 
 @pytest.fixture
@@ -1044,6 +1156,22 @@ class AsyncConsole:
 
 
 RESULT = {"meta": {"pagingInfo": {"total": 1, "count": 1, "offset": 0}}, "data": [{"a": 1}]}
+
+
+def test_a_wait_for_an_async_action_is_said_once(make_client, clock, caplog):
+    console = AsyncConsole(
+        Script(accepted()),
+        Script(action("running"), action("running"), action("running"), action("succeed")),
+        Script(httpx.Response(200, json=RESULT)),
+    )
+    client = make_client(console)
+    caplog.set_level(logging.INFO, logger="etl.extract.client")
+
+    assert client.get_json(JOBS) == RESULT
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the VSPC console runs GET {JOBS} as async action a1: waiting for it (up to 300 s)"
+    ]
+    assert clock.sleeps == [0.5, 1.0, 2.0]
 
 
 @pytest.mark.parametrize("location", [BASE + ACTION, ACTION], ids=["absolute", "relative"])

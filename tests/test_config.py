@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from pathlib import Path
 
 import pytest
 import trustme
 
-from etl.config import Settings, load_settings
+from etl.config import Settings, load_settings, unknown_variables
 from etl.errors import ConfigError
 
 BASE = {"VSPC_URL": "https://vspc.example.com:1280", "VSPC_API_KEY": "key-123456"}
@@ -147,3 +148,121 @@ def test_env_file_and_precedence(tmp_path: Path) -> None:
     assert s.vspc_source == "from-flag"  # flags beat everything
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(environ={}, env_file=tmp_path / "missing.env")
+
+
+@pytest.mark.parametrize(
+    ("env", "notices"),
+    [
+        (
+            {"VSPC_PAGESIZE": "10"},
+            [
+                "VSPC_PAGESIZE in the environment is not a vspc-etl setting and is ignored: "
+                "did you mean VSPC_PAGE_SIZE?"
+            ],
+        ),
+        (
+            {"sync_intervall": "5m", "HTTP_PROT": "80", "DATABASE_ULR": "postgresql://h/db"},
+            [
+                "DATABASE_ULR in the environment is not a vspc-etl setting and is ignored: "
+                "did you mean DATABASE_URL?",
+                "HTTP_PROT in the environment is not a vspc-etl setting and is ignored: "
+                "did you mean HTTP_PORT?",
+                "SYNC_INTERVALL in the environment is not a vspc-etl setting and is ignored: "
+                "did you mean SYNC_INTERVAL?",
+            ],
+        ),
+        (
+            {"VSPC_COLOUR": "blue"},
+            [
+                "VSPC_COLOUR in the environment is not a vspc-etl setting and is ignored "
+                "(the README lists the settings)"
+            ],
+        ),
+        # ours, someone else's (proxies, compose, Grafana), or without our prefixes: silent
+        ({"VSPC_API_KEY_FILE": "/run/secrets/k", "VSPC_PAGE_SIZE": "10"}, []),
+        ({"HTTP_PROXY": "http://proxy:3128", "VSPC_ETL_TAG": "1.0", "VSPC_DB_HOST": "db"}, []),
+        ({"PATH": "/bin", "LOG_LEVL": "DEBUG", "HTTPS_PROXY": "http://proxy:3128"}, []),
+    ],
+)
+def test_unknown_variables_get_a_did_you_mean(
+    env: dict[str, str], notices: list[str], tmp_path: Path
+) -> None:
+    if "VSPC_API_KEY_FILE" in env:
+        (tmp_path / "k").write_text("key-123456")
+        env = {**env, "VSPC_API_KEY_FILE": str(tmp_path / "k")}
+    assert settings(**env).notices == notices
+
+
+def test_unknown_variables_in_the_env_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "prod.env"
+    path.write_text("VSPC_URL=https://vspc.example.com\nVSPC_APIKEY=k1234\n")
+    loaded = load_settings(environ={}, env_file=path)
+    assert loaded.notices == [
+        f"VSPC_APIKEY in the env file {str(path)!r} is not a vspc-etl setting and is ignored: "
+        "did you mean VSPC_API_KEY?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"vspc_page_size": 0}, "--page-size: Input should be greater than or equal to 1 (got 0)"),
+        ({"sync_interval": "soon"}, "--interval: Value error, must be a duration such as 900"),
+        ({"log_level": "LOUD"}, "--log-level: Value error, must be one of DEBUG, INFO"),
+    ],
+)
+def test_a_value_from_a_flag_is_named_by_its_flag(
+    overrides: dict[str, object], message: str
+) -> None:
+    flags = {
+        "vspc_page_size": "--page-size",
+        "sync_interval": "--interval",
+        "log_level": "--log-level",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides, environ={"VSPC_PAGE_SIZE": "5"}, dotenv=False, flags=flags)
+    assert str(info.value).startswith(message)
+    # The same value from the environment is named by its variable.
+    variable = next(iter(overrides)).upper()
+    with pytest.raises(ConfigError, match=f"^{variable}: "):
+        load_settings(environ={variable: str(next(iter(overrides.values())))}, dotenv=False)
+
+
+def test_a_url_from_a_flag_is_named_by_its_flag() -> None:
+    given = load_settings(
+        {"vspc_url": "vspc.example.com"},
+        environ={"VSPC_API_KEY": "k1234"},
+        dotenv=False,
+        flags={"vspc_url": "--vspc-url"},
+    )
+    with pytest.raises(ConfigError) as info:
+        given.validate_source()
+    assert str(info.value) == (
+        "--vspc-url 'vspc.example.com' is not an http(s) URL with a host, "
+        "e.g. https://vspc.example.com:1280"
+    )
+    assert given.label("vspc_api_key") == "VSPC_API_KEY"
+
+
+def test_the_plain_http_warning_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    url = "http://127.0.0.1:1281"
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            settings(VSPC_URL=url, VSPC_API_KEY="k1234").validate_source()
+    assert caplog.text.count("plain http") == 1
+
+
+def test_no_variable_the_container_setup_sets_is_warned_about() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    names = {
+        name
+        for service in compose["services"].values()
+        for name in (service.get("environment") or {})
+    }
+    dockerfile = (root / "Dockerfile").read_text()
+    names |= set(re.findall(r"^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]+)=", dockerfile, re.M))
+    assert {"DATABASE_URL_FILE", "VSPC_DB_HOST", "HTTP_PORT"} <= names  # the files were read
+    assert unknown_variables(names, "the container") == []

@@ -33,9 +33,11 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.config import load_settings
+from etl.crontab import cron_trigger
+from etl.daemon import Daemon
 from etl.errors import ConfigError
 from etl.logs import JsonFormatter, RedactingFilter
-from etl.schedule import build_schedule, cron_trigger
+from etl.schedule import build_schedule
 from etl.simulator import Simulator, SimulatorServer
 from tests.conftest import TEST_API_KEY
 
@@ -84,6 +86,71 @@ def test_cron_wins_and_its_longest_gap_sets_readiness() -> None:
     schedule = build_schedule(s)
     assert schedule.period == timedelta(days=3).total_seconds()  # Friday to Monday
     assert "cron" in schedule.description
+
+
+@pytest.mark.parametrize(
+    ("env", "jitter", "warning"),
+    [
+        ({"SYNC_INTERVAL": "60", "SYNC_JITTER": "60"}, 60, None),
+        (
+            {"SYNC_INTERVAL": "60", "SYNC_JITTER": "600"},
+            60,
+            "SYNC_JITTER 600 s is longer than the 1 min interval: using 60 s",
+        ),
+        (
+            {"SYNC_CRON": "*/5 * * * *", "SYNC_JITTER": "3600"},
+            300,
+            "SYNC_JITTER 3600 s is longer than the shortest gap between two cron runs: using 300 s",
+        ),
+    ],
+)
+def test_a_jitter_longer_than_the_interval_is_clamped_with_a_warning(
+    env: dict[str, str], jitter: int, warning: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="etl.schedule"):
+        schedule = build_schedule(load_settings(environ=env, dotenv=False))
+    assert (schedule.jitter, schedule.trigger.jitter) == (jitter, jitter)
+    said = [r.getMessage() for r in caplog.records if r.name == "etl.schedule"]
+    assert said == ([warning] if warning else [])
+
+
+def test_readyz_allows_for_the_jitter(fresh_db: Engine, database_url: URL) -> None:
+    env = {
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "VSPC_URL": "https://127.0.0.1:9",
+        "VSPC_API_KEY": TEST_API_KEY,
+        "VSPC_SOURCE": "jittery",
+        "SYNC_INTERVAL": "60",
+        "SYNC_JITTER": "30",
+        "SYNC_RUN_AT_START": "false",
+        "HTTP_PORT": "0",
+    }
+    daemon = Daemon(load_settings(environ=env, dotenv=False))
+
+    def success(seconds_ago: int) -> tuple[bool, dict[str, Any]]:
+        with fresh_db.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.etl_runs (source, status, started_at, finished_at) "
+                    "VALUES ('jittery', 'success', now() - make_interval(secs => :s + 1), "
+                    "now() - make_interval(secs => :s))"
+                ),
+                {"s": seconds_ago},
+            )
+        time.sleep(1.05)  # past the probes' one-second cache
+        return daemon.ready()
+
+    daemon.start()
+    try:
+        too_old = success(300)  # past 3 x (60 s + 30 s)
+        recent = success(200)  # past 3 x 60 s, within 3 x (60 s + 30 s)
+    finally:
+        daemon.stop()
+    assert too_old[0] is False
+    assert too_old[1]["reason"].startswith("the last successful sync of jittery finished 3")
+    assert too_old[1]["reason"].endswith("s ago, more than 3 x (the 60 s period + 30 s of jitter)")
+    assert (recent[0], recent[1]["window_s"]) == (True, 270.0)
+    assert 200 <= recent[1]["last_success_age_s"] < 230
 
 
 @pytest.fixture
@@ -136,7 +203,8 @@ def test_http_port_in_use_exits_2(runner: CliRunner, database_url: URL) -> None:
         }
         result = runner.invoke(main, ["run"], env=env)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: HTTP_PORT {port} cannot be used on 127.0.0.1")
+    last = result.stderr.splitlines()[-1]  # after the plain-http warning of VSPC_URL
+    assert last.startswith(f"error: HTTP_PORT {port} cannot be used on 127.0.0.1")
 
 
 # ---------------------------------------------------------------- JSON logs

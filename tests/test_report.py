@@ -275,9 +275,8 @@ def test_report_errors(runner: CliRunner, history: dict[str, str], server_url: U
         result = runner.invoke(main, ["report"], env=env)
     finally:
         drop_database(server_url, empty)
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: cannot read the reporting views: ")
-    assert "run `vspc-etl migrate`" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr == "error: schema vspc is missing: run `vspc-etl migrate`\n"
 
 
 @pytest.fixture

@@ -6,20 +6,23 @@
             └── _attempt            one HTTP exchange; every httpx exception is mapped here
 
 Every failure leaves as an ``etl.errors`` type. Transient ones (429, 408, 5xx/520, retryable
-error bodies, timeouts, dropped connections, a 200 that is not JSON) are retried with capped
-exponential backoff plus jitter, bounded by attempts and by elapsed time; then
-``RetriesExhausted`` says what kept failing.
+error bodies, timeouts, refused or dropped connections, a 200 that is not JSON) are retried with
+capped exponential backoff plus jitter, bounded by attempts and by elapsed time, each retry
+logged as it happens; then ``RetriesExhausted`` says what kept failing. What retrying cannot
+cure fails at once and says so: an unknown host name, a TLS handshake the server refuses (a
+plain-HTTP port named with https://, say), a certificate that does not verify.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -299,6 +302,12 @@ class VspcClient:
         action = location.path.rstrip("/")
         start = self._clock()
         timeout = self._policy.async_timeout
+        _log.info(  # its polls are quiet: say once why the run may wait here for minutes
+            "the VSPC console runs GET %s as async action %s: waiting for it (up to %g s)",
+            path,
+            action.rsplit("/", 1)[-1],
+            timeout,
+        )
 
         def give_up(state: tenacity.RetryCallState) -> NoReturn:
             last = state.outcome.result() if state.outcome is not None else "?"
@@ -384,7 +393,7 @@ class VspcClient:
             wait=lambda state: self._wait(state, start),
             stop=lambda state: self._stop(state, start),
             sleep=self._pause,
-            before_sleep=lambda state: self._note_retry(_last_transient(state).outcome),
+            before_sleep=lambda state: self._before_retry(state, request),
             retry_error_callback=lambda state: self._give_up(state, request.url.path, start),
         )
         return retrying(self._attempt, request, authenticated)
@@ -405,6 +414,19 @@ class VspcClient:
             state.attempt_number >= self._policy.max_attempts
             or elapsed >= budget
             or elapsed + _asked_wait(state) > budget
+        )
+
+    def _before_retry(self, state: tenacity.RetryCallState, request: httpx.Request) -> None:
+        """Count the retry and say it as it happens: a long backoff is never a silent minute."""
+        last = _last_transient(state)
+        self._note_retry(last.outcome)
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        _log.warning(
+            "%s; retrying in %.1f s (attempt %d of at most %d)",
+            str(last).rstrip("."),
+            wait,
+            state.attempt_number + 1,
+            self._policy.max_attempts,
         )
 
     def _note_retry(self, reason: str) -> None:
@@ -519,6 +541,26 @@ class VspcClient:
                     "set VSPC_CA_BUNDLE to the console's CA certificate (PEM) or, "
                     "at your own risk, VSPC_VERIFY_TLS=false."
                 )
+            handshake = _tls_handshake_failure(exc)
+            if handshake is not None:
+                return "tls", ConfigError(
+                    f"The TLS handshake with {url.host}:{_origin(url)[2]} failed ({handshake}): "
+                    + (
+                        "the server there speaks plain HTTP, so VSPC_URL should start with "
+                        "http:// (or name the console's HTTPS port)."
+                        if handshake == "wrong version number"
+                        else "check that VSPC_URL names the console's HTTPS port."
+                    )
+                )
+            resolution = _resolution_failure(exc)
+            if resolution is not None and resolution[1]:
+                return "dns", ConfigError(
+                    f"The host {url.host!r} of VSPC_URL is unknown ({resolution[0]}): "
+                    "check the host name in VSPC_URL."
+                )
+            if resolution is not None:
+                doing = f"failing name resolution ({detail})"
+                return "dns", _Transient("dns", doing, path)
             return "connect", _Transient("connect", f"refusing the connection ({detail})", path)
         if isinstance(exc, httpx.UnsupportedProtocol):
             return "config", ConfigError(
@@ -646,6 +688,40 @@ def _tls_verification_failure(exc: BaseException) -> str | None:
             return seen.verify_message or "certificate verify failed"
         seen = seen.__cause__ or seen.__context__
     return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+# Failures to resolve a name that asking again will not cure; EAI_AGAIN (a DNS server that did
+# not answer) is worth a retry.
+_NAME_UNKNOWN = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL")
+    if hasattr(socket, name)
+)
+
+
+def _resolution_failure(exc: BaseException) -> tuple[str, bool] | None:
+    """(reason, whether it is final) if the console's host name could not be resolved."""
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return cause.strerror or str(cause), cause.errno in _NAME_UNKNOWN
+    return None
+
+
+def _tls_handshake_failure(exc: BaseException) -> str | None:
+    """Why the TLS handshake failed, unless the connection merely broke off during it."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+            return None  # dropped mid-handshake: a transient failure like any dropped connection
+        if isinstance(cause, ssl.SSLError):
+            return str(cause.reason).lower().replace("_", " ") if cause.reason else str(cause)
+    return None
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
