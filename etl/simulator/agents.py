@@ -186,6 +186,13 @@ class Fleet:
             spans.append((cursor, t1))
         return spans
 
+    def offline_between(self, uid: str, start: datetime, end: datetime) -> datetime | None:
+        """When the computer went offline during ``(start, end]``, if it did."""
+        computer = self.computers.get(uid)
+        if computer is None or not computer.outages:
+            return None
+        return min((off for off, _ in computer.outages if start < off <= end), default=None)
+
     def offline_since(self, uid: str, now: datetime) -> datetime | None:
         computer = self.computers.get(uid)
         if computer is None:

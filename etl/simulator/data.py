@@ -88,7 +88,7 @@ class World(Generator):
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         self.platforms = _platforms(platforms)
-        self.names_on_windows_agents = names_on_windows_agents
+        self._names_on_windows_agents = names_on_windows_agents
         self._rng = random.Random(seed)
         self._streams = {"windows": self._rng} | {
             p: random.Random(f"vspc-simulator/{seed}/{p}") for p in wire.PLATFORMS[1:]
@@ -128,6 +128,17 @@ class World(Generator):
     @property
     def now(self) -> datetime:
         return self._now
+
+    @property
+    def names_on_windows_agents(self) -> bool:
+        """Whether ``/backupAgents/windows`` serves the names stand-in (see the class)."""
+        return self._names_on_windows_agents
+
+    @names_on_windows_agents.setter
+    def names_on_windows_agents(self, value: bool) -> None:
+        with self._lock:
+            self._names_on_windows_agents = value
+            self.version += 1
 
     def rows(self, collection: str) -> list[dict[str, Any]]:
         """The records a collection serves (``jobs``, ``linux_jobs``, ``mac_jobs``, ``agents``,
@@ -324,7 +335,9 @@ class World(Generator):
         self, agent: str, schedule: Schedule, first: datetime, t0: datetime, t1: datetime
     ) -> list[datetime]:
         """Occurrences from ``first`` to ``t1`` while the agent's computer is reachable."""
-        spans = self._fleet.online_spans(agent, t0, t1) or [(t0, t1)]
+        spans = self._fleet.online_spans(agent, t0, t1)
+        if spans is None:
+            spans = [(t0, t1)]
         return [at for low, high in spans for at in schedule.between(max(low, first), high)]
 
     def _advance_job(
@@ -342,16 +355,16 @@ class World(Generator):
             job["lastModifiedDate"] = wire.format_timestamp(when, meta.tz, meta.mod_digits)
             machine = self._machines.get(job.get("backupAgentUid", ""))
             job["lastModifiedBy"] = self._modified_by(machine.alias if machine else "vspc", rng)
+        agent = str(job.get("backupAgentUid"))
         if meta.running is not None:
             start, planned_end = meta.running
-            self._finish(job, meta, start, min(planned_end, t1))
+            self._finish(job, meta, start, min(planned_end, t1), agent)
         if not (job.get("isEnabled") and meta.schedule is not None):
             meta.next_run = None
             job["nextRun"] = None
             return job
         schedule = meta.schedule
         first = meta.next_run if meta.next_run is not None else schedule.next_after(t0)
-        agent = str(job.get("backupAgentUid"))
         if self._fleet.online_spans(agent, t0, t1) is not None:  # offline for a while
             runs_at = self._runs(agent, schedule, first, t0, t1)
             earlier, last = runs_at[-1 - meta.retention : -1], runs_at[-1] if runs_at else None
@@ -374,7 +387,7 @@ class World(Generator):
                 job["status"] = wire.spell("Running", meta.style)
                 meta.running = (start, end)
             else:
-                self._finish(job, meta, start, end)
+                self._finish(job, meta, start, end, agent)
         meta.next_run = schedule.next_after(t1)
         job["nextRun"] = (
             None
@@ -383,9 +396,15 @@ class World(Generator):
         )
         return job
 
-    def _finish(self, job: dict[str, Any], meta: _JobMeta, start: datetime, end: datetime) -> None:
+    def _finish(
+        self, job: dict[str, Any], meta: _JobMeta, start: datetime, end: datetime, agent: str
+    ) -> None:
+        """A session ends; one its computer dropped out of fails when the computer did."""
         rng = self._streams[meta.platform]
         outcome = rng.choices(("Success", "Warning", "Failed"), (88, 6, 6))[0]
+        cut = self._fleet.offline_between(agent, start, end)
+        if cut is not None:
+            outcome, end = "Failed", max(start, cut)
         duration = max(1, int((end - start).total_seconds()))
         job["status"] = wire.spell(outcome, meta.style)
         job["lastEndTime"] = wire.format_timestamp(end, meta.tz, meta.digits)

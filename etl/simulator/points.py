@@ -93,7 +93,7 @@ class RestorePoints:
 
     def add(self, chain: Chain, at: datetime, keep: int) -> None:
         """A new point at ``at``; then only the newest ``keep`` points stay."""
-        us = micros(at)
+        us = _served(micros(at), chain.digits)
         index = bisect.bisect_right(chain.times, us)
         chain.times.insert(index, us)
         chain.ordinals.insert(index, chain.made)
@@ -106,7 +106,7 @@ class RestorePoints:
             for at in sorted(times):
                 self.add(chain, at, len(chain.times) + 1)
         else:
-            chain.times.extend(sorted(map(micros, times)))
+            chain.times.extend(sorted(_served(micros(t), chain.digits) for t in times))
             chain.ordinals.extend(range(chain.made, chain.made + len(times)))
             chain.made += len(times)
         self.trim(chain, keep)
@@ -196,6 +196,11 @@ class RestorePoints:
                 ):
                     waiting.append((chain.key, instant(us)))
         return waiting
+
+
+def _served(us: int, digits: int) -> int:
+    """An instant as precise as the console writes it: whole seconds when it sends no digits."""
+    return us - us % 1_000_000 if digits == 0 else us
 
 
 def _unit(text: str) -> float:
