@@ -16,7 +16,7 @@ from typing import Any
 from etl.simulator import wire
 from etl.simulator.agents import Fleet
 from etl.simulator.clock import Schedule
-from etl.simulator.points import RestorePoints
+from etl.simulator.points import Chain, RestorePoints
 
 
 def _count(job: dict[str, Any], key: str) -> int:
@@ -108,7 +108,7 @@ class Generator:
             chain = self._chain(job, meta)
         self._points.add(chain, at, keep or meta.retention)
 
-    def _chain(self, job: dict[str, Any], meta: _JobMeta) -> Any:
+    def _chain(self, job: dict[str, Any], meta: _JobMeta) -> Chain:
         spec = _MODES.get(str(job.get("backupMode") or "").casefold(), "Unknown")
         return self._points.chain(
             job["instanceUid"],
