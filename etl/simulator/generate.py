@@ -458,7 +458,7 @@ class Generator:
                 newest = start - timedelta(hours=rng.uniform(1, 48))
                 job["lastEndTime"] = ts(newest)
                 job["lastDuration"] = int(average * rng.uniform(0.6, 1.5))
-            self._backfill(job, meta, [newest - step * k for k in range(sessions)])
+            self._backfill(job, meta, newest, step, sessions)
             return
         if enabled and meta.schedule is not None:
             start = meta.schedule.last_at_or_before(now - timedelta(seconds=duration + 60))
@@ -476,11 +476,13 @@ class Generator:
             newest = start + timedelta(seconds=duration)
         else:
             newest = start - step + timedelta(seconds=min(average, step.total_seconds() / 2))
-        self._backfill(job, meta, [newest - step * k for k in range(sessions)])
+        self._backfill(job, meta, newest, step, sessions)
 
-    def _backfill(self, job: dict[str, Any], meta: _JobMeta, times: list[datetime]) -> None:
-        chain = self._chain(job, meta)
-        self._points.backfill(chain, times, len(times))
+    def _backfill(
+        self, job: dict[str, Any], meta: _JobMeta, newest: datetime, step: timedelta, count: int
+    ) -> None:
+        """The points of ``count`` sessions ``step`` apart, the last one ending at ``newest``."""
+        self._points.backfill(self._chain(job, meta), newest, step, count)
 
     @staticmethod
     def _unix_destination(target: str, machine: _Machine, rng: random.Random) -> str | None:

@@ -28,8 +28,12 @@ LATE_SHARE = 1 / 30  # share of points the console lists only some hours after t
 _LATE_MAX_HOURS = 8
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def micros(t: datetime) -> int:
-    return (t - _EPOCH) // timedelta(microseconds=1)
+    since = t - _EPOCH
+    return (since.days * 86400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def instant(us: int) -> datetime:
@@ -93,23 +97,29 @@ class RestorePoints:
 
     def add(self, chain: Chain, at: datetime, keep: int) -> None:
         """A new point at ``at``; then only the newest ``keep`` points stay."""
-        us = _served(micros(at), chain.digits)
+        self._insert(chain, _served(micros(at), chain.digits))
+        self.trim(chain, keep)
+
+    @staticmethod
+    def _insert(chain: Chain, us: int) -> None:
         index = bisect.bisect_right(chain.times, us)
         chain.times.insert(index, us)
         chain.ordinals.insert(index, chain.made)
         chain.made += 1
-        self.trim(chain, keep)
 
-    def backfill(self, chain: Chain, times: list[datetime], keep: int) -> None:
-        """Points a chain made before the simulation started."""
+    def backfill(self, chain: Chain, newest: datetime, step: timedelta, count: int) -> None:
+        """Points a chain made before the simulation started: ``count`` of them, ``step``
+        apart, the newest at ``newest``; then only those ``count`` stay."""
+        last, every = micros(newest), step // _MICROSECOND
+        times = [_served(last - every * k, chain.digits) for k in range(count - 1, -1, -1)]
         if chain.times:
-            for at in sorted(times):
-                self.add(chain, at, len(chain.times) + 1)
+            for us in times:
+                self._insert(chain, us)
         else:
-            chain.times.extend(sorted(_served(micros(t), chain.digits) for t in times))
-            chain.ordinals.extend(range(chain.made, chain.made + len(times)))
-            chain.made += len(times)
-        self.trim(chain, keep)
+            chain.times.extend(times)
+            chain.ordinals.extend(range(chain.made, chain.made + count))
+            chain.made += count
+        self.trim(chain, count)
 
     @staticmethod
     def trim(chain: Chain, keep: int) -> None:
@@ -181,7 +191,7 @@ class RestorePoints:
             "sourceSize": facts.source,
             "creationDate": wire.format_timestamp(instant(us), chain.tz, chain.digits),
         }
-        late = facts.late // timedelta(microseconds=1) if facts.late is not None else 0
+        late = facts.late // _MICROSECOND if facts.late is not None else 0
         return row, us + late
 
     def pending(self, now: datetime) -> list[tuple[str, datetime]]:
