@@ -135,11 +135,11 @@ def simulate(
 ) -> None:
     """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
 
-    Serves backup agent jobs of every platform (/infrastructure/backupAgents/{windows,linux,
-    mac}/jobs), the agents (/infrastructure/backupAgents and its platform children), the
-    management agents, restore points (/protectedWorkloads/computersManagedByConsole/
-    restorePoints) and organizations. Prints the URL and credentials to use, then serves
-    until interrupted.
+    Serves the backup agent jobs of each platform (/infrastructure/backupAgents/windows/jobs,
+    .../linux/jobs, .../mac/jobs), the agents (/infrastructure/backupAgents and
+    .../windows, .../linux, .../mac), the management agents (/infrastructure/managementAgents),
+    the restore points (/protectedWorkloads/computersManagedByConsole/restorePoints) and the
+    organizations. Prints the URL and credentials to use, then serves until interrupted.
     """
     sim = Simulator(
         jobs=jobs,
