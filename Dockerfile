@@ -9,17 +9,24 @@ FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/vspc-etl
-# Dependencies first, in a layer of their own that survives code changes. pgserver (the
-# embedded PostgreSQL for laptops, with its own server binaries) stays out: in a container
-# DATABASE_URL is always set.
+# Dependencies first, in a layer of their own that survives code changes: exactly the
+# versions and files of requirements.lock, every one checked against its hash, wheels only
+# (no compiler here). The lock is pip-compile's resolution of pyproject.toml (its header has
+# the command: run it again when a dependency changes); every pin has a wheel for this image
+# (CPython 3.12, Linux x86_64), which `pip download --require-hashes --only-binary=:all:
+# --python-version 3.12 --platform manylinux2014_x86_64 -r requirements.lock -d DIR` checks
+# without Docker. It leaves out pgserver (the embedded PostgreSQL for laptops, with its own
+# server binaries: in a container DATABASE_URL is always set), what only pgserver needs, and
+# the extra [chart].
+COPY requirements.lock ./
+RUN /opt/vspc-etl/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('pgserver')))" > requirements.txt \
- && /opt/vspc-etl/bin/pip install -r requirements.txt
 COPY etl ./etl
 COPY migrations ./migrations
-# The package and its alembic migrations (packages `etl*` and `migrations*`), checked.
+# The package and its alembic migrations (packages `etl*` and `migrations*`) with the SQL
+# definitions, checked; its dependencies are the lock's.
 RUN /opt/vspc-etl/bin/pip install --no-deps . \
- && /opt/vspc-etl/bin/python -c "import etl.cli; from importlib.resources import files; assert files('migrations').joinpath('env.py').is_file()"
+ && /opt/vspc-etl/bin/python -c "import etl.cli, etl.sql; from importlib.resources import files; assert files('migrations').joinpath('env.py').is_file(); assert etl.sql.objects()"
 
 # ---------------------------------------------------------------- runtime: no compiler, no pip cache
 FROM python:${PYTHON_VERSION}-slim AS runtime

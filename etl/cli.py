@@ -234,38 +234,169 @@ def demo(ctx: click.Context, days: int, jobs: int, seed: int) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
+    type=click.Choice(["table", "csv", "json", "html"]),
     default="table",
     show_default=True,
-    help="table for people; csv and json keep the views' values (rates 0..1).",
+    help="table for people; csv and json keep the views' values (rates 0..1); html: the "
+    "customer SLA report of a --month (with --out).",
 )
 @click.option(
     "--chart",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a trend chart (RPO compliance, success rate per day) to FILE.png/.svg.",
 )
+@click.option("--source", metavar="NAME", help="Only this console's jobs (a VSPC_SOURCE name).")
+@click.option(
+    "--organization",
+    metavar="NAME|UID",
+    help="Only this organization: its name, uid or a uid's start.",
+)
+@click.option(
+    "--all-organizations",
+    is_flag=True,
+    help="With --format html: one report per organization, written into the --out directory.",
+)
+@click.option(
+    "--month",
+    metavar="YYYY-MM",
+    help="With --format html: the calendar month in UTC, YYYY-MM (default: this one).",
+)
+@click.option(
+    "--out",
+    metavar="FILE|DIR",
+    type=click.Path(path_type=Path),
+    help="With --format html: the file to write (a directory with --all-organizations).",
+)
 @click.pass_context
 @handle_errors
-def report(ctx: click.Context, days: int, by: str, fmt: str, chart: Path | None) -> None:
-    """Print the SLA of the last --days days, read from the views of schema vspc."""
-    from etl.db import make_engine
-    from etl.report import render, sla_report, trend, write_chart
-    from etl.report.chart import chart_format
+def report(
+    ctx: click.Context,
+    days: int,
+    by: str,
+    fmt: str,
+    chart: Path | None,
+    source: str | None,
+    organization: str | None,
+    all_organizations: bool,
+    month: str | None,
+    out: Path | None,
+) -> None:
+    """Print the SLA of the last --days days, read from the views of schema vspc.
 
-    settings = settings_from(ctx)
+    With --format html, write the customer-facing SLA report of a calendar month instead.
+    """
+    if fmt == "html":
+        _check_html_options(ctx, chart, organization, all_organizations, month, out)
+    elif all_organizations or month is not None or out is not None:
+        raise ConfigError("--all-organizations, --month and --out go with --format html")
     if chart is not None:
-        chart_format(chart)  # a wrong suffix fails before any work
+        from etl.report.chart import check_chart_path
+
+        check_chart_path(chart)  # a wrong suffix or a path that cannot be written: before any work
+    settings = settings_from(ctx)
+    if fmt == "html":
+        assert out is not None
+        _html_report(settings, source, organization, month, out)
+    else:
+        _text_report(settings, days, by, fmt, chart, source, organization)
+
+
+def _check_html_options(
+    ctx: click.Context,
+    chart: Path | None,
+    organization: str | None,
+    all_organizations: bool,
+    month: str | None,
+    out: Path | None,
+) -> None:
+    from etl.report import month_window
+    from etl.report.files import check_writable
+
+    for name in ("days", "by"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--{name} does not go with --format html: give --month YYYY-MM")
+    if chart is not None:
+        raise ConfigError("--chart does not go with --format html: the report has its own chart")
+    if all_organizations == (organization is not None):
+        raise ConfigError(
+            "--format html needs either --organization NAME|UID or --all-organizations"
+        )
+    if out is None:
+        what = "DIR" if all_organizations else "FILE.html"
+        raise ConfigError(f"--format html needs --out {what}")
+    if month is not None:
+        month_window(month)  # a malformed month fails before any work
+    check_writable(out, "--out", directory=all_organizations)
+
+
+def _text_report(
+    settings: Settings,
+    days: int,
+    by: str,
+    fmt: str,
+    chart: Path | None,
+    source: str | None,
+    organization: str | None,
+) -> None:
+    from etl.db import make_engine
+    from etl.report import Filters, last_days, newest_session, render, sla_report, trend
+    from etl.report.filters import report_today, scope
+    from etl.report.output import empty_window
+    from etl.report.queries import reading
+
     engine = make_engine(settings)
     try:
-        with engine.connect() as conn:
-            result = sla_report(conn, by=by, days=days)
-            history = trend(conn, days=days) if chart is not None else None
+        with engine.connect() as conn, reading():
+            filters = Filters.given(conn, source=source, organization=organization)
+            today, zone = report_today(conn)
+            window = last_days(today, days)
+            result = sla_report(conn, by=by, window=window, filters=filters)
+            history = trend(conn, window=window, filters=filters) if chart is not None else None
+            newest = newest_session(conn, filters) if result.runs == 0 else None
     finally:
         engine.dispose()
     click.echo(render(result, fmt), nl=False)
+    if result.runs == 0:
+        note = empty_window(window, zone, scope(source, organization), newest, today)
+        click.echo(note, err=True)
     if chart is not None and history is not None:
-        write_chart(history, chart, title=f"vspc SLA, last {days} days")
+        from etl.report import write_chart
+
+        write_chart(
+            history, chart, title=f"vspc SLA{scope(source, organization)}, {window} ({zone})"
+        )
         click.echo(f"chart written to {chart}", err=True)
+
+
+def _html_report(
+    settings: Settings, source: str | None, organization: str | None, month: str | None, out: Path
+) -> None:
+    from etl.db import make_engine
+    from etl.report import Filters, month_window, monthly_reports, render_html, write_reports
+    from etl.report.files import write_text
+    from etl.report.filters import current_month, scope
+    from etl.report.queries import reading
+
+    window = month_window(month or current_month())
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn, reading():
+            filters = Filters.given(conn, source=source, organization=organization)
+            reports = monthly_reports(conn, window, filters)
+    finally:
+        engine.dispose()
+    label = f"{window.first:%Y-%m}"
+    if not reports:
+        raise ConfigError(
+            f"nothing to report for {label}{scope(source, organization)}: no protected job and no "
+            "session in that month (UTC); choose another --month"
+        )
+    if organization is not None:
+        write_text(out, render_html(reports[0]))
+        click.echo(f"SLA report for {label} written to {out}", err=True)
+        return
+    written = write_reports(reports, out)
+    click.echo(f"{len(written)} SLA report(s) for {label} written to {out}", err=True)
 
 
 @main.command()

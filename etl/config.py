@@ -1,6 +1,6 @@
 """Settings, read once at the edge (CLI, daemon, tests) and passed down.
 
-Environment variables are the interface (names in ``contract.md``); a ``.env`` file and CLI
+Environment variables are the interface (``docs/contract.md``); a ``.env`` file and CLI
 flags may override them. Every secret may instead be given as ``<NAME>_FILE`` pointing at a file
 that holds it (container secrets). Validation errors become one ``ConfigError`` sentence.
 """

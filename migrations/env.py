@@ -2,14 +2,21 @@
 
 The URL comes from the application's settings (``DATABASE_URL`` or the embedded PostgreSQL),
 or from ``config.attributes["url"]`` when ``vspc-etl migrate`` calls alembic itself.
+
+Besides the tables of ``etl.load.schema``, autogenerate and ``alembic check`` compare the
+views, functions and triggers of ``etl/sql`` with the database's, through alembic_utils: an
+edited definition shows up as a difference until a revision applies it (``docs/sql.md``).
 """
 
 from __future__ import annotations
 
 from alembic import context
+from alembic.runtime.environment import NameFilterParentNames
+from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import Connection, create_engine, pool, text
 
 from etl.load.schema import SCHEMA, metadata
+from migrations.entities import ENTITY_TYPES, sql_entities
 
 # Any constant works; it only has to differ from the sync's per-source locks (two-key form).
 MIGRATION_LOCK_KEY = 0x76737063  # "vspc"
@@ -27,11 +34,16 @@ def _url() -> object:
     return database_url(load_settings())
 
 
-def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+def _include_name(name: str | None, type_: str, parent_names: NameFilterParentNames) -> bool:
     # Only our schema is alembic's business; ignore public and everything else.
     if type_ == "schema":
         return name == SCHEMA
+    if type_ in ENTITY_TYPES:  # alembic_utils looks at every schema it finds
+        return parent_names.get("schema_name") == SCHEMA
     return True
+
+
+register_entities(sql_entities(), entity_types=list(ENTITY_TYPES.values()))
 
 
 def _migrate(connection: Connection) -> None:

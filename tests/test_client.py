@@ -740,6 +740,29 @@ def test_invalid_grant_names_the_variables_but_not_the_password(make_client, clo
     assert clock.sleeps == []
 
 
+def test_a_refused_login_is_not_tried_again_in_the_same_run(make_client, clock):
+    refused = httpx.Response(400, json={"error": "invalid_grant"})
+    console = Console(Script(refused, tokens(2)), Script(httpx.Response(200, json=PAGE)))
+    client = make_client(console, auth=password_auth(clock))
+
+    sentences = []
+    for _ in range(3):
+        with pytest.raises(AuthenticationError) as caught:
+            client.get_json(JOBS)
+        sentences.append(str(caught.value))
+
+    # More failed logins from one run could lock the account out: the first refusal stands.
+    assert console.trace() == ["POST token password"]
+    assert (
+        sentences
+        == [
+            "The VSPC console refused the login of 'etl' (400, invalid_grant); "
+            "check VSPC_USERNAME and VSPC_PASSWORD."
+        ]
+        * 3
+    )
+
+
 def test_token_endpoint_without_access_token_is_a_protocol_error(make_client, clock):
     console = Console(Script(httpx.Response(200, json={})), Script(httpx.Response(200, json=PAGE)))
     client = make_client(console, auth=password_auth(clock))
@@ -799,32 +822,63 @@ def test_401_renews_the_session_and_retries_once(make_client, clock, events):
     ]
 
 
-def test_a_session_ended_again_after_each_renewal_fails_after_three(make_client, clock):
+def test_a_session_ended_after_every_renewal_is_retried_within_the_budget(make_client, clock):
+    # Each renewal works, so the credentials are good: every later 401 is a logout by
+    # another application, renewed and sent again at once until the attempts run out.
     console = Console(
-        Script(tokens(1), tokens(2), tokens(3), tokens(4)),
+        Script(*(tokens(n) for n in range(1, 9))),
         Script(httpx.Response(401, json=error_body("Session expired.", "security"))),
     )
     client = make_client(console, auth=password_auth(clock))
 
-    with pytest.raises(AuthenticationError) as caught:
+    with pytest.raises(RetriesExhausted) as caught:
         client.get_json(JOBS)
 
     assert str(caught.value) == (
-        f"The VSPC console rejected the credentials/API key (401) for {JOBS} 4 times in a row: "
-        "Session expired; check VSPC_API_KEY, or VSPC_USERNAME and VSPC_PASSWORD."
+        f"The VSPC console kept ending the session (401: Session expired) for {JOBS} although "
+        "every renewal succeeded; gave up after 8 attempts in 0 s: another application is "
+        "probably logging in with the same account, so give vspc-etl an account of its own "
+        "(VSPC_USERNAME, VSPC_PASSWORD) or an API key (VSPC_API_KEY)."
     )
     assert caught.value.status_code == 401
     assert console.trace() == [
         "POST token password",
         f"GET {JOBS} access-1-SECRET",
-        "POST token refresh_token",
-        f"GET {JOBS} access-2-SECRET",
-        "POST token refresh_token",
-        f"GET {JOBS} access-3-SECRET",
-        "POST token refresh_token",
-        f"GET {JOBS} access-4-SECRET",
-    ]
-    assert client.stats.retries == 3
+        *(line for n in range(2, 9) for line in ("POST token refresh_token",
+                                                 f"GET {JOBS} access-{n}-SECRET")),
+    ]  # fmt: skip
+    assert clock.sleeps == []
+    assert client.stats.retries == 7
+    assert client.stats.logouts == 7  # every 401 but the first came after a renewal
+
+
+def test_the_first_401_is_renewed_even_with_a_single_attempt(make_client, clock):
+    console = Console(
+        Script(tokens(1), tokens(2)),
+        Script(httpx.Response(401), httpx.Response(200, json=PAGE)),
+    )
+    client = make_client(
+        console, auth=password_auth(clock), retry=RetryPolicy(jitter=0.0, max_attempts=1)
+    )
+
+    assert client.get_json(JOBS) == PAGE
+    assert console.trace()[-1] == f"GET {JOBS} access-2-SECRET"
+    assert client.stats.logouts == 0
+
+
+def test_logouts_stop_at_the_elapsed_budget(make_client, clock):
+    def slow_401(request: httpx.Request) -> httpx.Response:
+        clock.now += 4.0  # each refused request takes 4 s
+        return httpx.Response(401)
+
+    console = Console(Script(*(tokens(n) for n in range(1, 9))), Script(slow_401))
+    client = make_client(
+        console, auth=password_auth(clock), retry=RetryPolicy(jitter=0.0, max_elapsed=10.0)
+    )
+
+    with pytest.raises(RetriesExhausted, match=r"gave up after 3 attempts in 12 s: "):
+        client.get_json(JOBS)
+    assert [line.split()[0] for line in console.trace()].count("GET") == 3
 
 
 def test_a_session_ended_twice_in_a_row_is_renewed_twice(make_client, clock):
@@ -872,6 +926,92 @@ def test_api_key_gets_the_same_single_retry_on_401(make_client, second, succeeds
             client.get_json(JOBS)
     assert len(script.requests) == 2
     assert all(r.headers["Authorization"] == f"Bearer {API_KEY}" for r in script.requests)
+
+
+def test_api_key_never_accepted_is_rejected_at_the_second_401(make_client, clock):
+    refused = httpx.Response(401, json=error_body("Invalid API key.", "security"))
+    client = make_client(Script(refused))
+
+    with pytest.raises(AuthenticationError) as caught:
+        client.get_json(JOBS)
+
+    assert str(caught.value) == (
+        f"The VSPC console rejected the API key (401) for {JOBS} twice in a row: "
+        "Invalid API key; check VSPC_API_KEY."
+    )
+    assert clock.sleeps == []
+    assert client.stats.logouts == 0
+
+
+def test_api_key_refused_after_it_worked_is_retried_with_backoff(make_client, clock):
+    script = Script(
+        httpx.Response(200, json=PAGE),
+        *[httpx.Response(401)] * 4,
+        httpx.Response(200, json=PAGE),
+    )
+    client = make_client(script)
+
+    assert client.get_json(JOBS) == PAGE
+    assert client.get_json(JOBS) == PAGE  # four 401s, then the console takes the key again
+    assert len(script.requests) == 6
+    assert clock.sleeps == [1.0, 2.0, 4.0]  # the first 401 is retried at once
+    assert client.stats.retries == 4
+
+
+def test_api_key_refused_for_good_after_it_worked_fails_clearly(make_client, clock):
+    script = Script(httpx.Response(200, json=PAGE), httpx.Response(401))
+    client = make_client(script)
+
+    client.get_json(JOBS)
+    with pytest.raises(AuthenticationError) as caught:
+        client.get_json(JOBS)
+
+    assert str(caught.value) == (
+        f"The VSPC console stopped accepting the API key (401) for {JOBS} after accepting it "
+        "earlier in this run; gave up after 8 attempts in 61 s: check in the console that the "
+        "key is still enabled, or set a new one (VSPC_API_KEY)."
+    )
+    assert len(script.requests) == 1 + 8
+    assert clock.sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+def test_a_refused_refresh_logs_in_once_more_then_fails_clearly(make_client, clock):
+    refused = httpx.Response(400, json={"error": "invalid_grant", "error_description": "gone"})
+    console = Console(
+        Script(tokens(1), refused),  # the refresh and the new login are both refused
+        Script(httpx.Response(200, json=PAGE), httpx.Response(401)),
+    )
+    client = make_client(console, auth=password_auth(clock))
+
+    client.get_json(JOBS)
+    with pytest.raises(AuthenticationError) as caught:
+        client.get_json(JOBS)
+
+    assert str(caught.value) == (
+        "The VSPC console refused the login of 'etl' (400, invalid_grant); "
+        "check VSPC_USERNAME and VSPC_PASSWORD."
+    )
+    assert console.trace() == [
+        "POST token password",
+        f"GET {JOBS} access-1-SECRET",
+        f"GET {JOBS} access-1-SECRET",
+        "POST token refresh_token",
+        "POST token password",
+    ]
+    assert clock.sleeps == []
+
+
+def test_stats_count_logouts_as_pushback(make_client, clock):
+    console = Console(
+        Script(tokens(1), tokens(2), tokens(3)),
+        Script(httpx.Response(429, json=error_body(type_="transport", retryAfter=0)),
+               httpx.Response(401), httpx.Response(401), httpx.Response(200, json=PAGE)),
+    )  # fmt: skip
+    client = make_client(console, auth=password_auth(clock))
+
+    assert client.get_json(JOBS) == PAGE
+    assert (client.stats.by_outcome["429"], client.stats.logouts) == (1, 1)
+    assert client.stats.pushback == 2
 
 
 # -- 202 async actions ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from importlib.metadata import requires
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ import click
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
@@ -259,20 +262,119 @@ def test_dockerfile_installs_the_package_and_its_migrations() -> None:
     assert configured["packages"]["find"]["include"] == ["etl*", "migrations*"]
 
 
-def test_dockerfile_leaves_pgserver_out() -> None:
-    """Run the build stage's requirements command here: every dependency but pgserver."""
-    run = next(args for ins, args in stages()[0] if ins == "RUN" and "tomllib" in args)
-    command = run.split(">", 1)[0].strip()
-    result = subprocess.run(
-        shlex.split(command.replace("python", sys.executable, 1)),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+# Left out of the image on purpose: the embedded PostgreSQL and what only it needs.
+NOT_IN_THE_IMAGE = {"pgserver", "fasteners", "platformdirs", "psutil"}
+
+
+def locked(text_: str) -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {name: (version, hashes)}; ValueError for a line that is no pin."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    joined = re.sub(r"\\\n", " ", text_)
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement, *hashes = (part.strip() for part in line.split("--hash="))
+        parsed = Requirement(requirement)
+        [spec] = parsed.specifier
+        if spec.operator != "==" or parsed.extras or parsed.marker is not None:
+            raise ValueError(f"requirements.lock: {line!r} is not a plain pin")
+        pins[canonicalize_name(parsed.name)] = (spec.version, hashes)
+    return pins
+
+
+def uncovered(pins: dict[str, tuple[str, list[str]]], dependencies: list[str]) -> list[str]:
+    """The runtime dependencies (and extras' requirements) the lock misses or pins outside
+    their specifier, pgserver excepted."""
+    missing: list[str] = []
+    for dependency in dependencies:
+        req = Requirement(dependency)
+        name = canonicalize_name(req.name)
+        if name in NOT_IN_THE_IMAGE:
+            continue
+        if name not in pins:
+            missing.append(f"{name}: not in the lock")
+        elif not req.specifier.contains(pins[name][0], prereleases=True):
+            missing.append(f"{name}: {pins[name][0]} is not {req.specifier}")
+        for extra in req.extras:  # psycopg[binary]: psycopg-binary too
+            for needed in map(Requirement, requires(req.name) or []):
+                wanted = needed.marker is not None and needed.marker.evaluate({"extra": extra})
+                if wanted and canonicalize_name(needed.name) not in pins:
+                    missing.append(f"{needed.name}: not in the lock ({req.name}[{extra}])")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def lock_text() -> str:
+    return (ROOT / "requirements.lock").read_text()
+
+
+def test_the_lock_covers_every_runtime_dependency(
+    pyproject: dict[str, Any], lock_text: str
+) -> None:
+    pins = locked(lock_text)
+    dependencies = pyproject["project"]["dependencies"]
+    assert uncovered(pins, dependencies) == []
+    # Every pin carries the hashes pip checks (--require-hashes), sha256 each.
+    assert all(
+        hashes and all(h.startswith("sha256:") for h in hashes) for _, hashes in pins.values()
     )
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert result.stdout.split() == [d for d in dependencies if not d.startswith("pgserver")]
+    # What the image leaves out is out of the lock: the embedded PostgreSQL, the chart extra.
+    assert set(pins).isdisjoint(NOT_IN_THE_IMAGE | {"matplotlib", "numpy"})
     assert any(d.startswith("pgserver") for d in dependencies)
+    assert pyproject["project"]["optional-dependencies"]["chart"] == ["matplotlib>=3.8"]
+    # The header says how it was made, from pyproject.toml, with hashes.
+    command = re.search(r"^#    (pip-compile .*)$", lock_text, re.MULTILINE)
+    assert command is not None
+    assert "--generate-hashes" in command.group(1)
+    assert command.group(1).endswith(" pyproject.toml")
+    for left_out in sorted(NOT_IN_THE_IMAGE):
+        assert f"--unsafe-package={left_out}" in command.group(1)
+
+
+def test_the_lock_check_bites(pyproject: dict[str, Any], lock_text: str) -> None:
+    dependencies = pyproject["project"]["dependencies"]
+    pins = locked(lock_text)
+    without_httpx = {k: v for k, v in pins.items() if k != "httpx"}
+    assert uncovered(without_httpx, dependencies) == ["httpx: not in the lock"]
+    without_binary = {k: v for k, v in pins.items() if k != "psycopg-binary"}
+    assert uncovered(without_binary, dependencies) == [
+        "psycopg-binary: not in the lock (psycopg[binary])"
+    ]
+    too_new = pins | {"sqlalchemy": ("2.2.0", pins["sqlalchemy"][1])}
+    assert uncovered(too_new, dependencies) == ["sqlalchemy: 2.2.0 is not <2.2,>=2.0.30"]
+    with pytest.raises(ValueError, match="is not a plain pin"):
+        locked("httpx>=0.27 --hash=sha256:00\n")
+
+
+def test_the_image_installs_the_lock_and_leaves_pgserver_out() -> None:
+    build = stages()[0]
+    runs = [args for ins, args in build if ins == "RUN"]
+    # Nothing reads pyproject.toml by hand: the lock is the image's list of dependencies.
+    assert not any("tomllib" in run or "pyproject" in run for run in runs)
+    [lock_install] = [run for run in runs if "requirements.lock" in run]
+    assert shlex.split(lock_install)[1:] == [
+        "install",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "-r",
+        "requirements.lock",
+    ]
+    [package_install] = [run for run in runs if "install --no-deps ." in run]
+    # The lock's layer comes before the code is copied, so a code change keeps it.
+    order = [f"{ins} {args}" for ins, args in build]
+    assert order.index(f"RUN {lock_install}") < order.index("COPY etl ./etl")
+    assert order.index("COPY requirements.lock ./") < order.index(f"RUN {lock_install}")
+    assert order.index("COPY etl ./etl") < order.index(f"RUN {package_install}")
+    # Its check, run here against the installed package: imports, migrations, SQL files.
+    check = shlex.split(package_install.split("&&", 1)[1])
+    assert check[0] == "/opt/vspc-etl/bin/python"
+    subprocess.run([sys.executable, *check[1:]], cwd=ROOT, check=True)
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
@@ -294,7 +396,14 @@ def ignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_sends_only_what_the_build_needs() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    for kept in ("pyproject.toml", "README.md", "etl/cli.py", "migrations/versions/__init__.py"):
+    for kept in (
+        "pyproject.toml",
+        "requirements.lock",
+        "README.md",
+        "etl/cli.py",
+        "etl/sql/views/job_runs.sql",
+        "migrations/versions/__init__.py",
+    ):
         assert not ignored(kept, patterns), kept
     for left_out in (
         ".env",

@@ -1,14 +1,17 @@
-"""iter_pages with concurrency > 1: the same checks, pages in any order, adaptive to 429."""
+"""iter_pages with concurrency > 1: the same checks, pages in any order, adaptive to 429
+and to logouts."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
 
-from etl.extract import PassReport, iter_pages
+from etl.extract import PassReport, PasswordAuth, VspcClient, iter_pages
 from etl.extract.pager import Throttle
 from tests.test_pager import JOBS, Collection, client_for, job
 
@@ -175,3 +178,94 @@ def test_429_storm_is_survived_and_everything_read() -> None:
     assert report.consistent
     assert len(uids(pages)) == 80
     assert all(n == 2 for offset, n in seen.items() if offset != "0")
+
+
+# -- logouts -------------------------------------------------------------------------------
+
+REVOKED = {"errors": [{"message": "The access token is invalid or was revoked.",
+                       "type": "security", "code": 401}]}  # fmt: skip
+
+
+class Sessions:
+    """A console whose sessions answer ``uses`` requests each, one session at a time: every
+    login or refresh ends the session before it, as another application's login would."""
+
+    def __init__(self, collection: Collection, uses: int) -> None:
+        self.collection = collection
+        self.uses = uses
+        self.lock = threading.Lock()
+        self.current: str | None = None
+        self.left = 0
+        self.issued = 0
+        self.needless = 0  # renewals while the session still had requests left
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v3/token":
+            with self.lock:
+                self.needless += self.left > 0
+                self.issued += 1
+                self.current, self.left = f"access-{self.issued}", self.uses
+                pair = {"access_token": self.current, "refresh_token": f"refresh-{self.issued}"}
+            return httpx.Response(200, json={**pair, "token_type": "bearer", "expires_in": 3600})
+        time.sleep(0.002)  # on the wire: lets the four threads overlap
+        bearer = request.headers["Authorization"].removeprefix("Bearer ")
+        with self.lock:
+            if bearer != self.current or self.left == 0:
+                return httpx.Response(401, json=REVOKED)
+            self.left -= 1
+        return self.collection(request)
+
+
+def password_client(handler: Any) -> VspcClient:
+    return client_for(handler, auth=PasswordAuth("etl", "pw"))
+
+
+@pytest.mark.parametrize("uses", [1, 2, 3])
+def test_sessions_ending_every_few_requests_are_renewed_once_per_ended_session(
+    uses: int,
+) -> None:
+    collection = Collection([job(i) for i in range(200)])
+    console = Sessions(collection, uses)
+    client = password_client(console)
+    report = PassReport()
+
+    pages = list(iter_pages(client, JOBS, page_size=10, report=report, concurrency=4))
+
+    assert report.consistent
+    assert uids(pages) == sorted(job(i)["instanceUid"] for i in range(200))
+    assert sorted(page.offset for page in pages) == list(range(0, 210, 10))
+    assert sorted(collection.asked) == list(range(0, 210, 10))  # each page served once
+    # Threads refused with the same token share one renewal: none ends a live session, so
+    # every session but the last served all its requests.
+    assert console.needless == 0
+    assert (console.issued - 1) * uses <= len(collection.asked) <= console.issued * uses
+
+
+def test_a_logout_halves_the_pages_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    collection = Collection([job(i) for i in range(100)])
+    refusals = {"30": 2}  # the page at offset 30: its first send and the one after renewal
+    lock = threading.Lock()
+    issued = iter(range(1, 100))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v3/token":
+            n = next(issued)
+            body = {"access_token": f"a{n}", "refresh_token": f"r{n}", "expires_in": 3600}
+            return httpx.Response(200, json=body)
+        with lock:
+            left = refusals.get(request.url.params["offset"], 0)
+            refusals[request.url.params["offset"]] = max(0, left - 1)
+        return httpx.Response(401, json=REVOKED) if left else collection(request)
+
+    client = password_client(handler)
+    report = PassReport()
+    with caplog.at_level(logging.INFO, logger="etl.extract.pager"):
+        pages = list(iter_pages(client, JOBS, page_size=10, report=report, concurrency=4))
+
+    assert report.consistent
+    assert len(uids(pages)) == 100
+    assert client.stats.logouts == 1
+    assert client.stats.by_outcome["429"] == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "the console throttles us (429) or ends our session (401): 2 page(s) in flight now"
+    ]

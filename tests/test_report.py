@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,15 +14,27 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from etl.report import trend
+from etl.report import Window, sla_report, trend
 from tests.conftest import create_database, drop_database
-from tests.history import ORG_A, ORG_B, ORG_C, at, day, insert, job, sla_history
+from tests.history import (
+    AGENT,
+    ORG_A,
+    ORG_B,
+    ORG_C,
+    Seen,
+    at,
+    day,
+    insert,
+    job,
+    sla_history,
+    versions,
+)
 
 DAYS = "21"  # day 0 of the history is twenty days ago: 21 days reach it, today included
 
@@ -48,8 +61,24 @@ def history(fresh_db: Engine, database_url: URL) -> dict[str, str]:
             ),
             {"a": ORG_A, "b": ORG_B},
         )
+        current_jobs(conn)
         rebuild(conn)
     return {"DATABASE_URL": database_url.render_as_string(hide_password=False)}
+
+
+def current_jobs(conn: Connection) -> None:
+    """``backup_agent_jobs`` from the snapshots, as the syncs would have left it."""
+    conn.execute(
+        text(
+            "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, backup_agent_uid, "
+            "organization_uid, name, status, is_enabled, raw, first_seen_at, updated_at, "
+            "deleted_at) SELECT DISTINCT ON (instance_uid) instance_uid, source, "
+            "backup_agent_uid, organization_uid, name, status, is_enabled, raw, "
+            "min(valid_from) OVER (PARTITION BY instance_uid), valid_from, "
+            "CASE WHEN is_deleted THEN valid_from END FROM vspc.backup_agent_job_snapshots "
+            "ORDER BY instance_uid, valid_from DESC"
+        )
+    )
 
 
 def report(runner: CliRunner, env: dict[str, str], *args: str) -> str:
@@ -122,19 +151,18 @@ def test_by_organization_csv(runner: CliRunner, history: dict[str, str]) -> None
 
 
 def test_by_organization_table(runner: CliRunner, history: dict[str, str]) -> None:
+    # Names lead (an unnamed organization shows its uid's start); uids stay in CSV and JSON.
     assert report(runner, history).splitlines() == [
-        "organization_uid                      organization_name  jobs_protected  "
-        "jobs_meeting_rpo  rpo_compliance  runs  success_runs  warning_runs  failed_runs  "
-        "success_rate",
-        "------------------------------------  -----------------  --------------  "
-        "----------------  --------------  ----  ------------  ------------  -----------  "
-        "------------",
-        "cccccccc-0000-4000-8000-000000000003                                  1                 "
-        "0            4.8%     1             1             0            0        100.0%",
-        "aaaaaaaa-0000-4000-8000-000000000001  Acme Corp                       2                 "
-        "0           11.9%     9             4             1            4         55.6%",
-        "bbbbbbbb-0000-4000-8000-000000000002  Büro Müller GmbH                0                 "
-        "0          100.0%     2             2             0            0        100.0%",
+        "organization      protected  meeting RPO  RPO compliance  runs  success  warning  "
+        "failed  success rate",
+        "----------------  ---------  -----------  --------------  ----  -------  -------  "
+        "------  ------------",
+        "cccccccc…                 1            0            4.8%     1        1        0       "
+        "0        100.0%",
+        "Acme Corp                 2            0           11.9%     9        4        1       "
+        "4         55.6%",
+        "Büro Müller GmbH          0            0          100.0%     2        2        0       "
+        "0        100.0%",
     ]
 
 
@@ -229,7 +257,7 @@ def test_report_chart_png_and_svg(
 
 def test_trend_overall_matches_by_day(history: dict[str, str], fresh_db: Engine) -> None:
     with fresh_db.connect() as conn:
-        result = trend(conn, days=21, worst=5)
+        result = trend(conn, window=Window(day(0), day(20)), worst=5)
     assert result.days == [day(n) for n in range(21)]
     assert [None if v is None else round(v, 4) for v in result.overall.rpo_compliance] == [
         BY_DAY[n][2] for n in range(21)
@@ -291,3 +319,197 @@ def test_grant_gives_read_only_access_now_and_later(
     missing = runner.invoke(main, ["grant", "no_such_role_x"], env=history)
     assert missing.exit_code == 2
     assert missing.stderr.startswith("error: role 'no_such_role_x' does not exist")
+
+
+def test_organization_filter_by_name_uid_and_uid_start(
+    runner: CliRunner, history: dict[str, str]
+) -> None:
+    def organizations(*args: str) -> list[tuple[str, str, str]]:
+        rows = csv.DictReader(io.StringIO(report(runner, history, "--format", "csv", *args)))
+        return [(r["organization_uid"], r["runs"], r["rpo_compliance"]) for r in rows]
+
+    acme = [(str(ORG_A), "9", "0.119")]
+    assert organizations("--organization", "acme corp") == acme  # any case
+    assert organizations("--organization", str(ORG_A)) == acme
+    assert organizations("--organization", "cccccccc") == [(str(ORG_C), "1", "0.0476")]
+    jobs = json.loads(
+        report(runner, history, "--by", "job", "--format", "json", "--organization", "Acme Corp")
+    )
+    assert sorted(j["instance_uid"] for j in jobs) == [str(job(2)), str(job(3))]
+    days = json.loads(
+        report(runner, history, "--by", "day", "--format", "json", "--organization", "Acme Corp")
+    )
+    # A alone: J2 and J3 on day 1 (J3 met, J2 failed); sessions J2 Failed, J3 Success
+    assert (days[1]["jobs_protected"], days[1]["jobs_meeting_rpo"], days[1]["runs"]) == (2, 1, 2)
+
+
+def test_organization_filter_errors_name_the_flag(
+    runner: CliRunner, history: dict[str, str]
+) -> None:
+    typo = runner.invoke(main, ["report", "--organization", "Acme Crop"], env=history)
+    assert typo.exit_code == 2
+    assert typo.stderr == (
+        "error: --organization 'Acme Crop': no organization has that name or uid; "
+        "did you mean 'Acme Corp'? (`vspc-etl report` lists them)\n"
+    )
+    elsewhere = runner.invoke(
+        main, ["report", "--organization", "Acme Corp", "--source", "other"], env=history
+    )
+    assert elsewhere.exit_code == 2
+    assert "no organization of source 'other' has that name" in elsewhere.stderr
+
+
+def test_source_filter(runner: CliRunner, history: dict[str, str]) -> None:
+    rows = list(
+        csv.DictReader(io.StringIO(report(runner, history, "--format", "csv", "--source", "hand")))
+    )
+    assert [r["organization_uid"] for r in rows] == [str(ORG_C), str(ORG_A), str(ORG_B)]
+    other = runner.invoke(
+        main, ["report", "--days", DAYS, "--source", "other", "--by", "job"], env=history
+    )
+    assert other.exit_code == 0, other.output
+    assert other.stdout == ""
+    assert other.stderr == (
+        f"no session started in {day(0)}..{day(20)} (UTC) for source 'other', and none is "
+        "recorded: run `vspc-etl sync` (or `vspc-etl demo`) first\n"
+    )
+
+
+def test_empty_window_names_the_newest_session(runner: CliRunner, history: dict[str, str]) -> None:
+    result = runner.invoke(main, ["report", "--days", "10"], env=history)
+    assert result.exit_code == 0, result.output
+    # J2's session of day 4, 01:00, is the newest; today is day 20: 17 days reach it
+    newest = at(4, 1).strftime("%Y-%m-%d %H:%M")
+    assert result.stderr == (
+        f"no session started in {day(11)}..{day(20)} (UTC); the newest one started "
+        f"{newest} UTC: try --days 17\n"
+    )
+    assert result.stdout.splitlines()[2].split() == ["Acme", "Corp", "2", "0", "0.0%"] + ["0"] * 4
+
+
+def test_tables_fit_120_columns_and_shorten_long_names(
+    runner: CliRunner, history: dict[str, str], fresh_db: Engine
+) -> None:
+    long = "Very Long Organization Name " * 5
+    with fresh_db.begin() as conn:
+        conn.execute(
+            text("UPDATE vspc.organizations SET name = :n WHERE instance_uid = :a"),
+            {"n": long.strip(), "a": ORG_A},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO vspc.backup_agents (instance_uid, source, computer_name, "
+                "organization_uid, first_seen_at, updated_at) "
+                "VALUES (:agent, 'hand', :name, :a, now(), now())"
+            ),
+            {"agent": AGENT, "name": "WORKSTATION-" + "X" * 80, "a": ORG_A},
+        )
+    for by in ("organization", "day", "job"):
+        lines = report(runner, history, "--by", by).splitlines()
+        assert max(len(line) for line in lines) <= 120, by
+    organization = report(runner, history).splitlines()
+    acme = next(line for line in organization if line.startswith("Very Long"))
+    assert acme.split("  ")[0].endswith("…")
+    assert len(organization[0]) == 120  # the name takes what the numbers leave
+    rows = json.loads(report(runner, history, "--format", "json"))
+    assert rows[1]["organization_name"] == long.strip()  # JSON keeps the whole name and uid
+    assert rows[1]["organization_uid"] == str(ORG_A)
+
+
+def test_chart_spans_exactly_the_window(history: dict[str, str], fresh_db: Engine) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import dates, pyplot
+
+    from etl.report.chart import _draw
+
+    window = Window(day(-9), day(20))  # 30 days, the first nine before any history
+    with fresh_db.connect() as conn:
+        result = trend(conn, window=window)
+    assert result.days == [day(n) for n in range(-9, 21)]
+    assert result.overall.rpo_compliance[:9] == [None] * 9
+    assert round(result.overall.rpo_compliance[10] or 0, 4) == 0.5  # day 1: 2 of 4
+    fig, (rpo, success) = pyplot.subplots(2, 1, sharex=True)
+    try:
+        _draw(fig, rpo, success, result, "t")
+        low, high = (dates.num2date(x) for x in rpo.get_xlim())
+        legend = rpo.get_legend()
+        assert legend is not None
+        title = legend.get_title().get_text()
+    finally:
+        pyplot.close(fig)
+    assert (low.date(), low.hour) == (day(-10), 12)  # half a day before the first day
+    assert (high.date(), high.hour) == (day(20), 12)
+    assert title == "worst 2 by RPO compliance (ties: more failed runs)"
+
+
+ORG_D = uuid.UUID("dddddddd-0000-4000-8000-000000000004")
+ORG_E = uuid.UUID("eeeeeeee-0000-4000-8000-000000000005")
+
+
+def test_worst_organizations_ties_go_to_more_failed_runs(fresh_db: Engine) -> None:
+    with fresh_db.begin() as conn:
+        insert(
+            conn,
+            [
+                # Alpha: never ran, 0 % compliance, no failed run
+                *versions(job(31), ORG_D, Seen(at(0, 6), "None")),
+                # Zeta: failed twice, 0 % compliance too
+                *versions(
+                    job(41),
+                    ORG_E,
+                    Seen(at(0, 6), "Failed", at(0, 1), at(0, 2)),
+                    Seen(at(1, 6), "Failed", at(1, 1), at(1, 2)),
+                ),
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO vspc.organizations VALUES (:d, 'hand', 'Alpha Ltd', 'a', 'Company', "
+                "now(), now()), (:e, 'hand', 'Zeta Ltd', 'z', 'Company', now(), now())"
+            ),
+            {"d": ORG_D, "e": ORG_E},
+        )
+        rebuild(conn)
+    with fresh_db.connect() as conn:
+        result = trend(conn, window=Window(day(0), day(20)))
+    assert [s.label for s in result.worst] == ["Zeta Ltd", "Alpha Ltd"]
+    assert result.worst[0].rpo_compliance == [0.0] * 21
+
+
+def test_chart_to_a_path_that_cannot_be_written(runner: CliRunner, tmp_path: Path) -> None:
+    # No database at all: the path is checked before any query.
+    env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    (tmp_path / "a-file").write_text("x")
+    cases = {
+        "/proc/sla.png": "error: --chart '/proc/sla.png': cannot write in '/proc' "
+        "(No such file or directory); choose another path\n",
+        "a-file/sla.png": f"error: --chart 'a-file/sla.png': '{tmp_path / 'a-file'}' is a file, "
+        "not a directory; choose another path\n",
+    }
+    for target, message in cases.items():
+        result = runner.invoke(main, ["report", "--chart", target], env=env)
+        assert (result.exit_code, result.stderr) == (2, message)
+
+
+def test_chart_without_matplotlib_says_what_to_install(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    result = runner.invoke(main, ["report", "--chart", "sla.png"], env=env)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --chart needs matplotlib, which is not installed: pip install 'vspc-etl[chart]'\n",
+    )
+
+
+def test_sla_report_of_the_last_days_is_that_window(
+    history: dict[str, str], fresh_db: Engine
+) -> None:
+    with fresh_db.connect() as conn:
+        by_days = sla_report(conn, by="day", days=21)
+        by_window = sla_report(conn, by="day", window=Window(day(0), day(20)))
+    assert by_days == by_window
+    assert [r[0] for r in by_days.rows] == [day(n) for n in range(21)]

@@ -23,7 +23,7 @@ from etl.simulator.cli import simulate
 JOBS = "/api/v3/infrastructure/backupAgents/windows/jobs"
 API_KEY = {"Authorization": "Bearer sim-api-key"}
 RUNNING = {"running", "starting", "stopping"}
-# Enum values as vspc-api.md spells them (kept here, not imported: the test is the second source).
+# Enum values as docs/vspc-api.md spells them (kept here, not imported: a second source).
 SPEC_ENUMS = {
     "status": "None Success Warning Failed Running Starting Stopping Unknown",
     "operationMode": "Server Workstation UnLicensed Unknown",
@@ -339,6 +339,59 @@ def test_access_token_expires_in_real_time(server: SimulatorServer, sim: Simulat
         expired = api.get(JOBS, headers=bearer)
         assert expired.status_code == 401
         assert "expired" in error_of(expired)["message"]
+
+
+def test_a_session_ends_after_token_uses_requests(server: SimulatorServer, sim: Simulator) -> None:
+    sim.token_uses = 2
+    with http(base_url=server.url) as api:
+        grant = password_grant(api).json()
+        bearer = {"Authorization": f"Bearer {grant['access_token']}"}
+        assert [api.get(JOBS, headers=bearer).status_code for _ in range(3)] == [200, 200, 401]
+        ended = api.get(JOBS, headers=bearer)
+        assert ended.status_code == 401
+        assert error_of(ended) == {
+            "message": "The access token is invalid or was revoked.",
+            "type": "security",
+            "code": 401,
+        }
+        refreshed = api.post(
+            "/api/v3/token",
+            data={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]},
+        ).json()  # the refresh token outlives its session
+        renewed = {"Authorization": f"Bearer {refreshed['access_token']}"}
+        assert [api.get(JOBS, headers=renewed).status_code for _ in range(3)] == [200, 200, 401]
+        assert api.get(JOBS, headers=API_KEY).status_code == 200  # keys have no session
+
+
+def test_one_session_per_user_ends_the_older_session(
+    server: SimulatorServer, sim: Simulator
+) -> None:
+    sim.one_session_per_user = True
+    with http(base_url=server.url) as api:
+        first = {"Authorization": f"Bearer {password_grant(api).json()['access_token']}"}
+        assert api.get(JOBS, headers=first).status_code == 200
+        second = {"Authorization": f"Bearer {password_grant(api).json()['access_token']}"}
+        assert api.get(JOBS, headers=first).status_code == 401
+        assert api.get(JOBS, headers=second).status_code == 200
+
+
+def test_revoking_refresh_tokens_forces_a_new_login(
+    server: SimulatorServer, sim: Simulator
+) -> None:
+    with http(base_url=server.url) as api:
+        grant = password_grant(api).json()
+        sim.revoke_tokens(refresh=True)
+        refused = api.post(
+            "/api/v3/token",
+            data={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]},
+        )
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+        assert password_grant(api).status_code == 200
+
+
+def test_token_uses_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="token_uses must be at least 1"):
+        Simulator(jobs=1, token_uses=0)
 
 
 def test_mfa_user_gets_an_mfa_token_instead_of_an_access_token(client: httpx.Client) -> None:
@@ -747,6 +800,31 @@ def test_simulate_command_serves_until_sigterm() -> None:
             process.wait()
 
 
+def test_simulate_command_ends_sessions_as_asked() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
+         "--token-uses", "1", "--one-session-per-user"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
+        assert url
+        with http(base_url=url.group(1)) as api:
+            first = password_grant(api).json()["access_token"]
+            second = password_grant(api).json()["access_token"]
+            assert api.get(JOBS, headers={"Authorization": f"Bearer {first}"}).status_code == 401
+            bearer = {"Authorization": f"Bearer {second}"}
+            assert [api.get(JOBS, headers=bearer).status_code for _ in range(2)] == [200, 401]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_simulate_command_reports_a_taken_port() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -769,6 +847,8 @@ def test_simulate_command_help_names_every_option() -> None:
         "--username",
         "--password",
         "--token-ttl",
+        "--token-uses",
+        "--one-session-per-user",
         "--fault-rate",
         "--advance-every",
         "--advance-hours",

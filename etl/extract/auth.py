@@ -42,6 +42,7 @@ class ApiKeyAuth:
         if not api_key.strip():
             raise ConfigError("VSPC_API_KEY is set but empty.")
         self._api_key = api_key
+        self._accepted = False
 
     def __repr__(self) -> str:
         return "ApiKeyAuth(api_key=***)"
@@ -50,8 +51,20 @@ class ApiKeyAuth:
         """The bearer token to send now."""
         return self._api_key
 
-    renewals = 1
-    """A 401 is answered by one retry: a key has nothing to renew, a second 401 rejects it."""
+    @property
+    def proven(self) -> bool:
+        """Whether the console has accepted the key in this run.
+
+        Until it has, a 401 that a retry does not cure means a wrong, revoked or disabled
+        key: the run fails at once. Once it has, a 401 is taken for a passing refusal (an
+        administrator editing the key, a console restarting its identity service) and
+        retried within the retry budget like any transient failure.
+        """
+        return self._accepted
+
+    def accepted(self) -> None:
+        """Note that the console answered a request sent with this key with anything but 401."""
+        self._accepted = True
 
     def invalidate(self, refused: str | None = None) -> None:
         """Forget the current token after a 401; an API key has nothing to renew."""
@@ -82,6 +95,7 @@ class PasswordAuth:
         self._access_token: str | None = None
         self._refresh_token: str | None = None
         self._renew_at = 0.0
+        self._refusal: AuthenticationError | None = None
         # The concurrent pager asks from several threads: one of them logs in, the rest wait.
         self._lock = threading.RLock()
 
@@ -89,9 +103,20 @@ class PasswordAuth:
         return f"PasswordAuth(username={self._username!r}, password=***)"
 
     def token(self, post: PostToken) -> str:
-        """The bearer token to send now, logging in or refreshing first when it is due."""
+        """The bearer token to send now, logging in or refreshing first when it is due.
+
+        A refused login is final for this object (one run): every later call raises the same
+        error without asking the console again, since repeated failed logins from the threads
+        of one run could lock the account out.
+        """
         with self._lock:
-            return self._token(post)
+            if self._refusal is not None:
+                raise type(self._refusal)(str(self._refusal))
+            try:
+                return self._token(post)
+            except AuthenticationError as exc:  # refused, or MFA enforced
+                self._refusal = exc
+                raise
 
     def _token(self, post: PostToken) -> str:
         if self._access_token is not None and self._clock() < self._renew_at:
@@ -111,11 +136,14 @@ class PasswordAuth:
             return self._accept(body)
         raise self._login_refused(status, body)
 
-    renewals = 3
-    """Sessions one request may renew after a 401. A renewal succeeds (a refresh, or a new
-    login) only for an account in good standing: a 401 after it means the new session was
-    ended too (another application on the account logging in again), so a few are tolerated;
-    wrong credentials fail at the login itself."""
+    proven = True
+    """A 401 never questions the password: a session exists only after a login the console
+    accepted, and a refused login or refresh-then-login raises in ``token()``. So a 401 on a
+    renewed session is a logout by another application on the same account, retried within
+    the retry budget."""
+
+    def accepted(self) -> None:
+        """Nothing to note: the login itself proved the credentials."""
 
     def invalidate(self, refused: str | None = None) -> None:
         """Drop the access token after a 401; the next ``token()`` refreshes or logs in.

@@ -66,11 +66,19 @@ class RetryPolicy:
 
 @dataclass
 class ClientStats:
-    """Counters since the client was made: HTTP requests, retries, requests by outcome."""
+    """Counters since the client was made: HTTP requests, retries, requests by outcome, and
+    logouts (a 401 on a session renewed for that very request: another application ended it).
+    """
 
     requests: int = 0
     retries: int = 0
     by_outcome: Counter[str] = field(default_factory=Counter)
+    logouts: int = 0
+
+    @property
+    def pushback(self) -> int:
+        """Answers telling us to send less at once: 429s and logouts."""
+        return self.by_outcome["429"] + self.logouts
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,16 @@ class _Transient(TransientSourceError):
         )
         self.outcome = outcome
         self.doing = doing
+
+
+class _LoggedOut(_Transient):
+    """A 401 to send again after renewing the session: the first one of a request, or a
+    logout by another application after a renewal that succeeded."""
+
+    def __init__(self, reply: _Reply) -> None:
+        path = reply.response.request.url.path
+        super().__init__("401", "ending the session (401)", path, status_code=401)
+        self.reply = reply
 
 
 _DEFAULT_RETRY = RetryPolicy()
@@ -168,24 +186,85 @@ class VspcClient:
         return self._expect(self._get(url, params), accept_async=accept_async)
 
     def _get(self, url: str | httpx.URL, params: Params | None) -> _Reply:
-        reply = self._send("GET", url, params=params)
-        # Another application logging in with the same account ends our session at any
-        # moment, mid-paging included: renew the credentials and try again, as often as the
-        # kind of credentials allows (see ``renewals``).
-        for _ in range(self._auth.renewals):
+        """One authenticated GET, answered with anything but 401.
+
+        The first 401 means the session ended (it expired, or another application logged in
+        with the same account): renew it and send again at once. Threads refused with the same
+        token share one renewal (see ``PasswordAuth.invalidate``). A 401 after that renewal is
+        a logout by someone else, not bad credentials, since the renewal proved them: it is
+        counted in ``stats.logouts`` (the pager then sends fewer pages at once, as for 429),
+        and the request is renewed and sent again at once, within the retry budget
+        (``max_attempts`` sends, ``max_elapsed`` seconds). An API key the console has never
+        accepted in this run fails at its second 401 (a wrong key); one it has accepted is
+        tried again with backoff within the same budget.
+        """
+        start = self._clock()
+        sends = 0
+
+        def send() -> _Reply:
+            nonlocal sends
+            sends += 1
+            reply = self._send("GET", url, params=params)
             if reply.response.status_code != 401:
+                self._auth.accepted()
                 return reply
+            if sends > 1:
+                if not self._auth.proven:
+                    raise self._key_rejected(reply)
+                with self._stats_lock:
+                    self.stats.logouts += 1
             sent = reply.response.request.headers.get("Authorization", "")
             self._auth.invalidate(sent.removeprefix("Bearer "))
-            self._note_retry("401")
-            reply = self._send("GET", url, params=params)
-        if reply.response.status_code != 401:
-            return reply
-        times = "twice" if self._auth.renewals == 1 else f"{self._auth.renewals + 1} times"
-        raise AuthenticationError(
-            f"The VSPC console rejected the credentials/API key (401) for "
-            f"{reply.response.request.url.path} {times} in a row{self._detail(reply.body)}; "
-            "check VSPC_API_KEY, or VSPC_USERNAME and VSPC_PASSWORD.",
+            raise _LoggedOut(reply)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            # A new session is all a logout needs: waiting would not make the other
+            # application log in less often (the pager sends fewer pages at once instead).
+            # A key refused after it worked may come back (an administrator editing it, the
+            # console restarting): that is waited for like any transient failure.
+            if state.attempt_number == 1 or not isinstance(self._auth, ApiKeyAuth):
+                return 0.0
+            return self._wait(state, start)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_LoggedOut),
+            wait=wait,
+            # The first 401 is always renewed once, whatever the budget: it is routine.
+            stop=lambda state: state.attempt_number > 1 and self._stop(state, start),
+            sleep=lambda seconds: self._pause(seconds) if seconds else None,
+            before_sleep=lambda state: self._note_retry("401"),
+            retry_error_callback=lambda state: self._logged_out(state, start),
+        )
+        return retrying(send)
+
+    def _key_rejected(self, reply: _Reply) -> AuthenticationError:
+        return AuthenticationError(
+            f"The VSPC console rejected the API key (401) for {reply.response.request.url.path} "
+            f"twice in a row{self._detail(reply.body)}; check VSPC_API_KEY.",
+            status_code=401,
+        )
+
+    def _logged_out(self, state: tenacity.RetryCallState, start: float) -> NoReturn:
+        last = _last_transient(state)
+        assert isinstance(last, _LoggedOut)
+        reply = last.reply
+        refused = f"(401{self._detail(reply.body)}) for {reply.response.request.url.path}"
+        tried = (
+            f"gave up after {_count(state.attempt_number, 'attempt')} "
+            f"in {self._clock() - start:.0f} s"
+        )
+        if isinstance(self._auth, ApiKeyAuth):
+            raise AuthenticationError(
+                f"The VSPC console stopped accepting the API key {refused} after accepting it "
+                f"earlier in this run; {tried}: check in the console that the key is still "
+                "enabled, or set a new one (VSPC_API_KEY).",
+                status_code=401,
+            )
+        raise RetriesExhausted(
+            f"The VSPC console kept ending the session {refused} although every renewal "
+            f"succeeded; {tried}: another application is probably logging in with the same "
+            "account, so give vspc-etl an account of its own (VSPC_USERNAME, VSPC_PASSWORD) "
+            "or an API key (VSPC_API_KEY).",
             status_code=401,
         )
 

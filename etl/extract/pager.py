@@ -199,7 +199,7 @@ def _concurrent_pass(
             for future in sorted(done, key=in_flight.__getitem__):
                 offset = in_flight.pop(future)
                 page = _accept(future.result(), report, offset, page_size)
-                throttle.observe(client.stats.by_outcome["429"])
+                throttle.observe(client.stats.pushback)
                 if page is None:
                     stop = True
                     continue
@@ -214,10 +214,12 @@ def _concurrent_pass(
 
 
 class Throttle:
-    """How many pages may be in flight: halved on every new 429, then regained one by one.
+    """How many pages may be in flight: halved on every new 429 or logout, then regained one
+    by one.
 
     The console limits requests per user and per IP; backing off as a whole, not just per
-    request, is what lets it recover.
+    request, is what lets it recover. Logouts (see ``ClientStats.logouts``) count too: while
+    another application keeps ending the session, fewer requests share each new one.
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -227,12 +229,16 @@ class Throttle:
         self._calm = 0
 
     def observe(self, throttled_total: int) -> None:
-        """Feed the client's running count of 429 answers after each page."""
+        """Feed the client's running count of 429 answers and logouts after each page."""
         if throttled_total > self._throttled:
             self._throttled = throttled_total
             self.limit = max(1, self.limit // 2)
             self._calm = 0
-            _log.info("the console throttles us (429): %d page(s) in flight now", self.limit)
+            _log.info(
+                "the console throttles us (429) or ends our session (401): "
+                "%d page(s) in flight now",
+                self.limit,
+            )
             return
         self._calm += 1
         if self.limit < self.ceiling and self._calm >= 2 * self.limit:

@@ -1,4 +1,4 @@
-"""The warehouse tables of ``contract.md`` as SQLAlchemy Core metadata.
+"""The warehouse tables of ``docs/contract.md`` as SQLAlchemy Core metadata.
 
 Alembic migrations create and change the real schema; this metadata mirrors head so that
 ``alembic check`` proves the two agree, and the loader builds its SQL from the column lists.

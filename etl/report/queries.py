@@ -1,7 +1,8 @@
 """What ``vspc-etl report`` asks the warehouse. Reads only the views of schema ``vspc``.
 
-The period is the last ``days`` calendar days of ``sla_daily`` (report time zone), today
-included; ``--by job`` counts the sessions of ``job_runs`` whose ``day`` falls in it.
+The period is a window of calendar days of ``sla_daily`` (report time zone); ``--by job``
+counts the sessions of ``job_runs`` whose ``day`` falls in it. Every query takes the same
+``Filters``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,14 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl.db import short
 from etl.errors import LoadError
+from etl.report.filters import NO_FILTERS, Filters, Window, last_days, report_today
 
 BY = ("organization", "day", "job")
 
-# The last day sla_daily holds is today in the report time zone (its rows computed when read).
-_PERIOD = "period AS (SELECT max(day) - CAST(:days AS integer) AS after FROM vspc.sla_daily)"
+_IN_WINDOW = "d.day BETWEEN CAST(:first AS date) AND CAST(:last AS date)"
 
-_BY_DAY = f"""
-WITH {_PERIOD}
+_BY_DAY = """
 SELECT d.day,
   sum(d.jobs_protected) AS jobs_protected,
   sum(d.jobs_meeting_rpo) AS jobs_meeting_rpo,
@@ -35,14 +35,13 @@ SELECT d.day,
   sum(d.warning_runs) AS warning_runs, sum(d.failed_runs) AS failed_runs,
   round(sum(d.success_runs + d.warning_runs)::numeric / nullif(sum(d.runs), 0), 4)
     AS success_rate
-FROM vspc.sla_daily d, period WHERE d.day > period.after
+FROM vspc.sla_daily d WHERE {window}{where}
 GROUP BY d.day ORDER BY d.day
 """
 
 # rpo_compliance over a period weighs every protected job-day alike; the last day's counts
 # say where the organization stands now.
-_BY_ORGANIZATION = f"""
-WITH {_PERIOD}
+_BY_ORGANIZATION = """
 SELECT d.organization_uid, max(d.organization_name) AS organization_name,
   (array_agg(d.jobs_protected ORDER BY d.day DESC))[1] AS jobs_protected,
   (array_agg(d.jobs_meeting_rpo ORDER BY d.day DESC))[1] AS jobs_meeting_rpo,
@@ -52,43 +51,47 @@ SELECT d.organization_uid, max(d.organization_name) AS organization_name,
   sum(d.warning_runs) AS warning_runs, sum(d.failed_runs) AS failed_runs,
   round(sum(d.success_runs + d.warning_runs)::numeric / nullif(sum(d.runs), 0), 4)
     AS success_rate
-FROM vspc.sla_daily d, period WHERE d.day > period.after
+FROM vspc.sla_daily d WHERE {window}{where}
 GROUP BY d.organization_uid
 ORDER BY rpo_compliance NULLS LAST, success_rate NULLS LAST, organization_name,
   d.organization_uid
 """
 
-_BY_JOB = f"""
-WITH {_PERIOD}, runs AS (
+_BY_JOB = """
+WITH runs AS (
   SELECT r.instance_uid, count(*) AS runs,
     count(*) FILTER (WHERE r.status = 'Success') AS success_runs,
     count(*) FILTER (WHERE r.status = 'Warning') AS warning_runs,
     count(*) FILTER (WHERE r.status = 'Failed') AS failed_runs
-  FROM vspc.job_runs r, period
-  -- started_at bounds the scan (index); day decides (report time zone)
-  WHERE r.started_at >= now() - make_interval(days => CAST(:days AS integer) + 2)
-    AND r.day > period.after
+  FROM vspc.job_runs r
+  -- started_at bounds the scan (index; a time zone is less than a day off UTC); day decides
+  WHERE r.started_at >= (CAST(:first AS timestamp) - interval '1 day') AT TIME ZONE 'UTC'
+    AND r.started_at < (CAST(:last AS timestamp) + interval '2 days') AT TIME ZONE 'UTC'
+    AND r.day BETWEEN CAST(:first AS date) AND CAST(:last AS date){runs_where}
   GROUP BY r.instance_uid
 )
-SELECT c.organization_name, c.computer_name, c.job_name, c.instance_uid, c.is_enabled,
-  c.last_status, c.last_success_at, c.hours_since_success, c.rpo_hours, c.rpo_met,
-  c.consecutive_failures,
+SELECT c.organization_name, c.computer_name, c.job_name, c.instance_uid, c.organization_uid,
+  c.backup_agent_uid, c.is_enabled, c.last_status, c.last_success_at, c.hours_since_success,
+  c.rpo_hours, c.rpo_met, c.consecutive_failures,
   coalesce(r.runs, 0) AS runs, coalesce(r.success_runs, 0) AS success_runs,
   coalesce(r.warning_runs, 0) AS warning_runs, coalesce(r.failed_runs, 0) AS failed_runs,
   round((r.success_runs + r.warning_runs)::numeric / nullif(r.runs, 0), 4) AS success_rate
 FROM vspc.job_sla_current c LEFT JOIN runs r ON r.instance_uid = c.instance_uid
+WHERE true{where}
 ORDER BY c.rpo_met, c.consecutive_failures DESC, c.organization_name, c.computer_name,
   c.job_name, c.instance_uid
 """
 
-_QUERIES = {"day": _BY_DAY, "organization": _BY_ORGANIZATION, "job": _BY_JOB}
-
-_TREND = f"""
-WITH {_PERIOD}
+_TREND = """
 SELECT d.day, d.organization_uid, d.organization_name, d.jobs_protected, d.jobs_meeting_rpo,
-  d.runs, d.success_runs + d.warning_runs AS good_runs
-FROM vspc.sla_daily d, period WHERE d.day > period.after
+  d.runs, d.success_runs + d.warning_runs AS good_runs, d.failed_runs
+FROM vspc.sla_daily d WHERE {window}{where}
 ORDER BY d.day
+"""
+
+_NEWEST = """
+SELECT r.started_at, r.day, r.job_name, r.organization_name FROM vspc.job_runs r
+WHERE true{where} ORDER BY r.started_at DESC LIMIT 1
 """
 
 
@@ -97,7 +100,7 @@ class Report:
     """A result set: column names and rows, in the order the query gave them."""
 
     by: str
-    days: int
+    window: Window
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
 
@@ -105,15 +108,61 @@ class Report:
         """The rows as dicts keyed by column name."""
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
+    @property
+    def runs(self) -> int:
+        """Sessions in the window, all rows together."""
+        index = self.columns.index("runs")
+        return sum(int(row[index]) for row in self.rows)
 
-def sla_report(conn: Connection, *, by: str, days: int) -> Report:
-    """SLA for the last ``days`` days, one row per organization, day or job."""
-    if by not in _QUERIES:
+
+def sla_report(
+    conn: Connection,
+    *,
+    by: str,
+    window: Window | None = None,
+    days: int | None = None,
+    filters: Filters = NO_FILTERS,
+) -> Report:
+    """SLA over ``window`` (or the last ``days`` days, today included), one row per
+    organization, day or job."""
+    if window is None:
+        if days is None:
+            raise ValueError("give a window or a number of days")
+        window = last_days(_read_today(conn), days)
+    if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}")
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    result = _read(conn, _QUERIES[by], {"days": days})
-    return Report(by, days, tuple(result.keys()), [tuple(row) for row in result])
+    params: dict[str, Any] = {"first": window.first, "last": window.last}
+    if by == "job":
+        where, extra = filters.where("c", "jobs")
+        runs_where, _ = filters.where("r", "jobs")
+        sql = _BY_JOB.format(where=where, runs_where=runs_where)
+    else:
+        where, extra = filters.where("d", "organizations")
+        query = _BY_DAY if by == "day" else _BY_ORGANIZATION
+        sql = query.format(window=_IN_WINDOW, where=where)
+    result = _read(conn, sql, params | extra)
+    return Report(by, window, tuple(result.keys()), [tuple(row) for row in result])
+
+
+@dataclass(frozen=True)
+class Session:
+    """The newest session the warehouse holds (within the filters)."""
+
+    started_at: datetime
+    day: date
+    job_name: str | None
+    organization_name: str | None
+
+
+def newest_session(conn: Connection, filters: Filters = NO_FILTERS) -> Session | None:
+    """The session started last, or None if there is none."""
+    where, params = filters.where("r", "jobs")
+    row = _read(conn, _NEWEST.format(where=where), params).first()
+    return (
+        None
+        if row is None
+        else Session(row.started_at, row.day, row.job_name, row.organization_name)
+    )
 
 
 @dataclass
@@ -127,27 +176,44 @@ class Series:
 
 @dataclass
 class Trend:
-    """Per day: every organization together, and the worst organizations on their own."""
+    """Per day of the window: every organization together, and the worst organizations."""
 
-    days: list[date]
+    window: Window
     overall: Series
     worst: list[Series]
 
+    @property
+    def days(self) -> list[date]:
+        return self.window.days
 
-def trend(conn: Connection, *, days: int, worst: int = 5) -> Trend:
-    """RPO compliance and success rate per day; ``worst`` organizations by RPO compliance."""
-    rows = _read(conn, _TREND, {"days": days}).all()
-    all_days = sorted({r.day for r in rows})
-    index = {d: i for i, d in enumerate(all_days)}
-    totals: dict[Any, list[list[int]]] = {}  # org -> [protected, meeting, runs, good] per day
+    @property
+    def has_data(self) -> bool:
+        return any(v is not None for v in self.overall.rpo_compliance + self.overall.success_rate)
+
+
+def trend(
+    conn: Connection, *, window: Window, filters: Filters = NO_FILTERS, worst: int = 5
+) -> Trend:
+    """RPO compliance and success rate per day of ``window`` (None where there is nothing).
+
+    ``worst`` organizations: the lowest RPO compliance over the window (met job-days over
+    protected job-days), ties broken by more failed runs, then by name.
+    """
+    where, params = filters.where("d", "organizations")
+    sql = _TREND.format(window=_IN_WINDOW, where=where)
+    rows = _read(conn, sql, {"first": window.first, "last": window.last} | params).all()
+    index = {d: i for i, d in enumerate(window.days)}
+    # org -> [protected, meeting, runs, good, failed] per day
+    totals: dict[Any, list[list[int]]] = {}
     names: dict[Any, str] = {}
     for r in rows:
-        per_day = totals.setdefault(r.organization_uid, [[0, 0, 0, 0] for _ in all_days])
+        per_day = totals.setdefault(r.organization_uid, [[0] * 5 for _ in index])
         cell = per_day[index[r.day]]
-        for i, value in enumerate((r.jobs_protected, r.jobs_meeting_rpo, r.runs, r.good_runs)):
+        values = (r.jobs_protected, r.jobs_meeting_rpo, r.runs, r.good_runs, r.failed_runs)
+        for i, value in enumerate(values):
             cell[i] += value
         names[r.organization_uid] = r.organization_name or str(r.organization_uid)
-    overall = [[sum(t[i][k] for t in totals.values()) for k in range(4)] for i in index.values()]
+    overall = [[sum(t[i][k] for t in totals.values()) for k in range(5)] for i in index.values()]
 
     def series(label: str, cells: list[list[int]]) -> Series:
         return Series(
@@ -161,13 +227,21 @@ def trend(conn: Connection, *, days: int, worst: int = 5) -> Trend:
         met = sum(c[1] for c in totals[org])
         return met / protected if protected else 2.0  # no protected job: never "worst"
 
-    ranked = sorted(totals, key=lambda org: (period_compliance(org), names[org]))
+    def failed(org: Any) -> int:
+        return sum(c[4] for c in totals[org])
+
+    ranked = sorted(totals, key=lambda org: (period_compliance(org), -failed(org), names[org]))
     chosen = [org for org in ranked if period_compliance(org) < 1.0][:worst]
     return Trend(
-        all_days,
+        window,
         series("all organizations", overall),
         [series(names[org], totals[org]) for org in chosen],
     )
+
+
+def _read_today(conn: Connection) -> date:
+    with reading():
+        return report_today(conn)[0]
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -175,12 +249,13 @@ def _ratio(part: int, whole: int) -> float | None:
 
 
 def _read(conn: Connection, sql: str, params: Mapping[str, Any]) -> CursorResult[Any]:
-    with _reading():
+    with reading():
         return conn.execute(text(sql), params)
 
 
 @contextmanager
-def _reading() -> Iterator[None]:
+def reading() -> Iterator[None]:
+    """A database error while reading the views becomes one LoadError sentence."""
     try:
         yield
     except SQLAlchemyError as exc:

@@ -1,7 +1,7 @@
 """A loopback stand-in for the Veeam Service Provider Console REST API v3.
 
-Faithful to ``shared/vspc-api.md``, failure modes included: the tests, ``vspc-etl demo`` and
-``vspc-etl simulate`` run the extractor against it.
+Faithful to the console ``docs/vspc-api.md`` describes, failure modes included: the tests,
+``vspc-etl demo`` and ``vspc-etl simulate`` run the extractor against it.
 
     from etl.simulator import Simulator, SimulatorServer
 

@@ -163,6 +163,13 @@ class Stats:
 
 
 @dataclass
+class _Session:
+    user: str
+    expires: float  # time.monotonic()
+    uses_left: int | None  # authenticated requests it still answers; None: unlimited
+
+
+@dataclass
 class _Action:
     id: str
     initiator: str
@@ -178,9 +185,13 @@ class Simulator:
 
     ``mfa_users`` authenticate with their password from ``users`` if listed there (any
     non-empty password otherwise) and get an ``mfa_token`` instead of an access token.
-    Access tokens expire after ``token_ttl`` seconds of real time. ``platforms``,
-    ``names_on_windows_agents`` and ``outage_rate`` shape the data (see :class:`World`);
-    ``latency`` seconds are added to every page of a job collection.
+    Access tokens expire after ``token_ttl`` seconds of real time. ``token_uses`` ends a
+    session after that many authenticated requests, and ``one_session_per_user`` ends a
+    user's sessions whenever that user logs in or refreshes: both are how applications
+    sharing one account log each other out (the vendor warns they do); the next request
+    with such a token gets the console's 401. ``platforms``, ``names_on_windows_agents`` and
+    ``outage_rate`` shape the data (see :class:`World`); ``latency`` seconds are added to
+    every page of a job collection.
     """
 
     def __init__(
@@ -192,6 +203,8 @@ class Simulator:
         users: Mapping[str, str] | None = None,
         mfa_users: Iterable[str] = ("mfa-user",),
         token_ttl: float = 3600.0,
+        token_uses: int | None = None,
+        one_session_per_user: bool = False,
         max_page_size: int = 500,
         start: datetime | str | None = None,
         latency: float = 0.0,
@@ -221,13 +234,17 @@ class Simulator:
         self.users = dict({"admin": "sim-password"} if users is None else users)
         self.mfa_users = frozenset(mfa_users)
         self.token_ttl = token_ttl
+        if token_uses is not None and token_uses < 1:
+            raise ValueError("token_uses must be at least 1 (or None: unlimited)")
+        self.token_uses = token_uses
+        self.one_session_per_user = one_session_per_user
         self.max_page_size = max_page_size
         self.latency = latency
         self._lock = threading.Lock()
         self._arrange_cache: dict[
             tuple[str, str, str], tuple[int, list[dict[str, Any]], list[bool]]
         ] = {}
-        self._access: dict[str, tuple[str, float]] = {}  # token -> (user, monotonic expiry)
+        self._access: dict[str, _Session] = {}  # access token -> its session
         self._refresh: dict[str, str] = {}  # token -> user
         self._actions: dict[str, _Action] = {}
         self._issued: list[str] = []  # every token handed out, for tests that hunt for leaks
@@ -267,10 +284,13 @@ class Simulator:
         with self._lock:
             return list(self._issued)
 
-    def revoke_tokens(self) -> None:
-        """Log every password-grant session out, as another app on the same account would."""
+    def revoke_tokens(self, *, refresh: bool = False) -> None:
+        """Log every password-grant session out, as another app on the same account would;
+        ``refresh`` voids the refresh tokens too, as a password change does."""
         with self._lock:
             self._access.clear()
+            if refresh:
+                self._refresh.clear()
 
     # ------------------------------------------------------------ requests
     def handle(self, request: Request) -> Response:
@@ -403,7 +423,12 @@ class Simulator:
     def _issue(self, user: str) -> Response:
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self._lock:
-            self._access[access] = (user, time.monotonic() + self.token_ttl)
+            if self.one_session_per_user:
+                for token in [t for t, session in self._access.items() if session.user == user]:
+                    del self._access[token]
+            self._access[access] = _Session(
+                user, time.monotonic() + self.token_ttl, self.token_uses
+            )
             self._refresh[refresh] = user
             self._issued += [access, refresh]
         ttl = self.token_ttl
@@ -431,13 +456,17 @@ class Simulator:
         if any(secrets.compare_digest(token, key) for key in self.api_keys):
             return "api-key"
         with self._lock:
-            entry = self._access.get(token)
-            if entry is not None and entry[1] <= time.monotonic():
+            session = self._access.get(token)
+            if session is not None and session.expires <= time.monotonic():
                 del self._access[token]
                 return error_response(401, "The access token has expired.", "security")
-        if entry is None:
+            if session is not None and session.uses_left is not None:
+                session.uses_left -= 1
+                if session.uses_left == 0:  # this request is its last: the session ends
+                    del self._access[token]
+        if session is None:
             return error_response(401, "The access token is invalid or was revoked.", "security")
-        return entry[0]
+        return session.user
 
     # ------------------------------------------------------------ async actions
     def _defer(self, request: Request, endpoint: str, principal: str, fault: Fault) -> Response:

@@ -82,6 +82,18 @@ def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Seconds an access token lives.",
 )
 @click.option(
+    "--token-uses",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests an access token answers before its session ends with a 401, as when "
+    "another application logs in with the same account (default: unlimited).",
+)
+@click.option(
+    "--one-session-per-user",
+    is_flag=True,
+    help="End a user's sessions whenever that user logs in or refreshes again.",
+)
+@click.option(
     "--max-page-size",
     default=500,
     show_default=True,
@@ -127,6 +139,8 @@ def simulate(
     username: str,
     password: str,
     token_ttl: float,
+    token_uses: int | None,
+    one_session_per_user: bool,
     max_page_size: int,
     fault_rate: float,
     advance_every: float | None,
@@ -147,6 +161,8 @@ def simulate(
         api_keys=(api_key,),
         users={username: password},
         token_ttl=token_ttl,
+        token_uses=token_uses,
+        one_session_per_user=one_session_per_user,
         max_page_size=max_page_size,
         latency=latency,
         platforms=platforms,

@@ -1,0 +1,30 @@
+-- The SLA answer now, per live job (job_sla_at at now()).
+CREATE OR REPLACE VIEW vspc.job_sla_current AS
+SELECT instance_uid, source, organization_uid, organization_name, backup_agent_uid,
+       computer_name, job_name, is_enabled, last_status, last_run, last_success_at,
+       hours_since_success, rpo_hours, rpo_met, consecutive_failures
+FROM vspc.job_sla_at(now());
+
+COMMENT ON VIEW vspc.job_sla_current IS
+  'one row per live job: its latest outcome and whether it meets its RPO now';
+COMMENT ON COLUMN vspc.job_sla_current.instance_uid IS 'job instanceUid';
+COMMENT ON COLUMN vspc.job_sla_current.source IS 'console the job was read from';
+COMMENT ON COLUMN vspc.job_sla_current.organization_uid IS 'organization of the job';
+COMMENT ON COLUMN vspc.job_sla_current.organization_name IS 'organization name (null if unknown)';
+COMMENT ON COLUMN vspc.job_sla_current.backup_agent_uid IS 'agent (computer) of the job';
+COMMENT ON COLUMN vspc.job_sla_current.computer_name IS 'computer name (null if unknown)';
+COMMENT ON COLUMN vspc.job_sla_current.job_name IS 'job name';
+COMMENT ON COLUMN vspc.job_sla_current.is_enabled IS
+  'job enabled; a disabled job is not counted as protected';
+COMMENT ON COLUMN vspc.job_sla_current.last_status IS
+  'status of the latest session as last read (Running included)';
+COMMENT ON COLUMN vspc.job_sla_current.last_run IS 'start of the latest session as last read';
+COMMENT ON COLUMN vspc.job_sla_current.last_success_at IS
+  'end of the latest Success or Warning session';
+COMMENT ON COLUMN vspc.job_sla_current.hours_since_success IS 'hours from last_success_at to now';
+COMMENT ON COLUMN vspc.job_sla_current.rpo_hours IS
+  'RPO from sla_policy (the organization''s row, else the default)';
+COMMENT ON COLUMN vspc.job_sla_current.rpo_met IS
+  'a Success/Warning session ended within rpo_hours before now';
+COMMENT ON COLUMN vspc.job_sla_current.consecutive_failures IS
+  'Failed sessions since the latest Success/Warning';
