@@ -11,17 +11,33 @@ Faithful to the console ``docs/vspc-api.md`` describes, failure modes included: 
         sim.advance(24)                             # a virtual day passes: jobs run, come, go
         sim.faults.add("429", after=1, retry_after=1)
 
-Layout: ``data`` (deterministic records and the virtual clock), ``query`` (paging, filter,
-sort, select), ``faults`` (what goes wrong, and when), ``app`` (the console as a function of
-the request), ``server`` (HTTP), ``cli`` (the ``simulate`` command).
+Layout: ``data`` (the World: deterministic records and the virtual clock), ``agents``
+(computers: backup and management agents, outages), ``points`` (restore points), ``clock``
+(schedules), ``query`` (paging, filter, sort, select), ``faults`` (what goes wrong, and when),
+``app`` (the console as a function of the request), ``server`` (HTTP), ``cli`` (the
+``simulate`` command).
 
-API served under ``/api/v3`` (``Authorization: Bearer <api key or access token>`` on GETs):
+API served under ``/api/v3`` (``Authorization: Bearer <api key or access token>`` on GETs);
+every GET below is a collection with limit, offset, filter, sort, select and the same faults:
 
-    GET  /infrastructure/backupAgents/windows/jobs   limit, offset, filter, sort, select
-    GET  /infrastructure/backupAgents/windows         agents (same paging)
-    GET  /organizations                               organizations (same paging)
+    GET  /infrastructure/backupAgents/windows/jobs    Windows agent jobs
+    GET  /infrastructure/backupAgents/linux/jobs      Linux agent jobs (no scheduleEvents,
+    GET  /infrastructure/backupAgents/mac/jobs        Mac agent jobs    detailed targetType)
+    GET  /infrastructure/backupAgents                 every agent, with its computer name
+    GET  /infrastructure/backupAgents/windows         instanceUid, managementAgentUid,
+                                                      cbtDriverStatus (names_on_windows_agents,
+                                                      the default for now, serves the old
+                                                      stand-in with names instead)
+    GET  /infrastructure/backupAgents/linux, /mac     instanceUid, managementAgentUid
+    GET  /infrastructure/managementAgents             one per computer, and a few lone ones
+    GET  /protectedWorkloads/computersManagedByConsole/restorePoints
+                                                      retained restore points
+    GET  /organizations                               organizations
     POST /token                                       password and refresh_token grants
     GET  /asyncActions/{id}, /asyncActions/{id}/result
+
+Which platforms exist is a choice (``Simulator(platforms=("windows", "linux", "mac"))``;
+Windows only by default); the endpoints of the others answer with empty collections.
 
 Control endpoints, for a simulator running in another process (no auth, JSON answers):
 
@@ -31,7 +47,7 @@ Control endpoints, for a simulator running in another process (no auth, JSON ans
                                   {"clear": true} removes all faults;
                                   {"random": {"rate": 0.1, "kinds": [...], "seed": 1}}
     POST /_sim/touch?fraction=0.1 edit that share of the jobs (benchmarks); answers {changed}
-    GET  /_sim/jobs               the truth: {now, data: [job, ...]} in creation order
+    GET  /_sim/jobs?platform=windows   the truth: {now, data: [job, ...]} in creation order
     GET  /_sim/stats              {now, requests: {endpoint: n}, faults: {kind: n}}
 """
 

@@ -19,26 +19,48 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from etl.simulator.data import DEFAULT_START, AdvanceSummary, World
+from etl.simulator import wire
+from etl.simulator.data import DEFAULT_START, JOB_COLLECTIONS, AdvanceSummary, World
 from etl.simulator.faults import Fault, FaultPlan
 from etl.simulator.query import Query, QueryError, arrange, parse_query, project
-from etl.simulator.wire import AGENT_FIELDS, JOB_FIELDS, ORGANIZATION_FIELDS, TIMESTAMP_FIELDS
+from etl.simulator.wire import TIMESTAMP_FIELDS
 
 API_PREFIX = "/api/v3"
 _ROUTES = {
     "/infrastructure/backupagents/windows/jobs": "jobs",
+    "/infrastructure/backupagents/linux/jobs": "linux_jobs",
+    "/infrastructure/backupagents/mac/jobs": "mac_jobs",
     "/infrastructure/backupagents/windows": "agents",
+    "/infrastructure/backupagents/linux": "linux_agents",
+    "/infrastructure/backupagents/mac": "mac_agents",
+    "/infrastructure/backupagents": "backup_agents",
+    "/infrastructure/managementagents": "management_agents",
+    "/protectedworkloads/computersmanagedbyconsole/restorepoints": "restore_points",
     "/organizations": "organizations",
     "/token": "token",
 }
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "jobs": JOB_FIELDS,
-    "agents": AGENT_FIELDS,
-    "organizations": ORGANIZATION_FIELDS,
+    "jobs": wire.JOB_FIELDS,
+    "linux_jobs": wire.UNIX_JOB_FIELDS,
+    "mac_jobs": wire.UNIX_JOB_FIELDS,
+    "agents": wire.WINDOWS_AGENT_FIELDS,
+    "linux_agents": wire.UNIX_AGENT_FIELDS,
+    "mac_agents": wire.UNIX_AGENT_FIELDS,
+    "backup_agents": wire.BACKUP_AGENT_FIELDS,
+    "management_agents": wire.MANAGEMENT_AGENT_FIELDS,
+    "restore_points": wire.RESTORE_POINT_FIELDS,
+    "organizations": wire.ORGANIZATION_FIELDS,
 }
 _ACTION_NAMES = {
     "jobs": "GetWindowsBackupAgentJobs",
+    "linux_jobs": "GetLinuxBackupAgentJobs",
+    "mac_jobs": "GetMacBackupAgentJobs",
     "agents": "GetWindowsBackupAgents",
+    "linux_agents": "GetLinuxBackupAgents",
+    "mac_agents": "GetMacBackupAgents",
+    "backup_agents": "GetBackupAgents",
+    "management_agents": "GetManagementAgents",
+    "restore_points": "GetProtectedComputersManagedByConsoleRestorePoints",
     "organizations": "GetOrganizations",
 }
 _ACTION_LIFETIME = 300.0  # seconds the console keeps an async result
@@ -167,7 +189,9 @@ class Simulator:
     session after that many authenticated requests, and ``one_session_per_user`` ends a
     user's sessions whenever that user logs in or refreshes: both are how applications
     sharing one account log each other out (the vendor warns they do); the next request
-    with such a token gets the console's 401.
+    with such a token gets the console's 401. ``platforms``, ``names_on_windows_agents`` and
+    ``outage_rate`` shape the data (see :class:`World`); ``latency`` seconds are added to
+    every page of a job collection.
     """
 
     def __init__(
@@ -187,6 +211,9 @@ class Simulator:
         add_rate: float = 0.01,
         delete_rate: float = 0.01,
         change_rate: float = 0.01,
+        platforms: Iterable[str] = ("windows",),
+        names_on_windows_agents: bool = True,
+        outage_rate: float = 0.0,
     ) -> None:
         if isinstance(start, str):
             start = datetime.fromisoformat(start)
@@ -197,6 +224,9 @@ class Simulator:
             add_rate=add_rate,
             delete_rate=delete_rate,
             change_rate=change_rate,
+            platforms=platforms,
+            names_on_windows_agents=names_on_windows_agents,
+            outage_rate=outage_rate,
         )
         self.faults = FaultPlan()
         self.stats = Stats()
@@ -228,8 +258,8 @@ class Simulator:
     def advance(self, hours: float) -> AdvanceSummary:
         return self.world.advance(hours)
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self.world.jobs()
+    def jobs(self, platform: str = "windows") -> list[dict[str, Any]]:
+        return self.world.jobs(platform)
 
     def agents(self) -> list[dict[str, Any]]:
         return self.world.agents()
@@ -290,7 +320,7 @@ class Simulator:
         fault = self.faults.take(endpoint)
         self.stats.count(endpoint, fault)
         response = self._answer(request, endpoint, action, fault)
-        if endpoint == "jobs" and self.latency:
+        if endpoint in JOB_COLLECTIONS and self.latency:
             response = replace(response, delay=response.delay + self.latency)
         return _transport_fault(response, fault)
 
@@ -475,14 +505,15 @@ class Simulator:
     # ------------------------------------------------------------ collections
     def _collection(self, request: Request, endpoint: str, fault: Fault | None) -> Response:
         kind = fault.kind if fault is not None else None
+        fields = _FIELDS[endpoint]
+        if endpoint == "agents" and self.world.names_on_windows_agents:
+            fields = wire.AGENT_FIELDS
         try:
-            query = parse_query(
-                request.query, fields=_FIELDS[endpoint], max_page_size=self.max_page_size
-            )
+            query = parse_query(request.query, fields=fields, max_page_size=self.max_page_size)
         except QueryError as exc:
             return error_response(400, str(exc), "logical")
         if fault is not None and kind == "shift":
-            self._shift(query, fault.params["op"])
+            self._shift(endpoint, query, fault.params["op"])
         rows, floats = self._arranged(endpoint, query)
         offset = 0 if kind == "bad_offset" else query.offset
         page = rows[offset : offset + query.limit]
@@ -524,14 +555,13 @@ class Simulator:
             self._arrange_cache[key] = (version, rows, floats)
         return rows, floats
 
-    def _shift(self, query: Query, op: str) -> None:
-        """Move items between pages: a job appears at, or vanishes from, the very front."""
-        if op == "insert":
-            self.world.add_job(first=True)
-            return
-        rows = arrange(self.world.rows("jobs"), query, TIMESTAMP_FIELDS)
-        if rows:
-            self.world.delete_job(rows[0]["instanceUid"])
+    def _shift(self, endpoint: str, query: Query, op: str) -> None:
+        """Move items between pages: an item appears at, or vanishes from, the very front."""
+        front = None
+        if op == "delete":
+            rows = arrange(self.world.rows(endpoint), query, TIMESTAMP_FIELDS)
+            front = rows[0]["instanceUid"] if rows else None
+        self.world.shift(endpoint, op, front)
 
 
 def _oauth_error(error: str, description: str) -> Response:

@@ -10,6 +10,18 @@ import click
 
 from etl.simulator.app import Simulator
 from etl.simulator.server import SimulatorServer
+from etl.simulator.wire import PLATFORMS
+
+
+def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",")))
+    unknown = [part for part in chosen if part not in PLATFORMS]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"{', '.join(unknown) or 'nothing'} is not a platform; use some of "
+            f"{','.join(PLATFORMS)}, separated by commas."
+        )
+    return chosen
 
 
 @click.command("simulate")
@@ -26,7 +38,30 @@ from etl.simulator.server import SimulatorServer
     default=200,
     show_default=True,
     type=click.IntRange(0),
-    help="Number of Windows agent jobs to generate.",
+    help="Number of agent jobs to generate, split over --platforms (most to Windows).",
+)
+@click.option(
+    "--platforms",
+    default="windows",
+    show_default=True,
+    callback=_platform_list,
+    help="Platforms whose agents and jobs exist, comma-separated: windows,linux,mac.",
+)
+@click.option(
+    "--windows-agent-names/--no-windows-agent-names",
+    default=True,
+    show_default=True,
+    help="Serve computer names on /backupAgents/windows as this simulator always did "
+    "(a compatibility stand-in); --no-windows-agent-names serves the vendor's shape "
+    "(instanceUid, managementAgentUid, cbtDriverStatus).",
+)
+@click.option(
+    "--outage-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Chance per computer per virtual day of going offline for a while "
+    "(its jobs do not run, its management agent turns Inaccessible).",
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of the generated data.")
 @click.option(
@@ -90,12 +125,15 @@ from etl.simulator.server import SimulatorServer
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds added to every jobs page.",
+    help="Seconds added to every page of a job collection.",
 )
 def simulate(
     host: str,
     port: int,
     jobs: int,
+    platforms: tuple[str, ...],
+    windows_agent_names: bool,
+    outage_rate: float,
     seed: int,
     api_key: str,
     username: str,
@@ -111,7 +149,11 @@ def simulate(
 ) -> None:
     """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
 
-    Prints the URL and credentials to use, then serves until interrupted.
+    Serves the backup agent jobs of each platform (/infrastructure/backupAgents/windows/jobs,
+    .../linux/jobs, .../mac/jobs), the agents (/infrastructure/backupAgents and
+    .../windows, .../linux, .../mac), the management agents (/infrastructure/managementAgents),
+    the restore points (/protectedWorkloads/computersManagedByConsole/restorePoints) and the
+    organizations. Prints the URL and credentials to use, then serves until interrupted.
     """
     sim = Simulator(
         jobs=jobs,
@@ -123,6 +165,9 @@ def simulate(
         one_session_per_user=one_session_per_user,
         max_page_size=max_page_size,
         latency=latency,
+        platforms=platforms,
+        names_on_windows_agents=windows_agent_names,
+        outage_rate=outage_rate,
     )
     if fault_rate:
         sim.faults.random(fault_rate, seed=seed)
@@ -141,7 +186,7 @@ def simulate(
             click.echo(
                 f"VSPC simulator: VSPC_URL={server.url} VSPC_API_KEY={api_key} "
                 f"(or VSPC_USERNAME={username} VSPC_PASSWORD={password}); "
-                f"{jobs} jobs, seed {seed}"
+                f"{jobs} jobs ({','.join(platforms)}), seed {seed}"
             )
             while not stop.wait(advance_every or 0.5):
                 if advance_every:

@@ -20,6 +20,7 @@ Kinds and their parameters (defaults in ``KINDS``):
     "slow"        the body trickles in over ``seconds``
     "bad_offset"  page one is served, and offset 0 echoed, whatever offset was asked
     "shift"       the collection changes (``op`` "insert" or "delete") just before the page
+                  (every collection but agents and organizations)
     "short"       fewer items than ``limit`` (``count``, default half) though total says more
     "total_zero"  total reported as 0 while data is served
     "bad_json"    the body is cut in half: invalid JSON with a consistent Content-Length
@@ -33,7 +34,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-COLLECTIONS = frozenset({"jobs", "agents", "organizations"})
+JOB_COLLECTIONS = frozenset({"jobs", "linux_jobs", "mac_jobs"})
+COLLECTIONS = JOB_COLLECTIONS | {
+    "agents",
+    "linux_agents",
+    "mac_agents",
+    "backup_agents",
+    "management_agents",
+    "restore_points",
+    "organizations",
+}
 ENDPOINTS = COLLECTIONS | {"token", "async"}
 PATHS = frozenset(ENDPOINTS | {"any"})
 
@@ -63,7 +73,8 @@ _APPLIES: dict[str, frozenset[str]] = {
     "bad_offset": COLLECTIONS,
     "short": COLLECTIONS,
     "total_zero": COLLECTIONS,
-    "shift": frozenset({"jobs"}),
+    # The two oldest collections keep their items in place, as they always did.
+    "shift": frozenset(COLLECTIONS - {"agents", "organizations"}),
 }
 DEFAULT_RANDOM_KINDS = ("429", "520", "503", "reset")
 

@@ -179,7 +179,8 @@ def control(sim: Simulator, request: Request) -> Response:
                 sim.faults.add(spec.pop("kind"), **spec)
             return json_response(200, {"ok": True, "pending": sim.faults.pending})
         if route == ("GET", "/jobs"):
-            return json_response(200, {"now": sim.now.isoformat(), "data": sim.jobs()})
+            platform = request.query.get("platform", ["windows"])[0]
+            return json_response(200, {"now": sim.now.isoformat(), "data": sim.jobs(platform)})
         if route == ("GET", "/stats"):
             return json_response(200, {"now": sim.now.isoformat(), **sim.stats.snapshot()})
     except (ValueError, TypeError, KeyError) as exc:

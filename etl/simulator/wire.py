@@ -44,9 +44,50 @@ JOB_FIELDS = words(
     targetType isEnabled scheduleType scheduleEvents lastModifiedDate lastModifiedBy
     failureMessage backedUpSize freeSpace"""
 )
+# Linux and Mac jobs: the Windows fields minus scheduleEvents, with the detailed targetType.
+UNIX_JOB_FIELDS = tuple(name for name in JOB_FIELDS if name != "scheduleEvents")
+UNIX_TARGET_TYPES = words("BackupRepository CloudRepository LocalFolder SharedFolder Unknown")
+UNIX_TARGET_WEIGHTS = (30, 25, 30, 12, 3)
+# What /backupAgents/windows served before it was checked against the vendor: a compatibility
+# stand-in (names_on_windows_agents), kept while the ETL reads computer names from there.
 AGENT_FIELDS = ("instanceUid", "agentPlatform", "name", "organizationUid", "version", "status")
+# The vendor's models (API 3.6/3.7): BackupAgent, WindowsBackupAgent, LinuxBackupAgent,
+# MacBackupAgent, ManagementAgent, ProtectedComputerManagedByConsoleRestorePoint.
+BACKUP_AGENT_FIELDS = words(
+    """instanceUid agentPlatform status managementAgentStatus managementAgentUid siteUid
+    organizationUid name operationMode platform version versionStatus activationTime
+    managementMode installationType totalJobsCount runningJobsCount successJobsCount guiMode"""
+)
+WINDOWS_AGENT_FIELDS = ("instanceUid", "managementAgentUid", "cbtDriverStatus")
+UNIX_AGENT_FIELDS = ("instanceUid", "managementAgentUid")
+MANAGEMENT_AGENT_FIELDS = words(
+    """instanceUid locationUid organizationUid hostName friendlyName lastHeartbeatTime version
+    discoveryTime tag status type computerInfo connectionStatus isRebootRequired
+    connectionAccount versionStatus role"""
+)
+COMPUTER_INFO_FIELDS = words(
+    """uniqueUid biosUuid hostName fqdn guestOs guestOsType guestOsVersion guestOsSku
+    platformType ipAddresses macAddresses applications"""
+)
+RESTORE_POINT_FIELDS = words(
+    """instanceUid backupAgentUid jobUid backedupItems destination size incrementRawDataSize
+    sourceSize creationDate"""
+)
 ORGANIZATION_FIELDS = ("instanceUid", "name", "alias", "type")
-TIMESTAMP_FIELDS = frozenset({"lastRun", "lastEndTime", "nextRun", "lastModifiedDate"})
+TIMESTAMP_FIELDS = frozenset(
+    {
+        "lastRun",
+        "lastEndTime",
+        "nextRun",
+        "lastModifiedDate",
+        "activationTime",
+        "lastHeartbeatTime",
+        "discoveryTime",
+        "creationDate",
+    }
+)
+PLATFORMS = ("windows", "linux", "mac")
+SYSTEM_TYPES = {"windows": "Windows", "linux": "Linux", "mac": "Mac"}
 # Fields a 3.5 console (VSPC 8.1) does not send at all.
 LEGACY_ABSENT = ("description", "backupPolicyName", "backupPolicyAssignStatus")
 FUTURE_FIELDS: tuple[dict[str, Any], ...] = (
@@ -122,6 +163,45 @@ WARNINGS = (
     "File C:\\Users\\Public\\desktop.ini was skipped: it is in use by another process.",
     "Backup target is almost out of free space.",
 )
+UNIX_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "linux": {
+        "LocalFolder": ("/mnt/backup", "/var/backups/veeam/{computer}", "/srv/veeam"),
+        "SharedFolder": ("//nas01/backup/{alias}", "nfs01:/export/veeam/{computer}"),
+    },
+    "mac": {
+        "LocalFolder": ("/Volumes/Backup", "/Volumes/Time Machine/Veeam/{computer}"),
+        "SharedFolder": ("smb://nas01/backup/{alias}", "//{alias}-fs01/Veeam/{computer}"),
+    },
+}
+LINUX_HOSTS = words("web db app mail files build proxy gitlab k8s-node")
+MAC_HOSTS = ("MacBook-Pro", "MacBook-Air", "iMac", "Mac-mini", "Mac-Studio")
+GUEST_OS = {
+    "windows": (
+        ("Microsoft Windows 11 Pro", "10.0.22631", "Workstation"),
+        ("Microsoft Windows 10 Pro", "10.0.19045", "Workstation"),
+        ("Microsoft Windows Server 2022 Standard", "10.0.20348", "Server"),
+        ("Microsoft Windows Server 2019 Datacenter", "10.0.17763", "Server"),
+    ),
+    "linux": (
+        ("Ubuntu 22.04.4 LTS", "5.15.0-105-generic", "Linux"),
+        ("Red Hat Enterprise Linux 9.3", "5.14.0-362.el9", "Linux"),
+        ("Debian GNU/Linux 12", "6.1.0-18-amd64", "Linux"),
+    ),
+    "mac": (
+        ("macOS Sonoma 14.4", "23.4.0", "Mac"),
+        ("macOS Ventura 13.6", "22.6.0", "Mac"),
+    ),
+}
+AGENT_VERSIONS = {
+    "windows": ("6.1.2.134", "6.2.0.121", "6.3.0.177", "5.0.3.4708"),
+    "linux": ("6.1.0.1498", "6.2.0.101", "6.3.0.1036"),
+    "mac": ("2.1.0.2042", "2.2.0.281"),
+}
+BACKED_UP_ITEMS = {
+    "windows": {"EntireComputer": "Entire computer", "Volume": "C:\\, D:\\", "File": "C:\\Users"},
+    "linux": {"EntireComputer": "Entire computer", "Volume": "/, /home", "File": "/home, /etc"},
+    "mac": {"EntireComputer": "Entire computer", "Volume": "/", "File": "/Users"},
+}
 POLICY_FAILURES = (
     "Failed to apply backup policy.\r\nThe agent is not reachable: connection timed out.",
     "Policy settings conflict with a local job.\r\nRemove the local job and try again.",
@@ -129,7 +209,12 @@ POLICY_FAILURES = (
 
 
 def new_uid(rng: random.Random, value: int | None = None) -> str:
-    h = f"{rng.getrandbits(128) if value is None else value:032x}"
+    return uid_text(rng.getrandbits(128) if value is None else value)
+
+
+def uid_text(value: int) -> str:
+    """A 128-bit number in the 8-4-4-4-12 form of a uid."""
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
