@@ -43,16 +43,20 @@ import orjson
 
 from etl import __version__
 from etl.errors import RecordRejected
+from etl.jsontext import decode_value
 
 __all__ = [
     "BUSINESS_COLUMNS",
     "FIELDS",
     "MAX_DEPTH",
     "Field",
+    "JobRecord",
+    "Reject",
     "jsonb_safe",
     "normalize_enum",
     "parse_timestamp",
     "record_key",
+    "transform_job",
     "transform_record",
 ]
 
@@ -518,8 +522,8 @@ def transform_with_raw(
     """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column.
 
     ``dumped``, if given, must be ``orjson.dumps(record)`` (a :class:`Fingerprint`'s ``text``):
-    it saves writing the record out a second time. ``by_orjson``: the record comes from an
-    array orjson decoded (``OrjsonArray``), so what it holds is storable once ``dumped`` is.
+    it saves writing the record out a second time. ``by_orjson``: orjson decoded the record
+    (``etl.jsontext.decode_value``), so what it holds is storable once ``dumped`` is.
     """
     if type(record) is not dict:
         raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
@@ -651,3 +655,84 @@ def _hashed(uid: str, text: bytes) -> Fingerprint:
 
 def _canonical(uid: object) -> TypeGuard[str]:
     return type(uid) is str and len(uid) == 36 and _CANONICAL_UID.fullmatch(uid) is not None
+
+
+# ------------------------------------------------------------------------------- the record
+
+
+class JobRecord(NamedTuple):
+    """One job record as extract hands it over, whichever decoder read its page.
+
+    ``uid`` and ``fingerprint``: the canonical lowercase ``instanceUid`` and the keyed hash of
+    ``text`` (None when the record cannot be recognised as unchanged, see :func:`fingerprint`).
+    A record of a page the typed decoder read has ``text`` as received and ``fields``, its 29
+    API fields in ``FIELDS`` order (None where that decoder could not read the record alone);
+    ``value`` is then None and ``decoded`` False. A record of a page decoded whole has
+    ``value``, the decoded record, ``decoded`` True, and ``text``, the record as orjson wrote
+    it if it could; ``proven``: the decoder proved ``value`` free of NaN, ±Infinity, lone
+    surrogates and integers beyond 64 bits.
+    """
+
+    uid: str | None
+    text: bytes | None
+    fields: tuple[object, ...] | None
+    fingerprint: bytes | None
+    value: object = None
+    decoded: bool = False
+    proven: bool = False
+
+
+def typed_record(text: bytes, fields: tuple[object, ...] | None) -> JobRecord:
+    """The record of a typed page: its text as received and the fields read from it."""
+    print_ = None if fields is None else fingerprint_text(fields[UID_AT], text)
+    if print_ is None:
+        return JobRecord(None, text, fields, None)
+    return JobRecord(print_.uid, text, fields, print_.digest)
+
+
+def decoded_record(value: object, proven: bool) -> JobRecord:
+    """The record of a page decoded whole (``proven``: see :class:`JobRecord`)."""
+    print_ = fingerprint(value)
+    if print_ is None:
+        return JobRecord(None, None, None, None, value, True, proven)
+    return JobRecord(print_.uid, print_.text, None, print_.digest, value, True, proven)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record the transform refused, with the reason naming the field; ``instance_uid`` is
+    its key as received (None unless a string), ``raw`` the record as jsonb can store it."""
+
+    instance_uid: str | None
+    reason: str
+    raw: object
+
+
+def transform_job(record: JobRecord) -> tuple[tuple[object, ...], str] | Reject:
+    """A job record -> its 29 business column values and the raw JSON text, or a Reject.
+
+    A typed record takes :func:`transform_typed`; what that path cannot vouch for is decoded
+    and takes :func:`transform_with_raw`, whose verdict, reason included, is the one that
+    counts. The text a fingerprint hashed is reused as the raw when it is orjson's.
+    """
+    if record.decoded:
+        value, dumped, proven = record.value, record.text, record.proven
+    else:
+        assert record.text is not None
+        if record.fields is not None:
+            try:
+                return transform_typed(record.fields, record.text)
+            except NotTyped:
+                pass
+        value, proven = decode_value(record.text)
+        dumped = None  # the text as received, not as orjson writes the decoded record
+    try:
+        return transform_with_raw(value, dumped, by_orjson=proven)
+    except RecordRejected as exc:
+        key = record_key(value)
+        safe_key = jsonb_safe(key) if key is not None else None
+        return Reject(
+            safe_key if isinstance(safe_key, str) else None,
+            exc.reason,
+            jsonb_safe(value, max_depth=MAX_DEPTH),
+        )
