@@ -55,6 +55,7 @@ __all__ = [
     "jsonb_safe",
     "normalize_enum",
     "parse_timestamp",
+    "record_fingerprint",
     "record_key",
     "transform_job",
     "transform_record",
@@ -663,20 +664,17 @@ def _canonical(uid: object) -> TypeGuard[str]:
 class JobRecord(NamedTuple):
     """One job record as extract hands it over, whichever decoder read its page.
 
-    ``uid`` and ``fingerprint``: the canonical lowercase ``instanceUid`` and the keyed hash of
-    ``text`` (None when the record cannot be recognised as unchanged, see :func:`fingerprint`).
     A record of a page the typed decoder read has ``text`` as received and ``fields``, its 29
     API fields in ``FIELDS`` order (None where that decoder could not read the record alone);
     ``value`` is then None and ``decoded`` False. A record of a page decoded whole has
-    ``value``, the decoded record, ``decoded`` True, and ``text``, the record as orjson wrote
-    it if it could; ``proven``: the decoder proved ``value`` free of NaN, ±Infinity, lone
-    surrogates and integers beyond 64 bits.
+    ``value``, the decoded record, and ``decoded`` True; ``proven``: the decoder proved
+    ``value`` free of NaN, ±Infinity, lone surrogates and integers beyond 64 bits. Its
+    fingerprint is :func:`record_fingerprint`'s, computed by the loader's thread (on the
+    reader's, the work held the GIL while the loader waited for it after each statement).
     """
 
-    uid: str | None
     text: bytes | None
     fields: tuple[object, ...] | None
-    fingerprint: bytes | None
     value: object = None
     decoded: bool = False
     proven: bool = False
@@ -684,18 +682,24 @@ class JobRecord(NamedTuple):
 
 def typed_record(text: bytes, fields: tuple[object, ...] | None) -> JobRecord:
     """The record of a typed page: its text as received and the fields read from it."""
-    print_ = None if fields is None else fingerprint_text(fields[UID_AT], text)
-    if print_ is None:
-        return JobRecord(None, text, fields, None)
-    return JobRecord(print_.uid, text, fields, print_.digest)
+    return JobRecord(text, fields)
 
 
 def decoded_record(value: object, proven: bool) -> JobRecord:
     """The record of a page decoded whole (``proven``: see :class:`JobRecord`)."""
-    print_ = fingerprint(value)
-    if print_ is None:
-        return JobRecord(None, None, None, None, value, True, proven)
-    return JobRecord(print_.uid, print_.text, None, print_.digest, value, True, proven)
+    return JobRecord(None, None, value, True, proven)
+
+
+def record_fingerprint(record: JobRecord) -> Fingerprint | None:
+    """The record's fingerprint: of its text as received (typed), or of the decoded value as
+    orjson writes it; None when it cannot be recognised as unchanged (see :func:`fingerprint`)."""
+    if record.decoded:
+        return fingerprint(record.value)
+    fields = record.fields
+    if fields is None:
+        return None
+    assert record.text is not None
+    return fingerprint_text(fields[UID_AT], record.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,15 +712,19 @@ class Reject:
     raw: object
 
 
-def transform_job(record: JobRecord) -> tuple[tuple[object, ...], str] | Reject:
+def transform_job(
+    record: JobRecord, print_: Fingerprint | None = None
+) -> tuple[tuple[object, ...], str] | Reject:
     """A job record -> its 29 business column values and the raw JSON text, or a Reject.
 
     A typed record takes :func:`transform_typed`; what that path cannot vouch for is decoded
     and takes :func:`transform_with_raw`, whose verdict, reason included, is the one that
-    counts. The text a fingerprint hashed is reused as the raw when it is orjson's.
+    counts. ``print_``, the record's :func:`record_fingerprint` if computed already: the text
+    it hashed is reused as the raw when it is orjson's.
     """
     if record.decoded:
-        value, dumped, proven = record.value, record.text, record.proven
+        dumped = None if print_ is None else print_.text
+        value, proven = record.value, record.proven
     else:
         assert record.text is not None
         if record.fields is not None:

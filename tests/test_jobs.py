@@ -29,6 +29,7 @@ from etl.transform import (
     NotTyped,
     decoded_record,
     fingerprint_text,
+    record_fingerprint,
     transform_record,
     transform_typed,
     transform_with_raw,
@@ -82,7 +83,8 @@ def test_a_page_becomes_its_records_texts_and_their_fields() -> None:
     assert len(data) == 2
     assert data[0].fields == tuple(records[0].get(field.api) for field in FIELDS)
     assert data[1].fields[UID_AT] == records[1]["instanceUid"]
-    assert data[0].uid == UID and data[0].fingerprint is not None
+    print_ = record_fingerprint(data[0])
+    assert print_ is not None and print_.uid == UID
 
 
 @pytest.mark.parametrize(
@@ -228,11 +230,12 @@ def test_a_typed_page_gives_the_rows_and_rejections_of_the_general_path() -> Non
     prints = [
         None if r.fields is None else fingerprint_text(r.fields[UID_AT], r.text) for r in data
     ]
-    rows, raws, fps, rejects = _transform(data, set(), 0)
+    rows, raws, fps, rejects = _transform(data, prints, set(), 0)
 
     orjson_data, proven = decode_value(body)
     general_records = [decoded_record(v, proven) for v in orjson_data["data"]]
-    g_rows, g_raws, _, g_rejects = _transform(general_records, set(), 0)
+    g_prints = [record_fingerprint(r) for r in general_records]
+    g_rows, g_raws, _, g_rejects = _transform(general_records, g_prints, set(), 0)
     assert len(rows) == 3 and rows == g_rows
     assert rows[1][FIELDS.index(next(f for f in FIELDS if f.api == "restorePoints"))] == 4
     assert [json.loads(r) for r in raws] == [json.loads(r) for r in g_raws]

@@ -9,8 +9,7 @@ by ``decode_value`` as every other body is, and its records take the transform's
 A page whose records hold MAX_DEPTH brackets or more (nesting that deep is possible) goes there
 too. A record msgspec refuses alone (a field of another JSON type, a record that is not an
 object) gets None for its fields: the transform decodes that text and the general path
-decides, reason included. Either way each record carries its fingerprint, computed here, on
-the reader's thread.
+decides, reason included.
 """
 
 from __future__ import annotations

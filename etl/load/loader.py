@@ -30,7 +30,7 @@ from etl.load import reporting
 from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, merge
 from etl.load.names import NameStage
 from etl.load.stage import Stage
-from etl.transform import JobRecord, Reject, transform_job
+from etl.transform import Fingerprint, JobRecord, Reject, record_fingerprint, transform_job
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,14 @@ class Loader:
         """Stage one page of job records: by uid only those whose fingerprint matches their
         live job's (unchanged), the others transformed in full; rejects with their reason."""
         with self._timed("transform"):
-            hashed = [i for i, r in enumerate(records) if r.fingerprint is not None]
-            pairs = [(records[i].uid, records[i].fingerprint) for i in hashed]
+            prints = [record_fingerprint(record) for record in records]
+            hashed = [i for i, p in enumerate(prints) if p is not None]
+            pairs = [(p.uid, p.digest) for p in prints if p is not None]
         with self._timed("copy"):
             # Only a source with live jobs is looked up, and it has no early batches.
-            same = {hashed[k] for k in self.stage.add_same(pairs, self.source)}  # type: ignore[arg-type]
+            same = {hashed[k] for k in self.stage.add_same(pairs, self.source)}
         with self._timed("transform"):
-            rows, raws, fps, rejects = _transform(records, same, offset)
+            rows, raws, fps, rejects = _transform(records, prints, same, offset)
         with self._timed("copy"):
             self._write(rows, raws, fps, rejects)
         self._stage_names(False)
@@ -264,22 +265,23 @@ class Loader:
 
 
 def _transform(
-    records: list[JobRecord], same: set[int], offset: int
+    records: list[JobRecord], prints: list[Fingerprint | None], same: set[int], offset: int
 ) -> tuple[list[tuple[Any, ...]], list[str], list[bytes | None], list[Reject]]:
-    """Rows, raws, fingerprints and rejects of a page's records not staged as ``same``."""
+    """Rows, raws, fingerprints and rejects of a page's records (and their ``prints``) not
+    staged as ``same``."""
     rows: list[tuple[Any, ...]] = []
     raws: list[str] = []
     fps: list[bytes | None] = []
     rejects: list[Reject] = []
-    for i, record in enumerate(records):
+    for i, (record, print_) in enumerate(zip(records, prints, strict=True)):
         if i in same:
             continue
-        outcome = transform_job(record)
+        outcome = transform_job(record, print_)
         if type(outcome) is tuple:
             row, raw = outcome
             rows.append(row)
             raws.append(raw)
-            fps.append(record.fingerprint)
+            fps.append(None if print_ is None else print_.digest)
         else:
             assert isinstance(outcome, Reject)
             log.warning(

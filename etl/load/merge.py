@@ -304,11 +304,80 @@ def merge(
     the caller counted them already (:func:`~etl.load.stage.distinct_keys`, ~0.1 s per
     100,000 jobs); else they are counted here.
     """
-    params = {"source": source, "now": now, "run_id": run_id}
+    steps = _Steps(conn, {"source": source, "now": now, "run_id": run_id})
+    # A first sync whose every staged job the early merge wrote: then none was staged twice
+    # (a batch writes one copy of a job, a later batch none) and none had a row already;
+    # nothing is left to dedupe, compare, write or delete.
+    all_written = early is not None and not reread and early.written == early.staged
+    steps.prepare(dedupe=not all_written, reread=reread)
+    if all_written:
+        assert early is not None
+        jobs = _Jobs(valid=early.written, inserted=early.written, changed=early.written)
+        pause("merge")  # chaos tests only (etl/testhook.py)
+    else:
+        # With an early merge the source had no live job when the run began.
+        jobs = steps.write_changed(count_live=early is None)
+    withheld = _withheld(jobs, complete, incomplete_reason, max_delete_ratio)
+    if withheld:
+        log.warning(withheld)
+    elif jobs.missing:
+        steps.delete_missing()
+    rejected = steps.run(text(_REJECTS), steps.params).rowcount
+    return MergeResult(
+        seen=int(distinct_keys(conn) if seen is None else seen),
+        inserted=jobs.inserted,
+        updated=jobs.changed - jobs.inserted,
+        unchanged=jobs.valid - jobs.changed,
+        deleted=0 if withheld else jobs.missing,
+        rejected=rejected,
+        withheld=withheld,
+        earliest_session=_earlier(jobs.earliest, early.earliest_session if early else None),
+    )
 
-    def run(statement: TextClause, values: dict[str, object] | None = None) -> Any:
+
+@dataclass(frozen=True)
+class _Jobs:
+    """What the comparison found: staged jobs, new ones, changed ones (new included), live
+    jobs of the source when the run began and how many of them the extract lacks."""
+
+    valid: int
+    inserted: int
+    changed: int
+    live_before: int = 0
+    missing: int = 0
+    earliest: datetime | None = None
+
+
+def _withheld(
+    jobs: _Jobs, complete: bool, incomplete_reason: str | None, max_delete_ratio: float
+) -> str | None:
+    """Why the missing jobs are not deleted, if they are not."""
+    missing, live = jobs.missing, jobs.live_before
+    if missing and not complete:
+        return (
+            f"deletions not applied: {missing} live job(s) were not in the extract, but the "
+            f"extract could not be verified complete ({incomplete_reason or 'unknown reason'})"
+        )
+    if missing and live and missing / live > max_delete_ratio:
+        return (
+            f"deletions withheld: {missing} of {live} live jobs "
+            f"({missing / live:.0%}) are missing from the extract, more than "
+            f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really lost "
+            "them, run once with a higher VSPC_MAX_DELETE_RATIO"
+        )
+    return None
+
+
+class _Steps:
+    """The merge's statements on one connection, each timed in the DEBUG log."""
+
+    def __init__(self, conn: Connection, params: dict[str, Any]) -> None:
+        self.conn = conn
+        self.params = params
+
+    def run(self, statement: TextClause, values: dict[str, object] | None = None) -> Any:
         started = time.perf_counter()
-        result = conn.execute(statement, values)
+        result = self.conn.execute(statement, values)
         log.debug(
             "merge step %.0f ms: %s",
             (time.perf_counter() - started) * 1000,
@@ -316,33 +385,30 @@ def merge(
         )
         return result
 
-    # Sorts and hashes over the extract stay in memory for this transaction only.
-    run(text("SET LOCAL work_mem = '256MB'"))
-    run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
-    # A first sync whose every staged job the early merge wrote: then none was staged twice
-    # (a batch writes one copy of a job, a later batch none) and none had a row already;
-    # nothing is left to dedupe, compare, write or delete.
-    all_written = early is not None and not reread and early.written == early.staged
-    if not all_written and (run(text(_DEDUPE)).rowcount or reread):
-        run(text(_UNMERGE), params)
-    # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree key
-    # over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
-    run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
-    run(text("ANALYZE stage_rejects"))
-    run(
-        text(
-            "CREATE TEMP TABLE stage_changed "
-            "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz, "
-            "merged boolean NOT NULL)"
+    def prepare(self, *, dedupe: bool, reread: bool) -> None:
+        """Session settings, a deduplicated stage, the tables the steps below fill."""
+        run = self.run
+        # Sorts and hashes over the extract stay in memory for this transaction only.
+        run(text("SET LOCAL work_mem = '256MB'"))
+        run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
+        if dedupe and (run(text(_DEDUPE)).rowcount or reread):
+            run(text(_UNMERGE), self.params)
+        # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree
+        # key over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
+        run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
+        run(text("ANALYZE stage_rejects"))
+        run(
+            text(
+                "CREATE TEMP TABLE stage_changed "
+                "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz, "
+                "merged boolean NOT NULL)"
+            )
         )
-    )
-    earliest: datetime | None = None
-    if all_written:
-        assert early is not None
-        live_before = missing = 0
-        valid = inserted = changed = early.written
-        pause("merge")  # chaos tests only (etl/testhook.py)
-    else:
+
+    def write_changed(self, *, count_live: bool) -> _Jobs:
+        """Compare the stage with the warehouse; write new jobs, upsert changed ones, close
+        and open their versions, keep their fingerprints."""
+        run, params = self.run, self.params
         # Row counts and the key column are all the planner needs; full statistics on the
         # wide jsonb column cost a second per 100,000 jobs.
         # Indexes keep every anti-join fast whatever the planner believes: right after a
@@ -351,14 +417,12 @@ def merge(
         run(text("CREATE UNIQUE INDEX ON stage_jobs (instance_uid)"))
         run(text("ANALYZE stage_jobs (instance_uid)"))
         # Before the upsert, which touches staged jobs only: the missing ones are the same
-        # after. With an early merge the source had no live job when the run began.
+        # after.
         live_before, missing = (
-            (0, 0)
-            if early is not None
-            else (int(n) for n in run(text(_LIVE_MISSING), params).one())
+            (int(n) for n in run(text(_LIVE_MISSING), params).one()) if count_live else (0, 0)
         )
         run(text(_CHANGED))
-        earliest = _write_new(conn, _NEW_OF_CHANGED, params)[1]
+        earliest = _write_new(self.conn, _NEW_OF_CHANGED, params)[1]
         run(text(_UPSERT), params)
         pause("merge")  # chaos tests only (etl/testhook.py)
         run(text(_CLOSE_CHANGED), params)
@@ -372,43 +436,12 @@ def merge(
                 " (SELECT count(*) FROM stage_changed)"
             )
         ).one()
-    if seen is None:
-        seen = distinct_keys(conn)
+        return _Jobs(int(valid), int(inserted), int(changed), live_before, missing, earliest)
 
-    deleted = 0
-    withheld: str | None = None
-    if missing and not complete:
-        withheld = (
-            f"deletions not applied: {missing} live job(s) were not in the extract, but the "
-            f"extract could not be verified complete ({incomplete_reason or 'unknown reason'})"
-        )
-    elif missing and live_before and missing / live_before > max_delete_ratio:
-        withheld = (
-            f"deletions withheld: {missing} of {live_before} live jobs "
-            f"({missing / live_before:.0%}) are missing from the extract, more than "
-            f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really lost "
-            "them, run once with a higher VSPC_MAX_DELETE_RATIO"
-        )
-    elif missing:
-        run(text(_GONE), params)
-        run(text(_SOFT_DELETE), params)
-        run(text(_CLOSE_GONE), params)
-        run(text(_TOMBSTONE), params)
-        deleted = missing
-    if withheld:
-        log.warning(withheld)
-
-    rejected = run(text(_REJECTS), params).rowcount
-    return MergeResult(
-        seen=int(seen),
-        inserted=int(inserted),
-        updated=int(changed) - int(inserted),
-        unchanged=int(valid) - int(changed),
-        deleted=deleted,
-        rejected=rejected,
-        withheld=withheld,
-        earliest_session=_earlier(earliest, early.earliest_session if early else None),
-    )
+    def delete_missing(self) -> None:
+        """Soft-delete the live jobs the extract lacks, close their versions, tombstone."""
+        for statement in (_GONE, _SOFT_DELETE, _CLOSE_GONE, _TOMBSTONE):
+            self.run(text(statement), self.params)
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
