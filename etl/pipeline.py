@@ -45,8 +45,9 @@ OnEvent = Callable[[str, str], None]
 DatabaseError = SQLAlchemyError | psycopg.Error
 
 CANCELLED = "cancelled before it finished (the process is shutting down); nothing was committed"
-JOB_PAGES_WAITING = 2
-"""Job pages waiting for the loader, at most (the reader waits beyond): memory stays flat."""
+JOB_PAGES_WAITING = 1
+"""Job pages waiting for the loader, at most (the reader waits beyond): memory stays flat, and
+the pager's requests in flight are what reads ahead."""
 NAME_PAGES_WAITING = 4
 """Name pages waiting for the loader, at most."""
 

@@ -134,9 +134,14 @@ _NEW_IN_RANGE = _writes_new(
 # The merge's: the jobs the comparison found without a row (the stage is deduplicated by
 # then); those written are then merged like an early batch's (stage_changed.merged), and the
 # steps after the comparison leave them alone.
+# Driven from the few new jobs, one probe of the stage's key each: a join planned from the
+# empty table's guessed size scanned the whole stage (its raw texts) once more.
 _NEW_OF_CHANGED = _writes_new(
-    """SELECT s.* FROM stage_jobs s
-    JOIN stage_changed c ON c.instance_uid = s.instance_uid AND c.inserted AND NOT c.merged""",
+    """SELECT s.* FROM (
+      SELECT instance_uid FROM stage_changed WHERE inserted AND NOT merged OFFSET 0
+    ) c CROSS JOIN LATERAL (
+      SELECT * FROM stage_jobs s WHERE s.instance_uid = c.instance_uid OFFSET 0
+    ) s""",
     """ flagged AS (
   UPDATE stage_changed c SET merged = true FROM b WHERE c.instance_uid = b.instance_uid
 ),""",
@@ -161,6 +166,8 @@ WHERE (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
 UNION ALL
 SELECT instance_uid, true, NULL, true FROM stage_merged
 """
+
+_ANY_NEW = "SELECT EXISTS (SELECT 1 FROM stage_changed WHERE inserted AND NOT merged)"
 
 # After the upsert, every fully staged job's row holds what its record says: that record's
 # fingerprint now describes the row. A record orjson could not hash leaves none behind (an
@@ -421,8 +428,8 @@ class _Steps:
         live_before, missing = (
             (int(n) for n in run(text(_LIVE_MISSING), params).one()) if count_live else (0, 0)
         )
-        run(text(_CHANGED))
-        earliest = _write_new(self.conn, _NEW_OF_CHANGED, params)[1]
+        new = run(text(_CHANGED)).rowcount and run(text(_ANY_NEW)).scalar_one()
+        earliest = _write_new(self.conn, _NEW_OF_CHANGED, params)[1] if new else None
         run(text(_UPSERT), params)
         pause("merge")  # chaos tests only (etl/testhook.py)
         run(text(_CLOSE_CHANGED), params)
