@@ -712,6 +712,55 @@ class Reject:
     raw: object
 
 
+def fingerprints(records: list[JobRecord]) -> list[Fingerprint | None]:
+    """:func:`record_fingerprint` of each record of a page (the typed ones inline: this runs
+    once per record of every sync)."""
+    return [
+        fingerprint(r.value)
+        if r.decoded
+        else None
+        if r.fields is None
+        else fingerprint_text(r.fields[UID_AT], r.text)  # type: ignore[arg-type]
+        for r in records
+    ]
+
+
+Rows = tuple[list[tuple[object, ...]], list[str], list[bytes | None], list[Reject]]
+
+
+def transform_page(
+    records: list[JobRecord], prints: list[Fingerprint | None], skip: set[int]
+) -> Rows:
+    """:func:`transform_job` of each record of a page but those at the positions in ``skip``:
+    the rows, their raw texts and fingerprints (``prints[i]``'s digest), and the rejects."""
+    rows: list[tuple[object, ...]] = []
+    raws: list[str] = []
+    fps: list[bytes | None] = []
+    rejects: list[Reject] = []
+    typed = transform_typed
+    for i, record in enumerate(records):
+        if i in skip:
+            continue
+        print_ = prints[i]
+        fields = record.fields
+        outcome: tuple[tuple[object, ...], str] | Reject
+        if fields is not None:  # the typed path, inline: once per record of every sync
+            try:
+                outcome = typed(fields, record.text)  # type: ignore[arg-type]
+            except NotTyped:
+                outcome = _general(record, print_)
+        else:
+            outcome = _general(record, print_)
+        if type(outcome) is Reject:
+            rejects.append(outcome)
+        else:
+            row, raw = outcome  # type: ignore[misc]
+            rows.append(row)
+            raws.append(raw)
+            fps.append(None if print_ is None else print_.digest)
+    return rows, raws, fps, rejects
+
+
 def transform_job(
     record: JobRecord, print_: Fingerprint | None = None
 ) -> tuple[tuple[object, ...], str] | Reject:
@@ -722,16 +771,23 @@ def transform_job(
     counts. ``print_``, the record's :func:`record_fingerprint` if computed already: the text
     it hashed is reused as the raw when it is orjson's.
     """
+    if record.fields is not None:
+        try:
+            return transform_typed(record.fields, record.text)  # type: ignore[arg-type]
+        except NotTyped:
+            pass
+    return _general(record, print_)
+
+
+def _general(
+    record: JobRecord, print_: Fingerprint | None
+) -> tuple[tuple[object, ...], str] | Reject:
+    """The general path of :func:`transform_job`."""
     if record.decoded:
         dumped = None if print_ is None else print_.text
         value, proven = record.value, record.proven
     else:
         assert record.text is not None
-        if record.fields is not None:
-            try:
-                return transform_typed(record.fields, record.text)
-            except NotTyped:
-                pass
         value, proven = decode_value(record.text)
         dumped = None  # the text as received, not as orjson writes the decoded record
     try:

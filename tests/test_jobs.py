@@ -19,7 +19,6 @@ from etl.errors import RecordRejected
 from etl.extract import ApiKeyAuth, VspcClient
 from etl.extract.jobs import decode_jobs_page
 from etl.jsontext import decode_json, decode_value
-from etl.load.loader import _transform
 from etl.pipeline import JOBS_PATH
 from etl.transform import (
     FIELDS,
@@ -30,6 +29,7 @@ from etl.transform import (
     decoded_record,
     fingerprint_text,
     record_fingerprint,
+    transform_page,
     transform_record,
     transform_typed,
     transform_with_raw,
@@ -230,12 +230,12 @@ def test_a_typed_page_gives_the_rows_and_rejections_of_the_general_path() -> Non
     prints = [
         None if r.fields is None else fingerprint_text(r.fields[UID_AT], r.text) for r in data
     ]
-    rows, raws, fps, rejects = _transform(data, prints, set(), 0)
+    rows, raws, fps, rejects = transform_page(data, prints, set())
 
     orjson_data, proven = decode_value(body)
     general_records = [decoded_record(v, proven) for v in orjson_data["data"]]
     g_prints = [record_fingerprint(r) for r in general_records]
-    g_rows, g_raws, _, g_rejects = _transform(general_records, g_prints, set(), 0)
+    g_rows, g_raws, _, g_rejects = transform_page(general_records, g_prints, set())
     assert len(rows) == 3 and rows == g_rows
     assert rows[1][FIELDS.index(next(f for f in FIELDS if f.api == "restorePoints"))] == 4
     assert [json.loads(r) for r in raws] == [json.loads(r) for r in g_raws]

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from etl.jsontext import decode_value
-from etl.transform import FIELDS, MAX_DEPTH, JobRecord, Kind, decoded_record, typed_record
+from etl.transform import FIELDS, MAX_DEPTH, JobRecord, Kind, decoded_record
 
 __all__ = ["decode_jobs_page", "job_records"]
 
@@ -46,6 +46,7 @@ class _Page(msgspec.Struct):
 _PAGE = msgspec.json.Decoder(_Page)
 _JOB = msgspec.json.Decoder(_Job)
 _astuple = msgspec.structs.astuple
+_new = tuple.__new__
 
 
 def decode_jobs_page(content: bytes) -> Any:
@@ -69,7 +70,7 @@ def decode_jobs_page(content: bytes) -> Any:
             fields = _astuple(_JOB.decode(text))
         except (msgspec.MsgspecError, RecursionError):
             fields = None
-        records.append(typed_record(text, fields))
+        records.append(_new(JobRecord, (text, fields, None, False, False)))  # typed_record
     return {"meta": page.meta, "data": records}
 
 

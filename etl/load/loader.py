@@ -30,7 +30,7 @@ from etl.load import reporting
 from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, merge
 from etl.load.names import NameStage
 from etl.load.stage import Stage
-from etl.transform import Fingerprint, JobRecord, Reject, record_fingerprint, transform_job
+from etl.transform import JobRecord, Reject, fingerprints, transform_page
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,22 @@ class Loader:
         """Stage one page of job records: by uid only those whose fingerprint matches their
         live job's (unchanged), the others transformed in full; rejects with their reason."""
         with self._timed("transform"):
-            prints = [record_fingerprint(record) for record in records]
+            prints = fingerprints(records)
             hashed = [i for i, p in enumerate(prints) if p is not None]
             pairs = [(p.uid, p.digest) for p in prints if p is not None]
         with self._timed("copy"):
             # Only a source with live jobs is looked up, and it has no early batches.
             same = {hashed[k] for k in self.stage.add_same(pairs, self.source)}
         with self._timed("transform"):
-            rows, raws, fps, rejects = _transform(records, prints, same, offset)
+            rows, raws, fps, rejects = transform_page(records, prints, same)
+            for reject in rejects:
+                log.warning(
+                    "rejected job %s (page at offset %d): %s; it is kept in vspc.etl_rejects "
+                    "and the rest of the page is loaded",
+                    reject.instance_uid or "without instanceUid",
+                    offset,
+                    reject.reason,
+                )
         with self._timed("copy"):
             self._write(rows, raws, fps, rejects)
         self._stage_names(False)
@@ -262,34 +270,3 @@ class Loader:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + perf_counter() - started
-
-
-def _transform(
-    records: list[JobRecord], prints: list[Fingerprint | None], same: set[int], offset: int
-) -> tuple[list[tuple[Any, ...]], list[str], list[bytes | None], list[Reject]]:
-    """Rows, raws, fingerprints and rejects of a page's records (and their ``prints``) not
-    staged as ``same``."""
-    rows: list[tuple[Any, ...]] = []
-    raws: list[str] = []
-    fps: list[bytes | None] = []
-    rejects: list[Reject] = []
-    for i, (record, print_) in enumerate(zip(records, prints, strict=True)):
-        if i in same:
-            continue
-        outcome = transform_job(record, print_)
-        if type(outcome) is tuple:
-            row, raw = outcome
-            rows.append(row)
-            raws.append(raw)
-            fps.append(None if print_ is None else print_.digest)
-        else:
-            assert isinstance(outcome, Reject)
-            log.warning(
-                "rejected job %s (page at offset %d): %s; it is kept in vspc.etl_rejects and "
-                "the rest of the page is loaded",
-                outcome.instance_uid or "without instanceUid",
-                offset,
-                outcome.reason,
-            )
-            rejects.append(outcome)
-    return rows, raws, fps, rejects
