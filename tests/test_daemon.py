@@ -433,7 +433,7 @@ def test_daemon_end_to_end(
     assert (status, ready["status"], ready["window_s"]) == (200, "ok", 6.0)
     rows, metrics = settled(daemon, fresh_db, source)
     assert_metrics_match(rows, metrics)
-    assert job_count(fresh_db, source) == len(simulator.jobs())
+    assert job_count(fresh_db, source) == len(simulator.every_job())
 
     # The console goes away: runs fail and are recorded, the daemon lives on, and once the
     # last success is older than 3 x the interval it is no longer ready.
@@ -503,7 +503,7 @@ def test_sigterm_lets_a_run_finish_within_the_grace(
     code, took = daemon.terminate(timeout=25)
     assert code == 0 and took < 10
     assert statuses(fresh_db, source) == ["success"]
-    assert job_count(fresh_db, source) == len(simulator.jobs())
+    assert job_count(fresh_db, source) == len(simulator.every_job())
 
 
 def blocked_statement(engine: Engine) -> str | None:

@@ -136,7 +136,7 @@ def changed_between_copies(sim: Simulator, run: Run, db: Engine) -> list[RunResu
     # The third page comes back as the first, after a job of the first page changed: the
     # batch wrote its first copy, the one to keep is the later one.
     sim.faults.add("bad_offset", after=2, times=1)
-    uid = min((job["instanceUid"] for job in sim.jobs()), key=str.lower)  # on the first page
+    uid = min((job["instanceUid"] for job in sim.every_job()), key=str.lower)  # on the first page
 
     def progress(read: int, records: int, total: int) -> None:
         if read == 1:
@@ -156,7 +156,7 @@ def history_without_its_jobs(sim: Simulator, run: Run, db: Engine) -> list[RunRe
 
 
 def bad_records(sim: Simulator, run: Run, db: Engine) -> list[RunResult]:
-    jobs = sim.jobs()
+    jobs = sim.every_job()
     sim.mutate(jobs[3]["instanceUid"], lastRun="2026-02-30T10:00:00+00:00")
     sim.add_job(instanceUid="not-a-uuid")
     return [run("one")]
@@ -170,7 +170,7 @@ def jobs_of_another_source(sim: Simulator, run: Run, db: Engine) -> list[RunResu
 
 def deleted_then_back(sim: Simulator, run: Run, db: Engine) -> list[RunResult]:
     first = run("one")
-    gone = sim.jobs()[5]["instanceUid"]
+    gone = sim.every_job()[5]["instanceUid"]
     sim.delete_job(gone)
     second = run("one")
     return [first, second, run("two")]

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,11 +21,13 @@ from etl.extract.names import (
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
     AgentRow,
+    ManagementAgentRow,
     Names,
     NamesFetch,
     OrganizationRow,
     agent_row,
     fetch_names,
+    management_agent_row,
     organization_row,
     page_digest,
 )
@@ -74,11 +77,38 @@ def test_organization_row(record: Any, expected: OrganizationRow | None) -> None
                 "version": "6.3.0.177",
                 "status": "Active",
             },
-            AgentRow(uuid.UUID(UID), "Сервер-1С", uuid.UUID(ORG), "6.3.0.177", "Active"),  # noqa: RUF001
+            AgentRow(
+                uuid.UUID(UID),
+                "Сервер-1С",  # noqa: RUF001
+                uuid.UUID(ORG),
+                "6.3.0.177",
+                "Active",
+                agent_platform="Windows",
+            ),
         ),
         (
-            {"instanceUid": UID, "organizationUid": "garbage", "version": 6},
-            AgentRow(uuid.UUID(UID), None, None, None, None),
+            {
+                "instanceUid": UID,
+                "agentPlatform": "linux",
+                "name": "db01",
+                "managementAgentUid": ORG,
+                "status": "notrunning",
+                "operationMode": "SERVER",
+            },
+            AgentRow(
+                uuid.UUID(UID),
+                "db01",
+                None,
+                None,
+                "NotRunning",
+                agent_platform="Linux",
+                management_agent_uid=uuid.UUID(ORG),
+                operation_mode="Server",
+            ),
+        ),
+        (
+            {"instanceUid": UID, "organizationUid": "garbage", "version": 6, "status": "Rebooting"},
+            AgentRow(uuid.UUID(UID), None, None, None, "Rebooting"),
         ),
         ({"instanceUid": None, "name": "PC"}, None),
         (None, None),
@@ -86,6 +116,45 @@ def test_organization_row(record: Any, expected: OrganizationRow | None) -> None
 )
 def test_agent_row(record: Any, expected: AgentRow | None) -> None:
     assert agent_row(record) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            {
+                "instanceUid": UID,
+                "hostName": "SRV-01",
+                "friendlyName": "SRV-01 (corp.local)",
+                "organizationUid": ORG,
+                "locationUid": ORG,
+                "version": "9.1.0.29112",
+                "status": "healthy",
+                "connectionStatus": "INACCESSIBLE",
+                "lastHeartbeatTime": "2026-10-31T20:29:18.1234567+03:30",
+            },
+            ManagementAgentRow(
+                uuid.UUID(UID),
+                "SRV-01",
+                "SRV-01 (corp.local)",
+                uuid.UUID(ORG),
+                uuid.UUID(ORG),
+                "9.1.0.29112",
+                "Healthy",
+                "Inaccessible",
+                datetime(2026, 10, 31, 16, 59, 18, 123457, tzinfo=UTC),
+            ),
+        ),
+        (
+            {"instanceUid": UID, "connectionStatus": "Parked", "lastHeartbeatTime": "yesterday"},
+            ManagementAgentRow(uuid.UUID(UID), None, None, None, None, None, None, "Parked", None),
+        ),
+        ({"hostName": "no uid"}, None),
+        ("not a record", None),
+    ],
+)
+def test_management_agent_row(record: Any, expected: ManagementAgentRow | None) -> None:
+    assert management_agent_row(record) == expected
 
 
 def sync(settings: Any, engine: Engine) -> RunResult:
@@ -120,7 +189,7 @@ def test_sync_stores_the_consoles_names(
     )
     expected = {
         j["instanceUid"]: (orgs[j["organizationUid"]][0], agents[j["backupAgentUid"]][0])
-        for j in simulator.jobs()
+        for j in simulator.every_job()
     }
     named = stored(
         fresh_db, "SELECT instance_uid, organization_name, computer_name FROM vspc.job_sla_current"
@@ -146,7 +215,7 @@ def test_organizations_refused_403_sync_succeeds_names_null(
     simulator.faults.add("403", path="organizations", times=None)
     result = sync(settings, fresh_db)
     assert result.status == "success" and result.complete
-    assert result.inserted == len(simulator.jobs())
+    assert result.inserted == len(simulator.every_job())
     assert result.error is not None
     assert result.error.startswith(
         "organization names were not refreshed: The VSPC console denied access to "
@@ -165,7 +234,7 @@ def test_organizations_refused_403_sync_succeeds_names_null(
         ).one()
         organizations = conn.execute(text("SELECT count(*) FROM vspc.organizations")).scalar()
     assert tuple(row) == ("success", result.error)
-    assert tuple(names) == (len(simulator.jobs()), 0, len(simulator.jobs()))
+    assert tuple(names) == (len(simulator.every_job()), 0, len(simulator.every_job()))
     assert organizations == 0
 
 
@@ -192,7 +261,7 @@ def test_the_names_warning_follows_withheld_deletions(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
     sync(settings, fresh_db)
-    for job in simulator.jobs()[: len(simulator.jobs()) * 2 // 3]:
+    for job in simulator.every_job()[: len(simulator.every_job()) * 2 // 3]:
         simulator.delete_job(job["instanceUid"])
     simulator.faults.add("403", path="organizations", times=None)
     result = sync(settings, fresh_db)

@@ -1,7 +1,7 @@
 """Names for reports: organizations, backup agents (computers) and their management agents.
 
-Read with the same client, pager and retries as the jobs, each collection by a thread of its
-own (they share the client's request slots). They are secondary:
+Read with the same client, pager and retries as the jobs, one collection after the other, by a
+thread of their own beside the job pages. They are secondary:
 if the console refuses them (a company-scoped account gets 403, an older console 404) or
 fails to serve them, the run goes on and says so; the names already stored stay as they were.
 Records are parsed leniently (a name is only a label): one without a usable ``instanceUid``
@@ -17,7 +17,6 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -266,27 +265,17 @@ def fetch_names(
             with lock:
                 names.complete.add(kind)
 
-    # Each collection by a thread of its own: on a console far away, reading them one after
-    # the other would add their first pages' round trips to the sync.
-    with ThreadPoolExecutor(len(KINDS), thread_name_prefix="vspc-names") as pool:
-        done = [
-            pool.submit(read, *args)
-            for args in (
-                (ORGANIZATIONS, ORGANIZATIONS_PATH, organization_row, "organization names"),
-                (AGENTS, AGENTS_PATH, agent_row, "computer names (backup agents)"),
-                (
-                    MANAGEMENT_AGENTS,
-                    MANAGEMENT_AGENTS_PATH,
-                    management_agent_row,
-                    "agent health (management agents)",
-                ),
-            )
-        ]
-        for future in done:
-            future.result()
-    # The order the collections are listed in, whichever thread warned first.
-    order = ("organization names", "computer names", "agent health")
-    names.warnings.sort(key=lambda w: next((i for i, o in enumerate(order) if w.startswith(o)), 3))
+    for args in (
+        (ORGANIZATIONS, ORGANIZATIONS_PATH, organization_row, "organization names"),
+        (AGENTS, AGENTS_PATH, agent_row, "computer names (backup agents)"),
+        (
+            MANAGEMENT_AGENTS,
+            MANAGEMENT_AGENTS_PATH,
+            management_agent_row,
+            "agent health (management agents)",
+        ),
+    ):
+        read(*args)
     if emit is None:
         if ORGANIZATIONS in names.complete:
             names.organizations = kept[ORGANIZATIONS]

@@ -5,6 +5,7 @@ bytes; everything a client can observe is decided here.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
@@ -258,8 +259,18 @@ class Simulator:
     def jobs(self, platform: str = "windows") -> list[dict[str, Any]]:
         return self.world.jobs(platform)
 
+    def every_job(self) -> list[dict[str, Any]]:
+        """The jobs of every platform: Windows', Linux's, then Mac's (the truth a sync of all
+        three mirrors)."""
+        return [job for platform in wire.PLATFORMS for job in self.world.jobs(platform)]
+
     def agents(self) -> list[dict[str, Any]]:
-        return self.world.agents()
+        """Every agent as ``/infrastructure/backupAgents`` serves it (with its computer name)."""
+        return copy.deepcopy(self.world.rows("backup_agents"))
+
+    def management_agents(self) -> list[dict[str, Any]]:
+        """Every management agent as ``/infrastructure/managementAgents`` serves it."""
+        return copy.deepcopy(self.world.rows("management_agents"))
 
     def organizations(self) -> list[dict[str, Any]]:
         return self.world.organizations()
