@@ -451,9 +451,10 @@ def _extract(
 ) -> None:
     """Read each platform's jobs into the loader, the collections side by side, re-reading
     (bounded) a collection that shifted under the pager. A collection the console refuses
-    (404: an older console; 403: the account's scope) is skipped with a warning; any other
-    failure fails the run. Once the first page has come back (the console answers, the
-    credentials work), a first read of the names starts beside the job pages."""
+    (404: an older console; 403: the account's scope) is skipped with a warning, unless the
+    console refuses them all; any other failure fails the run. Once the first page has come
+    back (the console answers, the credentials work), a first read of the names starts beside
+    the job pages."""
     settings = run.settings
     reading: dict[str, tuple[Collection, int]] = {}
     by_name: dict[str, Collection] = {}
@@ -473,6 +474,7 @@ def _extract(
         reading[collection.name] = (collection, attempt)
         reader.start(collection.name, channel, work)
 
+    refusals: list[BaseException] = []
     for collection in job_collections(settings.platforms):
         by_name[collection.name] = collection
         start(collection, 1)
@@ -501,6 +503,7 @@ def _extract(
             collection, _ = reading.pop(item.collection)
             if not _refused(item.error):
                 raise item.error
+            refusals.append(item.error)
             system_type = collection.contract.system_type
             extract.verdicts[system_type] = None
             warning = (
@@ -511,6 +514,8 @@ def _extract(
         else:
             with _timed(extract.timings, "names"):
                 names.take(item)
+    if len(refusals) == len(by_name):
+        raise refusals[0]  # no platform readable: the account's role or the URL is wrong
 
 
 def _refused(error: BaseException) -> bool:
