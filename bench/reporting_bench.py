@@ -58,12 +58,12 @@ API_KEY = "bench-api-key"
 HISTORY = """
 INSERT INTO vspc.backup_agent_job_snapshots (instance_uid, source, backup_agent_uid,
   organization_uid, name, status, last_run, last_end_time, last_duration, is_enabled,
-  restore_points, backed_up_size, raw, valid_from, valid_to, is_deleted, run_id)
+  restore_points, backed_up_size, raw, valid_from, valid_to, is_deleted, run_id, system_type)
 SELECT j.uid, 'bench', j.agent, j.org, 'Backup Job ' || j.n, o.status, o.started,
   o.started + make_interval(secs => o.seconds), o.seconds, true, 7, 1000000000 + k,
   jsonb_build_object('instanceUid', j.uid, 'status', o.status),
   o.started + interval '4 hours',
-  CASE WHEN k < :days THEN o.started + interval '1 day 4 hours' END, false, 0
+  CASE WHEN k < :days THEN o.started + interval '1 day 4 hours' END, false, 0, 'Windows'
 FROM bench_jobs j
 CROSS JOIN generate_series(1, :days) AS k
 CROSS JOIN LATERAL (

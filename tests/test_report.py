@@ -72,10 +72,11 @@ def current_jobs(conn: Connection) -> None:
         text(
             "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, backup_agent_uid, "
             "organization_uid, name, status, is_enabled, raw, first_seen_at, updated_at, "
-            "deleted_at) SELECT DISTINCT ON (instance_uid) instance_uid, source, "
+            "deleted_at, system_type) SELECT DISTINCT ON (instance_uid) instance_uid, source, "
             "backup_agent_uid, organization_uid, name, status, is_enabled, raw, "
             "min(valid_from) OVER (PARTITION BY instance_uid), valid_from, "
-            "CASE WHEN is_deleted THEN valid_from END FROM vspc.backup_agent_job_snapshots "
+            "CASE WHEN is_deleted THEN valid_from END, system_type "
+            "FROM vspc.backup_agent_job_snapshots "
             "ORDER BY instance_uid, valid_from DESC"
         )
     )

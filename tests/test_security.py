@@ -182,8 +182,9 @@ def test_credential_problems_get_one_clear_sentence(
     sim_server: SimulatorServer,
     simulator: Simulator,
 ) -> None:
-    if fault:
-        simulator.faults.add(fault, path="jobs", times=None)
+    if fault:  # on every platform's jobs: a refusal of some only skips those
+        for path in ("jobs", "linux_jobs", "mac_jobs"):
+            simulator.faults.add(fault, path=path, times=None)
     settings = make_settings(
         database_url, None, VSPC_URL=sim_server.url, VSPC_SOURCE="creds", **credentials
     )
