@@ -449,7 +449,7 @@ def _extract(
     names: _NamesReader,
     extract: _Extract,
 ) -> None:
-    """Read each platform's jobs into the loader, the collections side by side, re-reading
+    """Read each platform's jobs into the loader, one collection after the other, re-reading
     (bounded) a collection that shifted under the pager. A collection the console refuses
     (404: an older console; 403: the account's scope) is skipped with a warning, unless the
     console refuses them all; any other failure fails the run. Once the first page has come
@@ -475,9 +475,12 @@ def _extract(
         reader.start(collection.name, channel, work)
 
     refusals: list[BaseException] = []
-    for collection in job_collections(settings.platforms):
-        by_name[collection.name] = collection
-        start(collection, 1)
+    # One collection after the other: each pager keeps VSPC_CONCURRENCY pages in flight and
+    # halves its share on throttling or logouts; three side by side would each keep theirs,
+    # and a console that logs sessions out every few requests would see no relief.
+    pending = list(job_collections(settings.platforms))
+    by_name.update((c.name, c) for c in pending)
+    start(pending.pop(0), 1)
     while reading:
         with _timed(extract.timings, "http_wait"):
             item = inbox.get()
@@ -489,6 +492,8 @@ def _extract(
             verdict = loader.end_pass(item.report, system_type)
             extract.verdicts[system_type] = verdict
             if verdict.complete:
+                if pending:
+                    start(pending.pop(0), 1)
                 continue
             log.warning(
                 "extract pass %d of %d of the %s jobs is not verifiably complete: %s",
@@ -499,6 +504,8 @@ def _extract(
             )
             if attempt < settings.vspc_max_passes:
                 start(collection, attempt + 1)
+            elif pending:
+                start(pending.pop(0), 1)
         elif isinstance(item, ReadFailed) and item.collection in reading:
             collection, _ = reading.pop(item.collection)
             if not _refused(item.error):
@@ -511,6 +518,8 @@ def _extract(
             )
             log.warning("%s; the other platforms are synced", warning)
             extract.skipped.append(warning)
+            if pending:
+                start(pending.pop(0), 1)
         else:
             with _timed(extract.timings, "names"):
                 names.take(item)

@@ -370,7 +370,11 @@ def job_count(engine: Engine, source: str) -> int:
     with engine.connect() as conn:
         return int(
             conn.execute(
-                text("SELECT count(*) FROM vspc.backup_agent_jobs WHERE source = :s"), {"s": source}
+                text(
+                    "SELECT count(*) FROM vspc.backup_agent_jobs "
+                    "WHERE source = :s AND deleted_at IS NULL"
+                ),
+                {"s": source},
             ).scalar_one()
         )
 
