@@ -513,3 +513,38 @@ def test_sla_report_of_the_last_days_is_that_window(
         by_window = sla_report(conn, by="day", window=Window(day(0), day(20)))
     assert by_days == by_window
     assert [r[0] for r in by_days.rows] == [day(n) for n in range(21)]
+
+
+def test_platform_filter_selects_the_per_job_report(
+    runner: CliRunner, history: dict[str, str], fresh_db: Engine
+) -> None:
+    every = json.loads(report(runner, history, "--by", "job", "--format", "json"))
+    linux = every[0]["instance_uid"]
+    with fresh_db.begin() as conn:  # one job of the hand-built history is a Linux job
+        for table in ("backup_agent_jobs", "backup_agent_job_snapshots"):
+            conn.execute(
+                text(f"UPDATE vspc.{table} SET system_type = 'Linux' WHERE instance_uid = :u"),
+                {"u": linux},
+            )
+    only = json.loads(
+        report(runner, history, "--by", "job", "--format", "json", "--platform", "LINUX")
+    )
+    assert only == [every[0]]
+    windows = report(runner, history, "--by", "job", "--format", "json", "--platform", "windows")
+    assert json.loads(windows) == every[1:]
+    assert (
+        json.loads(report(runner, history, "--by", "job", "--format", "json", "--platform", "mac"))
+        == []
+    )
+
+
+@pytest.mark.parametrize("args", [("--by", "organization"), ("--by", "day"), ("--format", "html")])
+def test_platform_filter_is_refused_where_platforms_are_counted_together(
+    runner: CliRunner, history: dict[str, str], args: tuple[str, ...]
+) -> None:
+    result = runner.invoke(main, ["report", *args, "--platform", "linux"], env=history)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "error: --platform applies to the per-job report only (--by job, table, csv or json, no "
+        "--chart): the daily and per-organization numbers count every platform together\n"
+    )
