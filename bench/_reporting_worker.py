@@ -14,31 +14,23 @@ import sys
 import time
 from typing import Any
 
-import etl.pipeline
+import etl.extract.reader
+import etl.load.reporting
+from etl.collections import NamesRead
 from etl.config import load_settings
 from etl.db import make_engine
 from etl.extract.names import Names
 from etl.pipeline import run_once
 
 
-class _NoNames:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def drain(self, on_page: Any) -> Names:
-        return Names()
-
-    def drain_ready(self, on_page: Any) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
+def _no_names(client: Any, inbox: etl.extract.reader.Channel, **kwargs: Any) -> None:
+    inbox.put(NamesRead(Names()))
 
 
 def main() -> int:
     if "--without-reporting" in sys.argv:
-        etl.pipeline.NamesFetch = _NoNames  # type: ignore[assignment,misc]
-        etl.pipeline.reporting.record_job_runs = lambda conn, **kw: None  # type: ignore[assignment,return-value]
+        etl.extract.reader.read_names = _no_names
+        etl.load.reporting.record_job_runs = lambda conn, **kw: None  # type: ignore[assignment,return-value]
     settings = load_settings(dotenv=False)
     engine = make_engine(settings)
     started = time.perf_counter()

@@ -43,16 +43,21 @@ import orjson
 
 from etl import __version__
 from etl.errors import RecordRejected
+from etl.jsontext import decode_value
 
 __all__ = [
     "BUSINESS_COLUMNS",
     "FIELDS",
     "MAX_DEPTH",
     "Field",
+    "JobRecord",
+    "Reject",
     "jsonb_safe",
     "normalize_enum",
     "parse_timestamp",
+    "record_fingerprint",
     "record_key",
+    "transform_job",
     "transform_record",
 ]
 
@@ -518,8 +523,8 @@ def transform_with_raw(
     """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column.
 
     ``dumped``, if given, must be ``orjson.dumps(record)`` (a :class:`Fingerprint`'s ``text``):
-    it saves writing the record out a second time. ``by_orjson``: the record comes from an
-    array orjson decoded (``OrjsonArray``), so what it holds is storable once ``dumped`` is.
+    it saves writing the record out a second time. ``by_orjson``: orjson decoded the record
+    (``etl.jsontext.decode_value``), so what it holds is storable once ``dumped`` is.
     """
     if type(record) is not dict:
         raise RecordRejected(f"the record is not a JSON object (got {_describe(record)})")
@@ -651,3 +656,147 @@ def _hashed(uid: str, text: bytes) -> Fingerprint:
 
 def _canonical(uid: object) -> TypeGuard[str]:
     return type(uid) is str and len(uid) == 36 and _CANONICAL_UID.fullmatch(uid) is not None
+
+
+# ------------------------------------------------------------------------------- the record
+
+
+class JobRecord(NamedTuple):
+    """One job record as extract hands it over, whichever decoder read its page.
+
+    A record of a page the typed decoder read has ``text`` as received and ``fields``, its 29
+    API fields in ``FIELDS`` order (None where that decoder could not read the record alone);
+    ``value`` is then None and ``decoded`` False. A record of a page decoded whole has
+    ``value``, the decoded record, and ``decoded`` True; ``proven``: the decoder proved
+    ``value`` free of NaN, ±Infinity, lone surrogates and integers beyond 64 bits. Its
+    fingerprint is :func:`record_fingerprint`'s, computed by the loader's thread (on the
+    reader's, the work held the GIL while the loader waited for it after each statement).
+    """
+
+    text: bytes | None
+    fields: tuple[object, ...] | None
+    value: object = None
+    decoded: bool = False
+    proven: bool = False
+
+
+def typed_record(text: bytes, fields: tuple[object, ...] | None) -> JobRecord:
+    """The record of a typed page: its text as received and the fields read from it."""
+    return JobRecord(text, fields)
+
+
+def decoded_record(value: object, proven: bool) -> JobRecord:
+    """The record of a page decoded whole (``proven``: see :class:`JobRecord`)."""
+    return JobRecord(None, None, value, True, proven)
+
+
+def record_fingerprint(record: JobRecord) -> Fingerprint | None:
+    """The record's fingerprint: of its text as received (typed), or of the decoded value as
+    orjson writes it; None when it cannot be recognised as unchanged (see :func:`fingerprint`)."""
+    if record.decoded:
+        return fingerprint(record.value)
+    fields = record.fields
+    if fields is None:
+        return None
+    assert record.text is not None
+    return fingerprint_text(fields[UID_AT], record.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record the transform refused, with the reason naming the field; ``instance_uid`` is
+    its key as received (None unless a string), ``raw`` the record as jsonb can store it."""
+
+    instance_uid: str | None
+    reason: str
+    raw: object
+
+
+def fingerprints(records: list[JobRecord]) -> list[Fingerprint | None]:
+    """:func:`record_fingerprint` of each record of a page (the typed ones inline: this runs
+    once per record of every sync)."""
+    return [
+        fingerprint(r.value)
+        if r.decoded
+        else None
+        if r.fields is None
+        else fingerprint_text(r.fields[UID_AT], r.text)  # type: ignore[arg-type]
+        for r in records
+    ]
+
+
+Rows = tuple[list[tuple[object, ...]], list[str], list[bytes | None], list[Reject]]
+
+
+def transform_page(
+    records: list[JobRecord], prints: list[Fingerprint | None], skip: set[int]
+) -> Rows:
+    """:func:`transform_job` of each record of a page but those at the positions in ``skip``:
+    the rows, their raw texts and fingerprints (``prints[i]``'s digest), and the rejects."""
+    rows: list[tuple[object, ...]] = []
+    raws: list[str] = []
+    fps: list[bytes | None] = []
+    rejects: list[Reject] = []
+    typed = transform_typed
+    for i, record in enumerate(records):
+        if i in skip:
+            continue
+        print_ = prints[i]
+        fields = record.fields
+        outcome: tuple[tuple[object, ...], str] | Reject
+        if fields is not None:  # the typed path, inline: once per record of every sync
+            try:
+                outcome = typed(fields, record.text)  # type: ignore[arg-type]
+            except NotTyped:
+                outcome = _general(record, print_)
+        else:
+            outcome = _general(record, print_)
+        if type(outcome) is Reject:
+            rejects.append(outcome)
+        else:
+            row, raw = outcome  # type: ignore[misc]
+            rows.append(row)
+            raws.append(raw)
+            fps.append(None if print_ is None else print_.digest)
+    return rows, raws, fps, rejects
+
+
+def transform_job(
+    record: JobRecord, print_: Fingerprint | None = None
+) -> tuple[tuple[object, ...], str] | Reject:
+    """A job record -> its 29 business column values and the raw JSON text, or a Reject.
+
+    A typed record takes :func:`transform_typed`; what that path cannot vouch for is decoded
+    and takes :func:`transform_with_raw`, whose verdict, reason included, is the one that
+    counts. ``print_``, the record's :func:`record_fingerprint` if computed already: the text
+    it hashed is reused as the raw when it is orjson's.
+    """
+    if record.fields is not None:
+        try:
+            return transform_typed(record.fields, record.text)  # type: ignore[arg-type]
+        except NotTyped:
+            pass
+    return _general(record, print_)
+
+
+def _general(
+    record: JobRecord, print_: Fingerprint | None
+) -> tuple[tuple[object, ...], str] | Reject:
+    """The general path of :func:`transform_job`."""
+    if record.decoded:
+        dumped = None if print_ is None else print_.text
+        value, proven = record.value, record.proven
+    else:
+        assert record.text is not None
+        value, proven = decode_value(record.text)
+        dumped = None  # the text as received, not as orjson writes the decoded record
+    try:
+        return transform_with_raw(value, dumped, by_orjson=proven)
+    except RecordRejected as exc:
+        key = record_key(value)
+        safe_key = jsonb_safe(key) if key is not None else None
+        return Reject(
+            safe_key if isinstance(safe_key, str) else None,
+            exc.reason,
+            jsonb_safe(value, max_depth=MAX_DEPTH),
+        )

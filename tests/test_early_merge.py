@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
+import etl.load.loader
 import etl.load.merge
-import etl.load.stage
 from etl.load.names import NameStage
 from etl.load.stage import Stage
 from etl.pipeline import RunResult, run_once
@@ -83,7 +83,7 @@ def every_page(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def without_early_merge(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Stage, "merge_early", lambda self, make, source: False)
+    monkeypatch.setattr(etl.load.loader, "MERGE_EARLY", False)
 
 
 def console() -> Simulator:
@@ -247,8 +247,14 @@ def test_batches_write_every_new_job_while_pages_are_read(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sim = console()
+
+    def between_pages(read: int, records: int, total: int) -> None:
+        # The reader thread has the next pages waiting already: give each batch the time to
+        # end before the loader takes the next page, which then starts the next batch.
+        time.sleep(0.05)
+
     with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
-        result = sync(database_url, server, fresh_db, "one")
+        result = sync(database_url, server, fresh_db, "one", progress=between_pages)
         assert (result.status, result.inserted) == ("success", JOBS)
         # Every job written by a batch: the merge neither dedupes nor compares.
         steps = [r.getMessage() for r in caplog.records if "merge step" in r.getMessage()]
@@ -276,9 +282,9 @@ def slow_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         time.sleep(0.2)
         merge_batch(self, params)
 
-    def watching(self: Stage, *args: Any) -> None:
-        add(self, *args)
-        held.append(len(self._held))
+    def watching(self: Stage, *args: Any, **kwargs: Any) -> None:
+        add(self, *args, **kwargs)
+        held.append(self.held_rows)
 
     monkeypatch.setattr(etl.load.merge.EarlyMerge, "_merge", slow)
     monkeypatch.setattr(Stage, "add", watching)
@@ -412,8 +418,8 @@ def test_name_pages_are_staged_between_batches(
     events: list[str] = []
     add_jobs, add_names = Stage.add, NameStage.add
 
-    def jobs(self: Stage, rows: Any, *args: Any) -> None:
-        add_jobs(self, rows, *args)
+    def jobs(self: Stage, rows: Any, *args: Any, **kwargs: Any) -> None:
+        add_jobs(self, rows, *args, **kwargs)
         if rows:  # not the empty page that ends the pass
             events.append("jobs")
 
@@ -423,7 +429,7 @@ def test_name_pages_are_staged_between_batches(
 
     monkeypatch.setattr(Stage, "add", jobs)
     monkeypatch.setattr(NameStage, "add", names)
-    monkeypatch.setattr(etl.load.stage, "HOLD_ROWS", PAGE)  # each page waits for the batch
+    monkeypatch.setattr(etl.load.loader, "HOLD_ROWS", PAGE)  # each page waits for the batch
     sim = console()
     with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
         result = sync(database_url, server, fresh_db, "one")

@@ -27,8 +27,8 @@ def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The instanceUids the pipeline sends through the full transform (the typed path, or the
     general one, which a record the typed path cannot vouch for goes on to), in order."""
     seen: list[str] = []
-    general: Callable[..., Any] = etl.pipeline.transform_with_raw
-    typed: Callable[..., Any] = etl.pipeline.transform_typed
+    general: Callable[..., Any] = etl.transform.transform_with_raw
+    typed: Callable[..., Any] = etl.transform.transform_typed
 
     def counting(record: object, dumped: bytes | None = None, **options: Any) -> Any:
         seen.append(record.get("instanceUid") if isinstance(record, dict) else None)
@@ -39,8 +39,8 @@ def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(values[etl.transform.UID_AT])
         return result
 
-    monkeypatch.setattr(etl.pipeline, "transform_with_raw", counting)
-    monkeypatch.setattr(etl.pipeline, "transform_typed", counting_typed)
+    monkeypatch.setattr(etl.transform, "transform_with_raw", counting)
+    monkeypatch.setattr(etl.transform, "transform_typed", counting_typed)
     return seen
 
 
@@ -328,13 +328,13 @@ def test_pages_orjson_decoded_take_the_shortcut_and_others_do_not(
     and decoded by the standard library, and its records (the bad one rejected) take the
     general path, told that orjson did not decode them."""
     flags: list[bool] = []
-    real: Callable[..., Any] = etl.pipeline.transform_with_raw
+    real: Callable[..., Any] = etl.transform.transform_with_raw
 
     def recording(record: object, dumped: bytes | None = None, **options: Any) -> Any:
         flags.append(options["by_orjson"])
         return real(record, dumped, **options)
 
-    monkeypatch.setattr(etl.pipeline, "transform_with_raw", recording)
+    monkeypatch.setattr(etl.transform, "transform_with_raw", recording)
     first = sync(settings, fresh_db)
     assert first.status == "success" and first.inserted == 60
     assert flags == []  # all typed

@@ -17,15 +17,19 @@ from hypothesis import strategies as st
 
 from etl.errors import RecordRejected
 from etl.extract import ApiKeyAuth, VspcClient
-from etl.extract.client import OrjsonArray, decode_json, decode_value
-from etl.extract.jobs import JobTexts, decode_jobs_page
-from etl.pipeline import JOBS_PATH, _transform_page
+from etl.extract.jobs import decode_jobs_page
+from etl.jsontext import decode_json, decode_value
+from etl.pipeline import JOBS_PATH
 from etl.transform import (
     FIELDS,
     MAX_DEPTH,
     UID_AT,
+    JobRecord,
     NotTyped,
+    decoded_record,
     fingerprint_text,
+    record_fingerprint,
+    transform_page,
     transform_record,
     transform_typed,
     transform_with_raw,
@@ -73,12 +77,14 @@ def test_a_page_becomes_its_records_texts_and_their_fields() -> None:
     body = page(*records)
     decoded = decode_jobs_page(body)
     data = decoded["data"]
-    assert isinstance(data, JobTexts)
+    assert all(type(r) is JobRecord and not r.decoded for r in data)
     assert decoded["meta"] == {"pagingInfo": {"total": 2, "count": 2, "offset": 0}}
-    assert [json.loads(text) for text in data] == records
-    assert len(data.fields) == 2
-    assert data.fields[0] == tuple(records[0].get(field.api) for field in FIELDS)
-    assert data.fields[1][UID_AT] == records[1]["instanceUid"]
+    assert [json.loads(r.text) for r in data] == records
+    assert len(data) == 2
+    assert data[0].fields == tuple(records[0].get(field.api) for field in FIELDS)
+    assert data[1].fields[UID_AT] == records[1]["instanceUid"]
+    print_ = record_fingerprint(data[0])
+    assert print_ is not None and print_.uid == UID
 
 
 @pytest.mark.parametrize(
@@ -92,8 +98,12 @@ def test_a_page_becomes_its_records_texts_and_their_fields() -> None:
 )
 def test_a_page_msgspec_refuses_is_decoded_as_every_other_body(data: str, why: str) -> None:
     body = page(wire=data)
-    assert decode_jobs_page(body) == decode_json(body), why
-    assert not isinstance(decode_jobs_page(body).get("data"), JobTexts)
+    decoded, plain = decode_jobs_page(body), decode_json(body)
+    records = decoded.get("data")
+    if isinstance(records, list):  # each record of the general path, as decode_json reads it
+        assert all(r.decoded and r.fields is None for r in records), why
+        decoded["data"] = [r.value for r in records]
+    assert decoded == plain, why
 
 
 def test_a_body_that_is_not_json_fails_as_before() -> None:
@@ -114,8 +124,8 @@ def test_a_body_that_is_not_json_fails_as_before() -> None:
 )
 def test_a_record_of_other_json_types_gets_no_fields(record: object) -> None:
     data = decode_jobs_page(page(record))["data"]
-    assert data.fields == [None]
-    assert json.loads(data[0]) == record
+    assert [r.fields for r in data] == [None]
+    assert json.loads(data[0].text) == record
 
 
 # -- the typed transform ---------------------------------------------------------------------
@@ -141,14 +151,14 @@ def test_what_the_typed_path_cannot_vouch_for_goes_to_the_general_path(
     text = json.dumps(record, ensure_ascii=True).encode()  # non-ASCII as \u escapes
     if wire_extra is not None:
         text = text[:-1] + b", " + wire_extra.encode() + b"}"
-    values = decode_jobs_page(page(wire=f"[{text.decode()}]"))["data"].fields[0]
+    values = decode_jobs_page(page(wire=f"[{text.decode()}]"))["data"][0].fields
     assert typed(text, values) is None
 
 
 def test_text_that_is_not_utf8_goes_to_the_general_path() -> None:
     # msgspec checks the UTF-8 of the fields it reads, not of those it skips
     text = json.dumps(job()).encode()[:-1] + b', "x": "\xff"}'
-    values = decode_jobs_page(b'{"data": [' + text + b"]}")["data"].fields[0]
+    values = decode_jobs_page(b'{"data": [' + text + b"]}")["data"][0].fields
     assert values is not None
     with pytest.raises(NotTyped):
         transform_typed(values, text)
@@ -158,8 +168,8 @@ def test_a_unc_path_is_not_taken_for_an_escape() -> None:
     record = job(destination="\\\\umbrella-fs01\\Veeam$\\ws20")
     body = page(record)
     data = decode_jobs_page(body)["data"]
-    assert b"\\\\u" in data[0]
-    assert typed(data[0], data.fields[0]) == general(record)
+    assert b"\\\\u" in data[0].text
+    assert typed(data[0].text, data[0].fields) == general(record)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +183,7 @@ def test_a_unc_path_is_not_taken_for_an_escape() -> None:
 def test_numbers_in_unmapped_fields_are_kept_as_written(number: str) -> None:
     text = json.dumps(job()).encode()[:-1] + f', "vendorRatio": {number}}}'.encode()
     data = decode_jobs_page(b'{"data": [' + text + b"]}")["data"]
-    row, raw = transform_typed(data.fields[0], data[0])
+    row, raw = transform_typed(data[0].fields, data[0].text)
     assert raw.endswith(f'"vendorRatio": {number}}}')
     assert row == transform_record(job())
 
@@ -192,12 +202,12 @@ def test_any_record_the_typed_path_takes_comes_out_as_the_general_path_makes_it(
         decoded = decode_jobs_page(body)
     except RecursionError:
         return
-    data = decoded["data"]
-    if not isinstance(data, JobTexts):  # refused as a page: decoded as any other body
-        assert type(data) is type(decode_json(body)["data"])
+    (record,) = decoded["data"]
+    if record.decoded:  # refused as a page: decoded as any other body
+        assert type(record.value) is type(decode_json(body)["data"][0])
         return
-    (text,) = data
-    outcome = typed(text, data.fields[0])
+    text = record.text
+    outcome = typed(text, record.fields)
     if outcome is not None:
         assert outcome == general(decode_value(text)[0])
 
@@ -215,16 +225,17 @@ def test_a_typed_page_gives_the_rows_and_rejections_of_the_general_path() -> Non
     ]
     body = json.dumps({"data": records}, ensure_ascii=False).encode()
     data = decode_jobs_page(body)["data"]
-    assert isinstance(data, JobTexts)
-    assert [v is None for v in data.fields] == [False, True, False, False, True]
+    assert not any(r.decoded for r in data)
+    assert [r.fields is None for r in data] == [False, True, False, False, True]
     prints = [
-        None if v is None else fingerprint_text(v[UID_AT], t)
-        for t, v in zip(data, data.fields, strict=True)
+        None if r.fields is None else fingerprint_text(r.fields[UID_AT], r.text) for r in data
     ]
-    rows, raws, fps, rejects = _transform_page(list(data), prints, 0, False, data.fields)
+    rows, raws, fps, rejects = transform_page(data, prints, set())
 
-    orjson_data = decode_json(body)["data"]
-    g_rows, g_raws, _, g_rejects = _transform_page(orjson_data, [None] * 5, 0, True)
+    orjson_data, proven = decode_value(body)
+    general_records = [decoded_record(v, proven) for v in orjson_data["data"]]
+    g_prints = [record_fingerprint(r) for r in general_records]
+    g_rows, g_raws, _, g_rejects = transform_page(general_records, g_prints, set())
     assert len(rows) == 3 and rows == g_rows
     assert rows[1][FIELDS.index(next(f for f in FIELDS if f.api == "restorePoints"))] == 4
     assert [json.loads(r) for r in raws] == [json.loads(r) for r in g_raws]
@@ -249,5 +260,5 @@ def test_the_client_decodes_only_the_configured_path_with_it(base: str) -> None:
 
     http = httpx.Client(base_url=base, transport=httpx.MockTransport(handler))
     client = VspcClient(http, ApiKeyAuth("k"), decoders={JOBS_PATH: decode_jobs_page})
-    assert isinstance(client.get_json(JOBS_PATH)["data"], JobTexts)
-    assert isinstance(client.get_json("/api/v3/organizations")["data"], OrjsonArray)
+    assert all(type(r) is JobRecord for r in client.get_json(JOBS_PATH)["data"])
+    assert client.get_json("/api/v3/organizations")["data"] == [job()]

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 
+import etl.load.loader
 import etl.load.stage
 from etl.pipeline import RunResult, run_once
 from etl.simulator import Simulator, SimulatorServer
@@ -604,7 +605,7 @@ def test_a_run_failing_after_a_staging_commit_rolls_back_and_frees_its_lock(
     clock = [0.0]
     monkeypatch.setattr(etl.load.stage, "_clock", lambda: clock[0])
     # A first sync merges early, and then commits nothing before the merge: not this case.
-    monkeypatch.setattr(etl.load.stage.Stage, "merge_early", lambda self, make, source: False)
+    monkeypatch.setattr(etl.load.loader, "MERGE_EARLY", False)
     settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=10, VSPC_SOURCE="locked")
     cancel = threading.Event()
 

@@ -15,7 +15,6 @@ plain-HTTP port named with https://, say), a certificate that does not verify.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import httpx
-import orjson
 import tenacity
 
 from etl.errors import (
@@ -44,6 +42,7 @@ from etl.errors import (
     VspcEtlError,
 )
 from etl.extract.auth import TOKEN_PATH, ApiKeyAuth, PasswordAuth
+from etl.jsontext import decode_json
 
 _log = logging.getLogger(__name__)
 
@@ -594,49 +593,6 @@ class VspcClient:
         if not isinstance(message, str) or not message.strip():
             return ""
         return f": {self._auth.redact(message.strip().rstrip('.'))}"
-
-
-class OrjsonArray(list[Any]):
-    """A body's ``data`` array that orjson decoded: none of its values holds NaN, ±Infinity,
-    a lone surrogate or an integer beyond 64 bits (orjson refuses the first three and the
-    long-integer check keeps the last away from it). The transform may skip proving that
-    again per record (see ``transform.transform_with_raw``)."""
-
-    __slots__ = ()
-
-
-def decode_json(content: bytes) -> Any:
-    """Decode a JSON body: orjson on the hot path, the standard library for what it refuses.
-
-    orjson rejects lone surrogates and NaN, and makes integers beyond 64 bits floats; the
-    standard library keeps them all as sent, so such a record reaches the transform and is
-    rejected there with a reason (or stored exactly), instead of failing its whole page.
-    Nesting beyond the standard library's reach raises RecursionError. A ``data`` array that
-    orjson decoded comes back as an :class:`OrjsonArray`.
-    """
-    body, by_orjson = decode_value(content)
-    if by_orjson and type(body) is dict and type(data := body.get("data")) is list:
-        body["data"] = OrjsonArray(data)
-    return body
-
-
-def decode_value(content: bytes) -> tuple[Any, bool]:
-    """Any JSON text decoded as :func:`decode_json` does, and whether orjson decoded it."""
-    if _LONG_RUN not in content.translate(_DIGITS_TO_ZERO):
-        try:
-            return orjson.loads(content), True
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(content), False
-
-
-# orjson silently turns an integer beyond 64 bits into a float (2**64 -> 1.8446744073709552e19),
-# so a body holding a run of 19 digits anywhere (such an integer or not) takes the standard
-# library, which keeps every integer exact. Job records have no such runs: the fast path stays.
-# Every digit becomes "0", then one substring search: ~1 ms for a 500-record page, where the
-# regex rb"\d{19}" (retried at every digit) took 8 ms, four times orjson's own parse.
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_RUN = b"0" * 19
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -5,18 +5,21 @@ Order inside the transaction:
    Jobs an :class:`EarlyMerge` already wrote whose staged copy gave way to a later one (or to
    a re-read) are taken back out, and merged below like any other.
 2. One comparison with ``backup_agent_jobs`` puts new, changed and returning jobs in
-   ``stage_changed``; only those are upserted. Jobs staged as ``same`` (their record's
-   fingerprint matched, see ``etl_job_fingerprints``) are unchanged without a comparison;
-   the fingerprints of the fully staged jobs are stored for the next run.
+   ``stage_changed``. Jobs new to the warehouse are written by the one statement that writes
+   a new job with its first version, fingerprint and sessions (``_writes_new``, which the
+   early merge's batches run too); the changed and returning ones are upserted. Jobs staged
+   as ``same`` (their record's fingerprint matched, see ``etl_job_fingerprints``) are
+   unchanged without a comparison; the fingerprints of the fully staged jobs are stored for
+   the next run.
 3. Close the current snapshot of each changed job and open its new version.
 4. Deletions (complete extract only, within ``max_delete_ratio``): soft-delete, tombstone.
 5. Rejects into ``etl_rejects``.
 The caller finishes the ``etl_runs`` row in the same transaction and commits.
 
-On a first sync (the source has no live job), :class:`EarlyMerge` does step 3's work for the
-jobs new to the warehouse batch by batch while later pages are still read, in the same
-transaction (the run's only one then); the steps above skip the jobs it wrote
-(``stage_merged``), which count as inserted all the same.
+On a first sync (the source has no live job), :class:`EarlyMerge` writes the jobs new to the
+warehouse batch by batch while later pages are still read, in the same transaction (the run's
+only one then); the steps above skip the jobs it wrote (``stage_merged``), which count as
+inserted all the same. When to start a batch is the loader's decision (``etl.load.loader``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from sqlalchemy import Connection, TextClause, text
 
 from etl.load.reporting import SESSIONS_OF_NEW
 from etl.load.schema import BUSINESS
-from etl.load.stage import EarlyOutcome, distinct_keys
+from etl.load.stage import distinct_keys
 from etl.testhook import pause
 
 log = logging.getLogger(__name__)
@@ -75,26 +78,21 @@ WITH gone AS (
 DELETE FROM {FINGERPRINTS} f USING gone g WHERE f.instance_uid = g.instance_uid
 """
 
-# The early merge's batch: the staged jobs of seq (low, high], one row per job (a job staged
-# twice in the batch by its later copy), that the warehouse has never seen (``b``: a job row
-# of the uid, of any source, live or deleted, or any version of it, e.g. one left by a
-# hand-built history, sends it to the later comparison). They are written as the steps below
-# would write them: the job, its first version, its fingerprint, its sessions (as
-# etl.load.reporting would), and the staged copy written (stage_merged). A job staged again
-# in a later batch finds its row and is left to the merge (which takes this batch's copy
-# back out, see _UNMERGE). Every part reads ``b`` alone: joined with each other, the parts
-# were joined by nested loops (a range of the stage, which has no statistics, looks like ~30
-# rows to the planner: 18 s for the first batch of 5,000). The lookups are one probe per job
-# (LIMIT 1), whatever the planner believes of the growing tables. A job another source's
-# sync writes at the same moment fails the insert (and the run) instead of being skipped:
-# the next run merges it.
-_EARLY = f"""
+
+# The one statement that writes jobs new to the warehouse: the job, its first version, its
+# fingerprint, its sessions (as etl.load.reporting would), and the staged copy written
+# (stage_merged). ``{batch}`` selects the candidates, one staged row per job; ``b`` keeps those
+# the warehouse has never seen (a job row of the uid, of any source, live or deleted, or any
+# version of it, e.g. one left by a hand-built history, sends it to the comparison). Every
+# part reads ``b`` alone: joined with each other, the parts were joined by nested loops (a
+# range of the stage, which has no statistics, looks like ~30 rows to the planner: 18 s for
+# the first batch of 5,000). The lookups are one probe per job (LIMIT 1), whatever the planner
+# believes of the growing tables. A job another source's sync writes at the same moment fails
+# the insert (and the run) instead of being skipped: the next run merges it.
+def _writes_new(batch: str, also: str = "") -> str:
+    return f"""
 WITH b AS MATERIALIZED (
-  SELECT s.* FROM (
-    SELECT DISTINCT ON (instance_uid) * FROM stage_jobs
-    WHERE seq > %(low)s AND seq <= %(high)s AND NOT same
-    ORDER BY instance_uid, seq DESC
-  ) s
+  SELECT s.* FROM ({batch}) s
   LEFT JOIN LATERAL (
     SELECT 1 AS found FROM {JOBS} j WHERE j.instance_uid = s.instance_uid LIMIT 1
   ) j ON true
@@ -116,12 +114,39 @@ WITH b AS MATERIALIZED (
   ON CONFLICT (instance_uid) DO UPDATE SET fingerprint = excluded.fingerprint
 ), unhashed AS (
   DELETE FROM {FINGERPRINTS} f USING b WHERE f.instance_uid = b.instance_uid AND b.fp IS NULL
-), {SESSIONS_OF_NEW}, merged AS (
+), {SESSIONS_OF_NEW},{also} merged AS (
   INSERT INTO stage_merged (seq, instance_uid) SELECT seq, instance_uid FROM b
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM merged), (SELECT min(started_at) FROM new_sessions)
 """
+
+
+# An early merge's batch: the staged jobs of seq (low, high], one row per job (a job staged
+# twice in the batch by its later copy). A job staged again in a later batch finds its row and
+# is left to the merge (which takes this batch's copy back out, see _UNMERGE).
+_NEW_IN_RANGE = _writes_new(
+    """SELECT DISTINCT ON (instance_uid) * FROM stage_jobs
+    WHERE seq > %(low)s AND seq <= %(high)s AND NOT same
+    ORDER BY instance_uid, seq DESC"""
+)
+
+# The merge's: the jobs the comparison found without a row (the stage is deduplicated by
+# then); those written are then merged like an early batch's (stage_changed.merged), and the
+# steps after the comparison leave them alone.
+# Driven from the few new jobs, one probe of the stage's key each: a join planned from the
+# empty table's guessed size scanned the whole stage (its raw texts) once more.
+_NEW_OF_CHANGED = _writes_new(
+    """SELECT s.* FROM (
+      SELECT instance_uid FROM stage_changed WHERE inserted AND NOT merged OFFSET 0
+    ) c CROSS JOIN LATERAL (
+      SELECT * FROM stage_jobs s WHERE s.instance_uid = c.instance_uid OFFSET 0
+    ) s""",
+    """ flagged AS (
+  UPDATE stage_changed c SET merged = true FROM b WHERE c.instance_uid = b.instance_uid
+),""",
+)
+
 
 # One comparison decides everything; unchanged jobs are then never touched (not even locked).
 # prev_last_run is the lastRun of the version the job had (reporting: is its session new?).
@@ -141,6 +166,8 @@ WHERE (j.instance_uid IS NULL OR j.deleted_at IS NOT NULL
 UNION ALL
 SELECT instance_uid, true, NULL, true FROM stage_merged
 """
+
+_ANY_NEW = "SELECT EXISTS (SELECT 1 FROM stage_changed WHERE inserted AND NOT merged)"
 
 # After the upsert, every fully staged job's row holds what its record says: that record's
 # fingerprint now describes the row. A record orjson could not hash leaves none behind (an
@@ -238,6 +265,16 @@ SELECT :run_id, instance_uid, reason, raw, now() FROM (
 
 
 @dataclass(frozen=True)
+class EarlyOutcome:
+    """Job rows staged in the run (every pass), how many of them the early merge wrote, and
+    the earliest session it wrote (the SLA days from there are recomputed)."""
+
+    staged: int
+    written: int
+    earliest_session: datetime | None
+
+
+@dataclass(frozen=True)
 class MergeResult:
     """What the merge did; ``withheld`` says why deletions were not applied, if they were not."""
 
@@ -248,6 +285,9 @@ class MergeResult:
     deleted: int
     rejected: int
     withheld: str | None
+    earliest_session: datetime | None = None
+    """The earliest session of the jobs new to the warehouse this merge or an early batch
+    wrote (``etl.load.reporting.record_job_runs`` recomputes the SLA days from there)."""
 
 
 def merge(
@@ -271,11 +311,80 @@ def merge(
     the caller counted them already (:func:`~etl.load.stage.distinct_keys`, ~0.1 s per
     100,000 jobs); else they are counted here.
     """
-    params = {"source": source, "now": now, "run_id": run_id}
+    steps = _Steps(conn, {"source": source, "now": now, "run_id": run_id})
+    # A first sync whose every staged job the early merge wrote: then none was staged twice
+    # (a batch writes one copy of a job, a later batch none) and none had a row already;
+    # nothing is left to dedupe, compare, write or delete.
+    all_written = early is not None and not reread and early.written == early.staged
+    steps.prepare(dedupe=not all_written, reread=reread)
+    if all_written:
+        assert early is not None
+        jobs = _Jobs(valid=early.written, inserted=early.written, changed=early.written)
+        pause("merge")  # chaos tests only (etl/testhook.py)
+    else:
+        # With an early merge the source had no live job when the run began.
+        jobs = steps.write_changed(count_live=early is None)
+    withheld = _withheld(jobs, complete, incomplete_reason, max_delete_ratio)
+    if withheld:
+        log.warning(withheld)
+    elif jobs.missing:
+        steps.delete_missing()
+    rejected = steps.run(text(_REJECTS), steps.params).rowcount
+    return MergeResult(
+        seen=int(distinct_keys(conn) if seen is None else seen),
+        inserted=jobs.inserted,
+        updated=jobs.changed - jobs.inserted,
+        unchanged=jobs.valid - jobs.changed,
+        deleted=0 if withheld else jobs.missing,
+        rejected=rejected,
+        withheld=withheld,
+        earliest_session=_earlier(jobs.earliest, early.earliest_session if early else None),
+    )
 
-    def run(statement: TextClause, values: dict[str, object] | None = None) -> Any:
+
+@dataclass(frozen=True)
+class _Jobs:
+    """What the comparison found: staged jobs, new ones, changed ones (new included), live
+    jobs of the source when the run began and how many of them the extract lacks."""
+
+    valid: int
+    inserted: int
+    changed: int
+    live_before: int = 0
+    missing: int = 0
+    earliest: datetime | None = None
+
+
+def _withheld(
+    jobs: _Jobs, complete: bool, incomplete_reason: str | None, max_delete_ratio: float
+) -> str | None:
+    """Why the missing jobs are not deleted, if they are not."""
+    missing, live = jobs.missing, jobs.live_before
+    if missing and not complete:
+        return (
+            f"deletions not applied: {missing} live job(s) were not in the extract, but the "
+            f"extract could not be verified complete ({incomplete_reason or 'unknown reason'})"
+        )
+    if missing and live and missing / live > max_delete_ratio:
+        return (
+            f"deletions withheld: {missing} of {live} live jobs "
+            f"({missing / live:.0%}) are missing from the extract, more than "
+            f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really lost "
+            "them, run once with a higher VSPC_MAX_DELETE_RATIO"
+        )
+    return None
+
+
+class _Steps:
+    """The merge's statements on one connection, each timed in the DEBUG log."""
+
+    def __init__(self, conn: Connection, params: dict[str, Any]) -> None:
+        self.conn = conn
+        self.params = params
+
+    def run(self, statement: TextClause, values: dict[str, object] | None = None) -> Any:
         started = time.perf_counter()
-        result = conn.execute(statement, values)
+        result = self.conn.execute(statement, values)
         log.debug(
             "merge step %.0f ms: %s",
             (time.perf_counter() - started) * 1000,
@@ -283,32 +392,30 @@ def merge(
         )
         return result
 
-    # Sorts and hashes over the extract stay in memory for this transaction only.
-    run(text("SET LOCAL work_mem = '256MB'"))
-    run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
-    # A first sync whose every staged job the early merge wrote: then none was staged twice
-    # (a batch writes one copy of a job, a later batch none) and none had a row already;
-    # nothing is left to dedupe, compare, write or delete.
-    all_written = early is not None and not reread and early.written == early.staged
-    if not all_written and (run(text(_DEDUPE)).rowcount or reread):
-        run(text(_UNMERGE), params)
-    # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree key
-    # over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
-    run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
-    run(text("ANALYZE stage_rejects"))
-    run(
-        text(
-            "CREATE TEMP TABLE stage_changed "
-            "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz, "
-            "merged boolean NOT NULL)"
+    def prepare(self, *, dedupe: bool, reread: bool) -> None:
+        """Session settings, a deduplicated stage, the tables the steps below fill."""
+        run = self.run
+        # Sorts and hashes over the extract stay in memory for this transaction only.
+        run(text("SET LOCAL work_mem = '256MB'"))
+        run(text("DROP TABLE IF EXISTS pg_temp.stage_changed, pg_temp.stage_gone"))
+        if dedupe and (run(text(_DEDUPE)).rowcount or reread):
+            run(text(_UNMERGE), self.params)
+        # Hash, not btree: a rejected record's instanceUid is kept as received, and a btree
+        # key over ~2.7 kB (a hostile uid) would fail the whole run, and every run after it.
+        run(text("CREATE INDEX ON stage_rejects USING hash (lower(instance_uid))"))
+        run(text("ANALYZE stage_rejects"))
+        run(
+            text(
+                "CREATE TEMP TABLE stage_changed "
+                "(instance_uid uuid PRIMARY KEY, inserted boolean, prev_last_run timestamptz, "
+                "merged boolean NOT NULL)"
+            )
         )
-    )
-    if all_written:
-        assert early is not None
-        live_before = missing = 0
-        valid = inserted = changed = early.written
-        pause("merge")  # chaos tests only (etl/testhook.py)
-    else:
+
+    def write_changed(self, *, count_live: bool) -> _Jobs:
+        """Compare the stage with the warehouse; write new jobs, upsert changed ones, close
+        and open their versions, keep their fingerprints."""
+        run, params = self.run, self.params
         # Row counts and the key column are all the planner needs; full statistics on the
         # wide jsonb column cost a second per 100,000 jobs.
         # Indexes keep every anti-join fast whatever the planner believes: right after a
@@ -317,13 +424,12 @@ def merge(
         run(text("CREATE UNIQUE INDEX ON stage_jobs (instance_uid)"))
         run(text("ANALYZE stage_jobs (instance_uid)"))
         # Before the upsert, which touches staged jobs only: the missing ones are the same
-        # after. With an early merge the source had no live job when the run began.
+        # after.
         live_before, missing = (
-            (0, 0)
-            if early is not None
-            else (int(n) for n in run(text(_LIVE_MISSING), params).one())
+            (int(n) for n in run(text(_LIVE_MISSING), params).one()) if count_live else (0, 0)
         )
-        run(text(_CHANGED))
+        new = run(text(_CHANGED)).rowcount and run(text(_ANY_NEW)).scalar_one()
+        earliest = _write_new(self.conn, _NEW_OF_CHANGED, params)[1] if new else None
         run(text(_UPSERT), params)
         pause("merge")  # chaos tests only (etl/testhook.py)
         run(text(_CLOSE_CHANGED), params)
@@ -337,42 +443,27 @@ def merge(
                 " (SELECT count(*) FROM stage_changed)"
             )
         ).one()
-    if seen is None:
-        seen = distinct_keys(conn)
+        return _Jobs(int(valid), int(inserted), int(changed), live_before, missing, earliest)
 
-    deleted = 0
-    withheld: str | None = None
-    if missing and not complete:
-        withheld = (
-            f"deletions not applied: {missing} live job(s) were not in the extract, but the "
-            f"extract could not be verified complete ({incomplete_reason or 'unknown reason'})"
-        )
-    elif missing and live_before and missing / live_before > max_delete_ratio:
-        withheld = (
-            f"deletions withheld: {missing} of {live_before} live jobs "
-            f"({missing / live_before:.0%}) are missing from the extract, more than "
-            f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really lost "
-            "them, run once with a higher VSPC_MAX_DELETE_RATIO"
-        )
-    elif missing:
-        run(text(_GONE), params)
-        run(text(_SOFT_DELETE), params)
-        run(text(_CLOSE_GONE), params)
-        run(text(_TOMBSTONE), params)
-        deleted = missing
-    if withheld:
-        log.warning(withheld)
+    def delete_missing(self) -> None:
+        """Soft-delete the live jobs the extract lacks, close their versions, tombstone."""
+        for statement in (_GONE, _SOFT_DELETE, _CLOSE_GONE, _TOMBSTONE):
+            self.run(text(statement), self.params)
 
-    rejected = run(text(_REJECTS), params).rowcount
-    return MergeResult(
-        seen=int(seen),
-        inserted=int(inserted),
-        updated=int(changed) - int(inserted),
-        unchanged=int(valid) - int(changed),
-        deleted=deleted,
-        rejected=rejected,
-        withheld=withheld,
-    )
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _write_new(
+    conn: Connection | psycopg.Connection[Any], statement: str, params: dict[str, Any]
+) -> tuple[int, datetime | None]:
+    """Run a :func:`_writes_new` statement: the jobs written, and their earliest session."""
+    driver = conn if isinstance(conn, psycopg.Connection) else conn.connection.driver_connection
+    with driver.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(statement, params)
+        written, earliest = cursor.fetchone() or (0, None)
+    return int(written), earliest
 
 
 MERGE_EVERY_ROWS = 5_000
@@ -382,13 +473,13 @@ MERGE_EVERY_ROWS = 5_000
 class EarlyMerge:
     """Writes the staged jobs that are new to the warehouse while later pages are read.
 
-    A first sync writes every job it reads: a batch of staged pages is merged (``_EARLY``) by a
-    thread of its own on the stage's connection, inside the run's transaction, while the main
-    thread transforms the next pages (the server merges one batch while the client prepares
-    the next one, instead of all of it after the extract). The stage holds its rows meanwhile
-    and uses the connection only once :meth:`wait` returned. :func:`merge` then does the rest
-    and takes back what a later copy replaced. Nothing is committed before the merge is:
-    the run stays one transaction.
+    A first sync writes every job it reads: a batch of staged pages is merged
+    (``_NEW_IN_RANGE``) by a thread of its own on the loader's connection, inside the run's
+    transaction, while the loader transforms the next pages (the server merges one batch while
+    the client prepares the next one, instead of all of it after the extract). The loader
+    holds its rows meanwhile and uses the connection only once :meth:`wait` returned.
+    :func:`merge` then does the rest and takes back what a later copy replaced. Nothing is
+    committed before the merge is: the run stays one transaction.
     """
 
     def __init__(
@@ -441,9 +532,7 @@ class EarlyMerge:
 
     def _merge(self, params: dict[str, Any]) -> None:
         started = time.perf_counter()
-        with self.conn.cursor() as cursor:
-            cursor.execute(_EARLY, params)
-            written, earliest = cursor.fetchone() or (0, None)
+        written, earliest = _write_new(self.conn, _NEW_IN_RANGE, params)
         self.rows += written
         if earliest is not None and (self.earliest is None or earliest < self.earliest):
             self.earliest = earliest

@@ -1,6 +1,6 @@
 """Stage and upsert organization and agent names inside the run's merge transaction.
 
-Pages of names are COPYed into temp tables as the names thread hands them over, between job
+Pages of names are COPYed into temp tables as the loader hands them over, between job
 pages (memory stays flat however many agents the console has); once both collections are
 read, inside the merge transaction, one set-based
 ``INSERT … ON CONFLICT … WHERE … IS DISTINCT FROM`` per collection writes the new and changed
@@ -60,7 +60,7 @@ class NameStage:
             )
 
     def add(self, kind: str, rows: Sequence[OrganizationRow | AgentRow]) -> None:
-        """COPY one page of names (the callback :meth:`NamesFetch.drain` calls)."""
+        """COPY pages of names of one collection (the loader stages them between job pages)."""
         if not rows:
             return
         columns = _TABLES[kind][1]

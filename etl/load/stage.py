@@ -1,9 +1,9 @@
 """Staging: pages are COPYed into session temp tables as they arrive.
 
-The merge reads the staged extract afterwards in one transaction; on a first sync an
-:class:`~etl.load.merge.EarlyMerge` the stage starts every few thousand rows writes the new jobs
-while later pages arrive, in the same (then only) transaction. Temp tables live as long as the
-run's connection, so a dead run leaves no trace.
+The merge reads the staged extract afterwards in one transaction. The stage only writes what it
+is given, when it is given it: whether the connection is free is the loader's to know
+(``etl.load.loader``). Temp tables live as long as the run's connection, so a dead run leaves
+no trace.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import json
 import logging
 import time
 from binascii import unhexlify
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import datetime
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import psycopg
@@ -29,38 +27,18 @@ from sqlalchemy import Connection, text
 
 from etl.load.schema import BUSINESS, backup_agent_jobs
 from etl.testhook import pause
-
-if TYPE_CHECKING:
-    from etl.load.merge import EarlyMerge
+from etl.transform import Reject
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ", ".join(BUSINESS)
 COMMIT_EVERY_S = 1.0
 """Staged pages are committed at most this often (temp tables: no WAL, no fsync to wait for).
-Not with an early merge: the run is then one transaction."""
-HOLD_ROWS = 5_000
-"""Rows held back while an early merge batch runs, at most; then the stage waits for it."""
+Not when the run is one transaction (see :meth:`Stage.one_transaction`)."""
 _clock = time.monotonic
 
-
-@dataclass(frozen=True)
-class EarlyOutcome:
-    """Job rows staged in the run (every pass), how many of them the early merge wrote, and
-    the earliest session it wrote (the SLA days from there are recomputed)."""
-
-    staged: int
-    written: int
-    earliest_session: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StagedReject:
-    """A record the transform refused, with the reason naming the field."""
-
-    instance_uid: str | None
-    reason: str
-    raw: Any
+StagedReject = Reject
+"""A record the transform refused (``etl.transform.Reject``), as the stage takes it."""
 
 
 def dump_json(value: Any) -> str:
@@ -99,9 +77,8 @@ class Stage:
     connection must come after :meth:`end_copy`; this class's own statements and
     :meth:`commit` end it themselves, :meth:`abort_copy` ends it after a failure.
 
-    With an early merge (:meth:`merge_early`), the stage hands the connection to the merge
-    thread for each batch and holds the rows of the pages that arrive meanwhile (up to
-    ``HOLD_ROWS``); :meth:`end_copy` waits for the batch and COPYs them first.
+    Rows added with ``hold=True`` get their place (``seq``) at once and are written by the
+    next call that uses the connection: the loader holds them while the connection is busy.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -111,14 +88,20 @@ class Stage:
         self._may_match: dict[str, bool] = {}
         self._open: ExitStack | None = None
         self._copy: Copy | None = None
-        self._early: EarlyMerge | None = None
         self._held: list[tuple[Any, ...]] = []
+        self._one_transaction = False
         self.job_rows = 0
-        """Job rows staged in full by this run (every pass), for :meth:`early_outcome`."""
-        self.before_batch: Callable[[], None] | None = None
-        """Called with the connection free (no COPY open) just before an early merge batch
-        starts: the one moment between pages when no batch has it (the pipeline stages the
-        name pages waiting then)."""
+        """Job rows staged in full by this run (every pass)."""
+
+    @property
+    def seq(self) -> int:
+        """The place of the last row or record staged (or reserved)."""
+        return self._seq
+
+    @property
+    def held_rows(self) -> int:
+        """Rows added with ``hold=True`` not written yet."""
+        return len(self._held)
 
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
@@ -187,20 +170,18 @@ class Stage:
             self.conn.execute(text(f"DELETE FROM {table} WHERE pass_no <> :p"), {"p": self.pass_no})
         self.commit()
 
-    def merge_early(
-        self, make: Callable[[psycopg.Connection[Any]], EarlyMerge], source: str
-    ) -> None:
-        """On a first sync of ``source`` (no live job), merge staged batches while later pages
-        are read: ``make`` builds the :class:`~etl.load.merge.EarlyMerge` on the stage's driver
-        connection. From here on nothing is committed before the merge (see :meth:`commit`);
-        :meth:`early_outcome` says whether it is on."""
-        if self._source_has_live_jobs(source):
-            return
+    def first_sync(self, source: str) -> bool:
+        """Whether ``source`` had no live job when the run began (see ``add_same``)."""
+        return not self._source_has_live_jobs(source)
+
+    def one_transaction(self) -> None:
+        """From here on nothing is committed before the merge (see :meth:`commit`), and the
+        stage can be read by seq range (batches of new jobs merged while pages arrive)."""
         self.end_copy()
+        self._one_transaction = True
         # Each batch reads its seq range of the stage; the merge's sorts stay in memory.
         self.conn.execute(text("CREATE INDEX ON stage_jobs (seq)"))
         self.conn.execute(text("SET LOCAL work_mem = '256MB'"))
-        self._early = make(self.conn.connection.driver_connection)  # type: ignore[arg-type]
 
     def add_same(self, prints: Sequence[tuple[str, bytes]], source: str) -> set[int]:
         """Stage, by uid only, the records whose fingerprint equals the one stored for their
@@ -260,25 +241,23 @@ class Stage:
         raws: Sequence[str],
         fps: Sequence[bytes | None],
         rejects: Iterable[StagedReject],
+        *,
+        hold: bool = False,
     ) -> None:
         """COPY one page: typed rows (BUSINESS order minus raw) with their raw JSON texts and
         fingerprints, and the rejects. Commits at most once a second: the staging transaction
-        stays short without a round trip per page. The job COPY stays open (see the class)."""
+        stays short without a round trip per page. The job COPY stays open (see the class).
+        ``hold``: keep the rows for the next call that uses the connection (no rejects then)."""
         if rows:
             self.job_rows += len(rows)
             held = self._held
             for row, raw, fp in zip(rows, raws, fps, strict=True):
                 self._seq += 1
                 held.append((self._seq, self.pass_no, *row, raw, fp))
-            # While an early merge batch has the connection, the rows wait (up to HOLD_ROWS).
-            if not (self._early is not None and self._early.busy() and len(self._held) < HOLD_ROWS):
-                self._settle_early()
-                pause("copy")  # chaos tests only (etl/testhook.py)
-                if self._early is not None and self._early.due(self.job_rows):
-                    self.end_copy()
-                    if self.before_batch is not None:
-                        self.before_batch()
-                    self._early.start(self._seq, self.job_rows)
+            if hold:
+                return
+            self._write_held()
+            pause("copy")  # chaos tests only (etl/testhook.py)
         rejects = list(rejects)
         if rejects:
             self.end_copy()
@@ -297,7 +276,7 @@ class Stage:
                             dump_json(reject.raw),
                         )
                     )
-        if self._early is None and _clock() - self._committed >= COMMIT_EVERY_S:
+        if not self._one_transaction and _clock() - self._committed >= COMMIT_EVERY_S:
             self.commit()
 
     def _job_copy(self) -> Copy:
@@ -318,11 +297,8 @@ class Stage:
             self._copy = copy
         return self._copy
 
-    def _settle_early(self) -> None:
-        """Wait for the early merge's batch, if any (raising its failure), then COPY the rows
-        held: the connection is the stage's again. The one place job rows are written."""
-        if self._early is not None:
-            self._early.wait()
+    def _write_held(self) -> None:
+        """COPY the rows added so far: the one place job rows are written."""
         if self._held:
             held, self._held = self._held, []
             copy = self._job_copy()
@@ -331,18 +307,16 @@ class Stage:
 
     def end_copy(self) -> None:
         """Finish the job COPY left open, if any: the server has then taken every row sent
-        (held rows included, once a running early merge batch has finished)."""
-        self._settle_early()
+        (held rows included)."""
+        self._write_held()
         if self._open is not None:
             stack, self._open, self._copy = self._open, None, None
             stack.close()
 
     def abort_copy(self, exc: BaseException) -> None:
         """After a failure: end an open job COPY as failed (the server discards it), so that
-        the connection can roll back (a running early merge batch is waited for first).
-        Never raises: the failure itself is what matters."""
+        the connection can roll back. Never raises: the failure itself is what matters."""
         self._held = []
-        self.close()
         if self._open is not None:
             stack, self._open, self._copy = self._open, None, None
             try:
@@ -353,37 +327,13 @@ class Stage:
     def commit(self) -> None:
         """Commit what is staged. The COPYs and lookups go through the driver's own cursor,
         which SQLAlchemy does not see: its ``commit()`` alone would leave them uncommitted.
-        With an early merge, only ends the COPY: the merge commits the run's one transaction."""
+        In one transaction (:meth:`one_transaction`), only ends the COPY: the merge commits."""
         self.end_copy()
-        if self._early is not None:
+        if self._one_transaction:
             return
         self.conn.commit()
         self.conn.connection.driver_connection.commit()  # type: ignore[union-attr]
         self._committed = _clock()
-
-    def busy(self) -> bool:
-        """Whether an early merge batch has the connection now (a statement would wait)."""
-        return self._early is not None and self._early.busy()
-
-    def finish_early(self) -> None:
-        """With an early merge: merge the rows staged since its last batch, and wait."""
-        self.end_copy()
-        if self._early is not None:
-            if self._early.merged_upto < self._seq:
-                self._early.start(self._seq, self.job_rows)
-            self._early.wait()
-
-    def early_outcome(self) -> EarlyOutcome | None:
-        """What the early merge did, if there was one (see ``merge``, ``record_job_runs``)."""
-        if self._early is None:
-            return None
-        return EarlyOutcome(self.job_rows, self._early.rows, self._early.earliest)
-
-    def close(self) -> None:
-        """End the early merge's thread, if there is one (after the merge or a failure)."""
-        if self._early is not None:
-            early, self._early = self._early, None
-            early.close()
 
     def distinct_keys(self) -> int:
         """Distinct jobs the current pass staged (see :func:`distinct_keys`)."""

@@ -1,0 +1,129 @@
+"""Reader threads: each reads collections of the console and hands items to one inbox.
+
+A reader never touches the database: it puts what it read (``etl.collections`` items) on the
+:class:`Inbox`, the queue the loader takes from, through a :class:`Channel` of its own. A
+reader whose channel is full waits, so memory stays flat however large the console;
+:meth:`Inbox.stop` ends every reader at its next page without waiting for room.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Collection, Mapping
+from contextlib import closing
+
+from etl.collections import Collection as ConsoleCollection
+from etl.collections import Item, NamesRead, PageRead, PassEnded, ReadFailed
+from etl.extract.client import VspcClient
+from etl.extract.names import fetch_names
+from etl.extract.pager import PassReport, iter_pages
+
+
+class Stopped(Exception):
+    """The inbox was stopped: the reader ends without waiting for room."""
+
+
+class Inbox:
+    """The queue between the readers and the loader: items in the order they were put, each
+    reader within the room of its own :class:`Channel` (a reader with many pages waiting
+    never keeps another's out)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Channel | None, Item]] = queue.SimpleQueue()
+        self.stopped = threading.Event()
+
+    def channel(self, room: int) -> Channel:
+        """A reader's way in: at most ``room`` of its items wait for the loader at once."""
+        return Channel(self, room)
+
+    def get(self) -> Item:
+        """The next item, waiting for it."""
+        channel, item = self._queue.get()
+        if channel is not None:
+            channel.room.release()
+        return item
+
+    def stop(self) -> None:
+        """End every reader at its next page (they may still be reading one)."""
+        self.stopped.set()
+
+
+class Channel:
+    """One reader's bounded share of the :class:`Inbox`."""
+
+    def __init__(self, inbox: Inbox, room: int) -> None:
+        self.inbox = inbox
+        self.room = threading.Semaphore(room)
+
+    def put(self, item: Item) -> None:
+        """Hand ``item`` over, waiting for room; raises :class:`Stopped` once stopped."""
+        while not self.room.acquire(timeout=0.1):
+            if self.inbox.stopped.is_set():
+                raise Stopped
+        if self.inbox.stopped.is_set():
+            self.room.release()
+            raise Stopped
+        self.inbox._queue.put((self, item))
+
+    def fail(self, item: ReadFailed) -> None:
+        """Hand over the reader's failure, its last item, without waiting for room."""
+        self.inbox._queue.put((None, item))
+
+
+def start(name: str, channel: Channel, work: Callable[[], None]) -> threading.Thread:
+    """Run ``work`` in a thread; what it raises reaches the loader as a :class:`ReadFailed`."""
+
+    def run() -> None:
+        try:
+            work()
+        except Stopped:
+            return
+        except BaseException as exc:  # handed to the loader, which fails the run with it
+            if not channel.inbox.stopped.is_set():
+                channel.fail(ReadFailed(name, exc))
+
+    thread = threading.Thread(target=run, name=f"vspc-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def read_pass(
+    client: VspcClient,
+    collection: ConsoleCollection,
+    inbox: Channel,
+    *,
+    page_size: int,
+    concurrency: int,
+) -> None:
+    """One pass over a primary collection: its pages, then :class:`PassEnded`."""
+    report = PassReport()
+    pages = iter_pages(
+        client, collection.path, page_size=page_size, report=report, concurrency=concurrency
+    )
+    # A stop or a failure ends the pager's threads now, not at GC.
+    records = collection.records or list
+    with closing(pages):
+        for page in pages:
+            inbox.put(PageRead(collection.name, records(page.items), page.offset, page.total))
+    inbox.put(PassEnded(collection.name, report))
+
+
+def read_names(
+    client: VspcClient,
+    inbox: Channel,
+    *,
+    page_size: int,
+    concurrency: int,
+    known: Mapping[str, Collection[bytes]],
+) -> None:
+    """The secondary collections (``etl.extract.names``): their pages, then :class:`NamesRead`."""
+    names = fetch_names(
+        client,
+        page_size=page_size,
+        concurrency=concurrency,
+        stop=inbox.inbox.stopped,
+        emit=lambda kind, rows: inbox.put(PageRead(kind, rows)),
+        known=known,
+    )
+    inbox.put(NamesRead(names))

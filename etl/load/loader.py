@@ -1,0 +1,272 @@
+"""The loader: the one owner of the run's database connection.
+
+Readers hand it items (``etl.collections``); the loader alone decides what runs on the
+connection and when: the fingerprint lookup of a page, its COPY, the name pages' COPY, an early
+merge batch, the merge. Every decision is made here, in the loader's thread, in the order the
+items arrive; the stage (``etl.load.stage``), the merge (``etl.load.merge``), the names
+(``etl.load.names``) and the reporting tables (``etl.load.reporting``) only execute.
+
+A first sync (the source has no live job) is one transaction: new jobs are written by early
+merge batches while later pages arrive (:class:`~etl.load.merge.EarlyMerge` runs each batch's
+statement while the loader transforms the next pages). While a batch has the connection, the
+loader holds the rows of the pages that arrive (up to ``HOLD_ROWS``) and the name pages; the
+moment a batch ends is when the held rows are written and the name pages waiting are staged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy import Connection
+
+from etl.extract.pager import PassReport
+from etl.load import reporting
+from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, merge
+from etl.load.names import NameStage
+from etl.load.stage import Stage
+from etl.transform import JobRecord, Reject, fingerprints, transform_page
+
+log = logging.getLogger(__name__)
+
+HOLD_ROWS = 5_000
+"""Rows held back while an early merge batch runs, at most; then the loader waits for it."""
+NAME_PAGES = 4
+"""Name pages kept before they are staged (each staging ends the job COPY, which restarts:
+the fewer times the better), unless an early batch has the connection."""
+MERGE_EARLY = True
+"""Whether a first sync merges its new jobs while later pages are read."""
+
+
+@dataclass(frozen=True)
+class PassVerdict:
+    """Whether a pass proved the collection read completely; if not, why not."""
+
+    complete: bool
+    problem: str | None
+    distinct: int
+
+
+class Loader:
+    """Stages the pages of one run on ``conn`` and merges them (see the module)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        run_id: int,
+        source: str,
+        now: datetime,
+        timings: dict[str, float],
+    ) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.source = source
+        self.now = now
+        self.timings = timings
+        self.stage = Stage(conn)
+        self.stage.create()
+        self.names = NameStage(conn)
+        self.known_names = self.names.known_pages(source)
+        conn.commit()
+        self._names_waiting: list[tuple[str, list[Any]]] = []
+        self._batches: EarlyMerge | None = None
+        if MERGE_EARLY and self.stage.first_sync(source):
+            self.stage.one_transaction()
+            self._batches = EarlyMerge(
+                conn.connection.driver_connection,  # type: ignore[arg-type]
+                run_id=run_id,
+                source=source,
+                now=now,
+            )
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def add_jobs(self, records: list[JobRecord], offset: int) -> None:
+        """Stage one page of job records: by uid only those whose fingerprint matches their
+        live job's (unchanged), the others transformed in full; rejects with their reason."""
+        with self._timed("transform"):
+            prints = fingerprints(records)
+            hashed = [i for i, p in enumerate(prints) if p is not None]
+            pairs = [(p.uid, p.digest) for p in prints if p is not None]
+        with self._timed("copy"):
+            # Only a source with live jobs is looked up, and it has no early batches.
+            same = {hashed[k] for k in self.stage.add_same(pairs, self.source)}
+        with self._timed("transform"):
+            rows, raws, fps, rejects = transform_page(records, prints, same)
+            for reject in rejects:
+                log.warning(
+                    "rejected job %s (page at offset %d): %s; it is kept in vspc.etl_rejects "
+                    "and the rest of the page is loaded",
+                    reject.instance_uid or "without instanceUid",
+                    offset,
+                    reject.reason,
+                )
+        with self._timed("copy"):
+            self._write(rows, raws, fps, rejects)
+        self._stage_names(False)
+
+    def add_names(self, kind: str, rows: list[Any]) -> None:
+        """Keep one page of names, staged with the next ones (see ``NAME_PAGES``)."""
+        self._names_waiting.append((kind, rows))
+        self._stage_names(False)
+
+    def _write(
+        self,
+        rows: list[tuple[Any, ...]],
+        raws: list[str],
+        fps: list[bytes | None],
+        rejects: list[Reject],
+    ) -> None:
+        batches = self._batches
+        if (
+            batches is not None
+            and batches.busy()
+            and rows
+            and not rejects
+            and self.stage.held_rows + len(rows) < HOLD_ROWS
+        ):
+            self.stage.add(rows, raws, fps, (), hold=True)
+            return
+        self._free()
+        self.stage.add(rows, raws, fps, rejects)
+        if batches is not None and batches.due(self.stage.job_rows):
+            self._stage_names(True)  # the connection is free: the moment for the name pages
+            self.stage.end_copy()
+            batches.start(self.stage.seq, self.stage.job_rows)
+
+    def _stage_names(self, free: bool) -> None:
+        """Stage the name pages kept: all of them once the connection is ``free`` anyway,
+        else only when ``NAME_PAGES`` wait and no batch has it (twice as many: wait for it)."""
+        waiting = len(self._names_waiting)
+        if not waiting or (not free and waiting < NAME_PAGES):
+            return
+        busy = self._batches is not None and self._batches.busy()
+        if not free and busy and waiting < 2 * NAME_PAGES:
+            return
+        with self._timed("names"):
+            self._free()
+            self.stage.end_copy()
+            # Consecutive pages of one collection go through one COPY.
+            kind = self._names_waiting[0][0]
+            rows: list[Any] = []
+            for page_kind, page_rows in self._names_waiting:
+                if page_kind != kind:
+                    self.names.add(kind, rows)
+                    kind, rows = page_kind, []
+                rows.extend(page_rows)
+            self.names.add(kind, rows)
+            self._names_waiting = []
+
+    def _free(self) -> None:
+        """Wait for the running early batch, if any (raising its failure)."""
+        if self._batches is not None:
+            self._batches.wait()
+
+    # -- passes ------------------------------------------------------------------------------
+
+    def end_pass(self, report: PassReport) -> PassVerdict:
+        """Whether the pass just staged proves the collection complete: it ended normally,
+        saw nothing shift, and staged as many distinct jobs as the console reports."""
+        self._free()
+        distinct = self.stage.distinct_keys()
+        total = report.totals[-1] if report.totals else 0
+        problems = list(report.problems)
+        if report.consistent and distinct != total:
+            problems.append(f"read {distinct} distinct jobs but the console reports {total}")
+        if report.consistent and not problems:
+            if self.stage.pass_no > 1:
+                self.stage.keep_only_last_pass()  # the stage then holds this pass alone
+            return PassVerdict(True, None, distinct)
+        return PassVerdict(False, "; ".join(problems) or "the pass did not finish", distinct)
+
+    def next_pass(self) -> None:
+        """Start a re-read; rows of earlier passes stay until a pass proves complete."""
+        self._free()
+        self.stage.next_pass()
+
+    # -- the merge ---------------------------------------------------------------------------
+
+    def end_staging(self) -> None:
+        """Write the last early batch, if any, and end the staging transaction (with early
+        batches: only the COPY, the merge commits)."""
+        with self._timed("merge"):
+            batches = self._batches
+            self._free()
+            self.stage.end_copy()
+            if batches is not None and batches.merged_upto < self.stage.seq:
+                batches.start(self.stage.seq, self.stage.job_rows)
+                batches.wait()
+        self.stage.commit()
+
+    def merge(
+        self,
+        verdict: PassVerdict | None,
+        *,
+        max_delete_ratio: float,
+    ) -> tuple[MergeResult, EarlyOutcome | None]:
+        """Apply the staged jobs (inside the run's transaction, not committed)."""
+        early = self.early_outcome()
+        with self._timed("merge"):
+            result = merge(
+                self.conn,
+                run_id=self.run_id,
+                source=self.source,
+                now=self.now,
+                complete=verdict is not None and verdict.complete,
+                incomplete_reason=None if verdict is None else verdict.problem,
+                max_delete_ratio=max_delete_ratio,
+                reread=self.stage.pass_no > 1,
+                early=early,
+                seen=verdict.distinct if verdict is not None and verdict.complete else None,
+            )
+        return result, early
+
+    def early_outcome(self) -> EarlyOutcome | None:
+        """What the early batches did, if there were any."""
+        if self._batches is None:
+            return None
+        return EarlyOutcome(self.stage.job_rows, self._batches.rows, self._batches.earliest)
+
+    def write_names(self, summary: Any, merged: MergeResult) -> int:
+        """Stage the name pages left, upsert the names read completely, and record the
+        sessions of the jobs this run changed (inside the merge's transaction)."""
+        with self._timed("merge"):
+            self._stage_names(True)
+            with self._timed("reporting"):
+                written = self.names.upsert(summary, source=self.source, now=self.now)
+                reporting.record_job_runs(
+                    self.conn,
+                    now=self.now,
+                    source=self.source,
+                    run_id=self.run_id,
+                    earlier=merged.earliest_session,
+                )
+        return written
+
+    # -- failure -----------------------------------------------------------------------------
+
+    def abort(self, exc: BaseException) -> None:
+        """After a failure: wait for a running batch, end an open COPY as failed, so that
+        the connection can roll back. Never raises."""
+        self.close()
+        self.stage.abort_copy(exc)
+
+    def close(self) -> None:
+        """End the early merge's thread, if there is one (after the merge or a failure)."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            batches.close()
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        started = perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + perf_counter() - started
