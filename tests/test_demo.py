@@ -25,6 +25,7 @@ from etl.cli import main
 from etl.config import load_settings
 from etl.demo import Console, plan_stops, run_demo
 from etl.demo.history import rebuild
+from etl.demo.run import _engine as demo_engine_of
 from etl.pipeline import run_once
 from etl.simulator import Simulator, SimulatorServer
 from tests.conftest import TEST_API_KEY, create_database, drop_database, make_settings
@@ -377,3 +378,13 @@ def test_a_rebuilt_console_is_the_one_that_lived_through_the_same_instants() -> 
     assert {j["instanceUid"] for j in other.jobs()}.isdisjoint(
         {j["instanceUid"] for j in lived.jobs()}
     )
+
+
+def test_the_demo_commits_without_waiting_for_the_disk(database_url: URL) -> None:
+    settings = load_settings(environ=env_for(database_url), dotenv=False)
+    engine = demo_engine_of(settings)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    finally:
+        engine.dispose()
