@@ -25,7 +25,7 @@ from etl.cli import main
 from etl.config import load_settings
 from etl.demo import Console, plan_stops, run_demo
 from etl.demo.history import rebuild
-from etl.demo.run import _engine as demo_engine_of
+from etl.demo.run import demo_engine
 from etl.pipeline import run_once
 from etl.simulator import Simulator, SimulatorServer
 from tests.conftest import TEST_API_KEY, create_database, drop_database, make_settings
@@ -86,20 +86,20 @@ def demo_output(demo_db: URL) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_engine(demo_db: URL) -> Iterator[Engine]:
+def demo_db_engine(demo_db: URL) -> Iterator[Engine]:
     engine = create_engine(demo_db)
     yield engine
     engine.dispose()
 
 
-def test_the_history_covers_the_days_asked_and_ends_now(demo_engine: Engine) -> None:
-    runs = runs_of(demo_engine, Console(100, 2).source)
+def test_the_history_covers_the_days_asked_and_ends_now(demo_db_engine: Engine) -> None:
+    runs = runs_of(demo_db_engine, Console(100, 2).source)
     now = datetime.now(UTC)
     assert len(runs) == 7 * 4 + 1
     assert timedelta(days=7) <= runs[-1] - runs[0] < timedelta(days=7, minutes=2)
     assert timedelta(0) <= now - runs[-1] < timedelta(minutes=3)
     assert all(b - a == timedelta(hours=6) for a, b in itertools.pairwise(runs[:-1]))
-    with demo_engine.connect() as conn:
+    with demo_db_engine.connect() as conn:
         status, finished = conn.execute(
             text(
                 "SELECT array_agg(DISTINCT status), "
@@ -382,7 +382,7 @@ def test_a_rebuilt_console_is_the_one_that_lived_through_the_same_instants() -> 
 
 def test_the_demo_commits_without_waiting_for_the_disk(database_url: URL) -> None:
     settings = load_settings(environ=env_for(database_url), dotenv=False)
-    engine = demo_engine_of(settings)
+    engine = demo_engine(settings)
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "off"

@@ -62,7 +62,7 @@ def run_demo(
         url = database_url(settings)
         echo(f"migrating {describe(url)}")
         migrate(url)
-        engine = _engine(settings)
+        engine = demo_engine(settings)
         try:
             with _one_demo_at_a_time(engine):
                 with engine.begin() as conn:
@@ -100,7 +100,7 @@ def run_demo(
     return failed
 
 
-def _engine(settings: Settings) -> Engine:
+def demo_engine(settings: Settings) -> Engine:
     """The engine of ``make_engine`` whose commits do not wait for the disk: a demo's history
     can be made again, and its hundred-odd syncs commit about ten times each (a quarter of
     its time on a busy machine). A crash may lose the last commits, never half of one."""
