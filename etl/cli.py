@@ -246,30 +246,102 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int, int, int], None] | No
 @main.command()
 @click.option(
     "--days",
-    type=click.IntRange(0, 365),
-    default=3,
+    type=click.IntRange(1, 365),
+    default=30,
     show_default=True,
-    help="Simulated days to sync after the first sync (one sync per day).",
+    help="Simulated days of history, ending now (a later demo continues up to its now).",
+)
+@click.option(
+    "--every",
+    default="6h",
+    show_default=True,
+    metavar="DURATION",
+    help="Simulated time between two syncs: 6h, 90m, 1d.",
 )
 @click.option(
     "--jobs",
     type=click.IntRange(1, 1_000_000),
-    default=200,
-    show_default=True,
-    help="Jobs in the simulated console.",
+    help="Jobs in the simulated console (default 200; a later demo keeps the first's).",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    help="Simulator seed (default 1; a later demo keeps the first's).",
+)
+@click.option(
+    "--force", is_flag=True, help="Add the demo to a database that holds other sources' data."
+)
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, days: int, jobs: int, seed: int) -> None:
-    """Run the whole job against the built-in simulator: migrate, sync a few days, show it.
+def demo(
+    ctx: click.Context, days: int, every: str, jobs: int | None, seed: int | None, force: bool
+) -> None:
+    """Build a month of SLA history from the built-in simulator, ending now, and show it.
 
-    Uses DATABASE_URL if set, else the embedded PostgreSQL under ./.vspc-etl/.
+    Syncs a simulated console every few simulated hours from --days ago up to now, each run
+    recorded at its simulated time, then prints what the warehouse holds and what to try
+    next. A later demo continues the history up to its own now. Uses DATABASE_URL if set,
+    else the embedded PostgreSQL under ./.vspc-etl/; refuses a database holding other data.
     """
+    import os
+    import shlex
+    import shutil
+    from datetime import datetime, timedelta
+
+    from etl.config import parse_duration
     from etl.demo import run_demo
 
+    try:
+        step = timedelta(seconds=parse_duration(every))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--every") from None
+    if not timedelta(minutes=1) <= step <= timedelta(days=days):
+        raise click.BadParameter(
+            f"{every!r} must be between 1m and the --days ({days}d)", param_hint="--every"
+        )
+    # The commands to try next are written as the user runs vspc-etl: `.venv/bin/vspc-etl`
+    # after the quickstart, where `vspc-etl` alone is not on the PATH.
+    script = sys.argv[0]
+    prog = "vspc-etl"
+    if Path(script).name == "vspc-etl" and shutil.which("vspc-etl") != os.path.abspath(script):
+        relative = os.path.relpath(script)
+        prog = shlex.quote(script if relative.startswith("..") else relative)
+    env_file = ctx.find_root().params.get("env_file")
+    if env_file is not None:
+        prog += f" --env-file {shlex.quote(str(env_file))}"
+
+    @contextmanager
+    def bar(total: int) -> Iterator[Callable[[int, int, datetime], None]]:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task("syncing", total=total)
+
+            def update(done: int, total: int, at: datetime) -> None:
+                progress.update(task, completed=done, description=f"syncing {at:%Y-%m-%d %H:%M}")
+
+            yield update
+
     settings = settings_from(ctx)
-    failed = run_demo(settings, days=days, jobs=jobs, seed=seed, echo=click.echo)
+    failed = run_demo(
+        settings,
+        days=days,
+        every=step,
+        jobs=jobs,
+        seed=seed,
+        force=force,
+        echo=click.echo,
+        prog=prog,
+        progress=bar if sys.stderr.isatty() else None,
+    )
     if failed:
         sys.exit(EXIT_FAILED)
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -205,6 +206,7 @@ def run_once(
     sleep: Callable[[float], None] = time.sleep,
     cancel: threading.Event | None = None,
     on_event: OnEvent | None = None,
+    at: datetime | None = None,
 ) -> RunResult:
     """Sync every agent job of ``VSPC_PLATFORMS`` once. Never leaves a ``running`` row or
     partial data.
@@ -214,6 +216,8 @@ def run_once(
     returned as a ``failed`` result. Unexpected exceptions are recorded too, then re-raised.
     Once ``cancel`` is set the run stops after the page in hand or before the merge and is
     recorded ``failed``; ``on_event`` goes to the VSPC client (request and retry metrics).
+    ``at``: the instant the run is recorded at instead of the database's clock (the demo's
+    simulated time); the CLI and the daemon never give it.
     """
     settings.validate_source()
     source = settings.source
@@ -236,7 +240,7 @@ def run_once(
                 return skipped
             try:
                 runs.fail_orphans(conn, source)
-                run = runs.start(conn, source, __version__)
+                run = runs.start(conn, source, __version__, at=at)
                 log.info(
                     "run %d started for %s",
                     run.run_id,

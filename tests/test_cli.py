@@ -177,22 +177,6 @@ def test_no_secret_in_any_output_at_debug(
         assert secret not in output
 
 
-def test_demo_runs_the_whole_job(runner: CliRunner, fresh_db: Engine, database_url: URL) -> None:
-    result = runner.invoke(main, ["demo", "--days", "2", "--jobs", "30"], env=env_for(database_url))
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("migrating postgresql+psycopg://")
-    assert re.match(r"day 0: run 1 success in .*: 3 pages, 30 jobs seen, 30 inserted", lines[2])
-    assert lines[4].startswith("day 2: run 3 success")
-    with fresh_db.connect() as conn:
-        live = conn.execute(
-            text("SELECT count(*) FROM vspc.backup_agent_jobs WHERE deleted_at IS NULL")
-        ).scalar_one()
-        runs = conn.execute(text("SELECT count(*) FROM vspc.etl_runs")).scalar_one()
-    assert f"warehouse: {live} live jobs" in result.stdout
-    assert runs == 3
-
-
 def test_mfa_account_gets_a_clear_sentence(
     runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
 ) -> None:

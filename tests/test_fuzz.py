@@ -283,7 +283,7 @@ def seed(i: int = 0, **changes: Any) -> dict[str, Any]:
     return {**SEED, "instanceUid": str(uuid.UUID(int=i + 1)), **changes}
 
 
-# Cases the fuzzing found, kept (each failed before its fix; see the README's changelog).
+# Cases the fuzzing found, kept (each failed before its fix; see CHANGELOG.md).
 @example(items=(seed(futureField=2**64), seed(1, status=None, futureField=-(2**70))))  # orjson
 @example(items=(None, None))  # two equal records without a uid were one reject
 @example(items=(seed(lastModifiedDate="9999-12-31T23:59:59.9999999-14:00"),))  # year 10000 UTC

@@ -95,7 +95,7 @@ def test_short_last_page_ends_a_consistent_pass():
 
 
 def test_reaching_the_total_on_a_full_page_asks_for_the_empty_page_after_it():
-    # Issue 5: a stale total on a full page used to end the pass there; a job inserted before
+    # A stale total on a full page used to end the pass there; a job inserted before
     # it pushed the last job past the total, and the "complete" extract deleted that job.
     collection = Collection([job(i) for i in range(1000)])
 

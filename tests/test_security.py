@@ -199,15 +199,15 @@ def test_credential_problems_get_one_clear_sentence(
 # -- least privilege -----------------------------------------------------------------------
 
 
-def readme_sql(section: str) -> list[str]:
-    """The SQL blocks of a README section, as the reader would paste them."""
-    readme = (ROOT / "README.md").read_text()
-    body = readme.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+def documented_sql(section: str) -> list[str]:
+    """The SQL blocks of a section of docs/operations.md, as the reader would paste them."""
+    doc = (ROOT / "docs/operations.md").read_text()
+    body = doc.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sql\n(.*?)```", body, re.S)
 
 
 class Roles:
-    """The README's roles, renamed for this test (roles are global to the server)."""
+    """The documented roles, renamed for this test (roles are global to the server)."""
 
     def __init__(self, server_url: URL, database: URL) -> None:
         self.suffix = uuid.uuid4().hex[:8]
@@ -256,7 +256,7 @@ def roles(server_url: URL) -> Iterator[Roles]:
 def test_the_etl_works_with_only_the_writers_grants(
     roles: Roles, sim_server: SimulatorServer, simulator: Simulator
 ) -> None:
-    admin, owner_grants = readme_sql("Database roles (least privilege)")
+    admin, owner_grants = documented_sql("Database roles (least privilege)")
     execute(roles.server_url.set(database=roles.database.database), roles.adapt(admin))
     assert migrate(roles.url("vspc_owner")) is not None
     execute(roles.url("vspc_owner"), roles.adapt(owner_grants))
@@ -310,7 +310,7 @@ def test_no_secret_anywhere_at_any_log_level(
     """Password grant with token expiry and a 401 mid-paging, a database password, a run that
     succeeds and one that fails: no secret in stdout, stderr, etl_runs, the process title or
     the database sessions' application names and queries."""
-    admin, owner_grants = readme_sql("Database roles (least privilege)")
+    admin, owner_grants = documented_sql("Database roles (least privilege)")
     execute(roles.server_url.set(database=roles.database.database), roles.adapt(admin))
     migrate(roles.url("vspc_owner"))
     execute(roles.url("vspc_owner"), roles.adapt(owner_grants))

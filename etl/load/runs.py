@@ -69,15 +69,16 @@ def fail_orphans(conn: Connection, source: str) -> int:
     return result.rowcount
 
 
-def start(conn: Connection, source: str, version: str) -> RunRow:
-    """Insert and commit the run's ``running`` row."""
+def start(conn: Connection, source: str, version: str, at: datetime | None = None) -> RunRow:
+    """Insert and commit the run's ``running`` row, started ``at`` (default: the database's
+    clock). Every instant the run writes derives from its ``started_at``."""
     run_id, started_at = conn.execute(
         text(
             "INSERT INTO vspc.etl_runs (source, started_at, status, etl_version) "
-            "VALUES (:source, clock_timestamp(), 'running', :version) "
-            "RETURNING run_id, started_at"
+            "VALUES (:source, coalesce(CAST(:at AS timestamptz), clock_timestamp()), 'running', "
+            ":version) RETURNING run_id, started_at"
         ),
-        {"source": source, "version": version},
+        {"source": source, "version": version, "at": at},
     ).one()
     conn.commit()
     return RunRow(int(run_id), started_at)
