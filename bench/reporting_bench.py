@@ -238,7 +238,7 @@ def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[
     start = (last_day_end - timedelta(days=90)).isoformat()
     end = last_day_end.isoformat()
     found: dict[str, str] = {}
-    sources = [(v["name"], v["query"]) for v in board["templating"]["list"]]
+    sources = [(v["name"], v["query"]) for v in board["templating"]["list"] if v["type"] == "query"]
     sources += [(p["title"], t["rawSql"]) for p in board["panels"] for t in p["targets"]]
     for title, sql in sources:
         head = "$__timeFilter("
@@ -252,6 +252,7 @@ def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[
             sql = f"{sql[:at]}{column} BETWEEN '{start}' AND '{end}'{sql[i:]}"
         # "All" organizations, as Grafana expands it: every value of the variable, quoted
         sql = sql.replace("$organization", ", ".join(f"'{o}'" for o in organizations))
+        sql = sql.replace("$platform", "'Windows', 'Linux', 'Mac'")
         found[f"dashboard: {title}"] = sql
     return found
 
