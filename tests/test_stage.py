@@ -34,7 +34,7 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def pages(simulator: Simulator, size: int) -> list[tuple[list[Any], list[str], list[None]]]:
     out = []
-    jobs = simulator.jobs()  # Windows jobs: each row ends with its system_type
+    jobs = simulator.jobs("windows")  # each row ends with its system_type
     for start in range(0, len(jobs), size):
         made = [transform_with_raw(record) for record in jobs[start : start + size]]
         rows = [(*row, "Windows") for row, _ in made]

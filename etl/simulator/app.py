@@ -256,8 +256,10 @@ class Simulator:
     def advance(self, hours: float) -> AdvanceSummary:
         return self.world.advance(hours)
 
-    def jobs(self, platform: str = "windows") -> list[dict[str, Any]]:
-        return self.world.jobs(platform)
+    def jobs(self, platform: str | None = None) -> list[dict[str, Any]]:
+        """The jobs of ``platform`` (windows, linux, mac), or of every platform (None): the
+        console's truth."""
+        return self.every_job() if platform is None else self.world.jobs(platform)
 
     def every_job(self) -> list[dict[str, Any]]:
         """The jobs of every platform: Windows', Linux's, then Mac's (the truth a sync of all
