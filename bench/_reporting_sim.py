@@ -34,6 +34,7 @@ def main() -> int:
         start=datetime.fromisoformat(args.start),
         add_rate=0.0,
         delete_rate=0.0,
+        platforms=("windows",),  # the history below is built for Windows jobs
     )
     # The shape: jobs over 50 organizations (the simulator makes one per 20 jobs).
     companies = [o["instanceUid"] for o in sim.organizations()][: args.orgs]

@@ -84,7 +84,7 @@ def recover(tally: Tally, settings: Settings, engine: Engine, sim: Simulator, wh
     if result.status != "success" or not result.complete:
         tally.violations.append(f"{what}: the next run was {result.status}: {result.error}")
     tally.violations += [f"{what}, after the next run: {v}" for v in check_invariants(engine)]
-    tally.lost += lost_jobs(engine, sim.jobs())
+    tally.lost += lost_jobs(engine, sim.every_job())
 
 
 def forget(engine: Engine) -> None:
@@ -167,7 +167,7 @@ def kills(
             violations = check_invariants(engine)
             if status == "success":
                 kind = f"at {where}, after its commit: new state"
-                tally.lost += lost_jobs(engine, sim.jobs())  # the new state is the truth
+                tally.lost += lost_jobs(engine, sim.every_job())  # the new state is the truth
             elif state != old:
                 kind = f"at {where}: MIXED STATE"
                 tally.violations.append(f"kill {number} at {where}: a mix of old and new")

@@ -58,12 +58,12 @@ API_KEY = "bench-api-key"
 HISTORY = """
 INSERT INTO vspc.backup_agent_job_snapshots (instance_uid, source, backup_agent_uid,
   organization_uid, name, status, last_run, last_end_time, last_duration, is_enabled,
-  restore_points, backed_up_size, raw, valid_from, valid_to, is_deleted, run_id)
+  restore_points, backed_up_size, raw, valid_from, valid_to, is_deleted, run_id, system_type)
 SELECT j.uid, 'bench', j.agent, j.org, 'Backup Job ' || j.n, o.status, o.started,
   o.started + make_interval(secs => o.seconds), o.seconds, true, 7, 1000000000 + k,
   jsonb_build_object('instanceUid', j.uid, 'status', o.status),
   o.started + interval '4 hours',
-  CASE WHEN k < :days THEN o.started + interval '1 day 4 hours' END, false, 0
+  CASE WHEN k < :days THEN o.started + interval '1 day 4 hours' END, false, 0, 'Windows'
 FROM bench_jobs j
 CROSS JOIN generate_series(1, :days) AS k
 CROSS JOIN LATERAL (
@@ -238,7 +238,7 @@ def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[
     start = (last_day_end - timedelta(days=90)).isoformat()
     end = last_day_end.isoformat()
     found: dict[str, str] = {}
-    sources = [(v["name"], v["query"]) for v in board["templating"]["list"]]
+    sources = [(v["name"], v["query"]) for v in board["templating"]["list"] if v["type"] == "query"]
     sources += [(p["title"], t["rawSql"]) for p in board["panels"] for t in p["targets"]]
     for title, sql in sources:
         head = "$__timeFilter("
@@ -252,6 +252,7 @@ def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[
             sql = f"{sql[:at]}{column} BETWEEN '{start}' AND '{end}'{sql[i:]}"
         # "All" organizations, as Grafana expands it: every value of the variable, quoted
         sql = sql.replace("$organization", ", ".join(f"'{o}'" for o in organizations))
+        sql = sql.replace("$platform", "'Windows', 'Linux', 'Mac'")
         found[f"dashboard: {title}"] = sql
     return found
 

@@ -94,7 +94,7 @@ def live_raw(engine: Engine) -> dict[str, object]:
 def lost(engine: Engine, sim: Simulator) -> int:
     """Jobs of the console missing from the live rows or stored differently, plus phantoms."""
     live = live_raw(engine)
-    truth = {job["instanceUid"].lower(): job for job in sim.jobs()}
+    truth = {job["instanceUid"].lower(): job for job in sim.every_job()}
     missing = sum(1 for uid, job in truth.items() if live.get(uid) != job)
     return missing + len(set(live) - set(truth))
 
@@ -153,7 +153,7 @@ def soak(
         report.faults.update(stats["faults"])
         report.requests = sum(n for k, n in stats["requests"].items() if k != "control")
         report.final_lost = lost(engine, sim)
-        report.final_jobs = len(sim.jobs())
+        report.final_jobs = len(sim.every_job())
     with engine.connect() as conn:
         report.versions = int(
             conn.execute(text("SELECT count(*) FROM vspc.backup_agent_job_snapshots")).scalar_one()

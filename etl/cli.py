@@ -382,6 +382,12 @@ def demo(
     help="Only this organization: its name, uid or a uid's start.",
 )
 @click.option(
+    "--platform",
+    type=click.Choice(["windows", "linux", "mac"], case_sensitive=False),
+    help="Only this platform's jobs (system_type); with --by job only: the daily and "
+    "per-organization numbers count every platform together.",
+)
+@click.option(
     "--all-organizations",
     is_flag=True,
     help="With --format html: one report per organization, written into the --out directory.",
@@ -407,6 +413,7 @@ def report(
     chart: Path | None,
     source: str | None,
     organization: str | None,
+    platform: str | None,
     all_organizations: bool,
     month: str | None,
     out: Path | None,
@@ -415,6 +422,11 @@ def report(
 
     With --format html, write the customer-facing SLA report of a calendar month instead.
     """
+    if platform is not None and (by != "job" or fmt == "html" or chart is not None):
+        raise ConfigError(
+            "--platform applies to the per-job report only (--by job, table, csv or json, no "
+            "--chart): the daily and per-organization numbers count every platform together"
+        )
     if fmt == "html":
         _check_html_options(ctx, chart, organization, all_organizations, month, out)
     elif all_organizations or month is not None or out is not None:
@@ -428,7 +440,7 @@ def report(
         assert out is not None
         _html_report(settings, source, organization, month, out)
     else:
-        _text_report(settings, days, by, fmt, chart, source, organization)
+        _text_report(settings, days, by, fmt, chart, source, organization, platform)
 
 
 def _check_html_options(
@@ -467,6 +479,7 @@ def _text_report(
     chart: Path | None,
     source: str | None,
     organization: str | None,
+    platform: str | None = None,
 ) -> None:
     from etl.db import check_schema, make_engine
     from etl.report import Filters, last_days, newest_session, render, sla_report, trend
@@ -478,7 +491,9 @@ def _text_report(
     try:
         check_schema(engine)
         with engine.connect() as conn, reading():
-            filters = Filters.given(conn, source=source, organization=organization)
+            filters = Filters.given(
+                conn, source=source, organization=organization, platform=platform
+            )
             today, zone = report_today(conn)
             window = last_days(today, days)
             result = sla_report(conn, by=by, window=window, filters=filters)
@@ -488,7 +503,7 @@ def _text_report(
         engine.dispose()
     click.echo(render(result, fmt), nl=False)
     if result.runs == 0:
-        note = empty_window(window, zone, scope(source, organization), newest, today)
+        note = empty_window(window, zone, scope(source, organization, platform), newest, today)
         click.echo(note, err=True)
     if chart is not None and history is not None:
         from etl.report import write_chart

@@ -14,19 +14,30 @@ a failure (:class:`ReadFailed`). Nothing else travels between them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from etl.config import PLATFORMS
 from etl.extract.jobs import decode_jobs_page, job_records
-from etl.extract.names import AGENTS, AGENTS_PATH, ORGANIZATIONS, ORGANIZATIONS_PATH, Names
+from etl.extract.names import (
+    AGENTS,
+    AGENTS_PATH,
+    MANAGEMENT_AGENTS,
+    MANAGEMENT_AGENTS_PATH,
+    ORGANIZATIONS,
+    ORGANIZATIONS_PATH,
+    Names,
+)
 from etl.extract.pager import PassReport
+from etl.transform import CONTRACTS, WINDOWS, Contract
 
 
 @dataclass(frozen=True)
 class Collection:
     """One collection of the console: its name (the items' key), path, how its page bodies
-    are decoded (None: as every body) and its items made records, and its part in a run."""
+    are decoded (None: as every body) and its items made records, and its part in a run.
+    A job collection has its platform's ``contract`` (its rows' ``system_type``)."""
 
     name: str
     path: str
@@ -34,21 +45,36 @@ class Collection:
     deletes: bool
     decode: Callable[[bytes], Any] | None = None
     records: Callable[[list[Any]], list[Any]] | None = None
+    contract: Contract = WINDOWS
 
 
-JOBS = Collection(
-    "jobs",
-    "/api/v3/infrastructure/backupAgents/windows/jobs",
-    primary=True,
-    deletes=True,
-    decode=decode_jobs_page,
-    records=job_records,
-)
+def _jobs(platform: str) -> Collection:
+    return Collection(
+        f"{platform}_jobs",
+        f"/api/v3/infrastructure/backupAgents/{platform}/jobs",
+        primary=True,
+        deletes=True,
+        decode=decode_jobs_page,
+        records=job_records,
+        contract=CONTRACTS[{"windows": "Windows", "linux": "Linux", "mac": "Mac"}[platform]],
+    )
+
+
+JOB_COLLECTIONS = {platform: _jobs(platform) for platform in PLATFORMS}
+"""Each platform's job collection: same table, its own completeness and deletions."""
+JOBS = JOB_COLLECTIONS["windows"]
 SECONDARY = (
     Collection(ORGANIZATIONS, ORGANIZATIONS_PATH, primary=False, deletes=False),
     Collection(AGENTS, AGENTS_PATH, primary=False, deletes=False),
+    Collection(MANAGEMENT_AGENTS, MANAGEMENT_AGENTS_PATH, primary=False, deletes=False),
 )
-ALL = (JOBS, *SECONDARY)
+ALL = (*JOB_COLLECTIONS.values(), *SECONDARY)
+
+
+def job_collections(platforms: Iterable[str]) -> tuple[Collection, ...]:
+    """The job collections of ``platforms`` (names of ``PLATFORMS``), in ``PLATFORMS`` order."""
+    wanted = set(platforms)
+    return tuple(c for p, c in JOB_COLLECTIONS.items() if p in wanted)
 
 
 @dataclass(frozen=True, slots=True)

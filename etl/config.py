@@ -28,6 +28,8 @@ from etl.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SECRET_VARIABLES = ("VSPC_API_KEY", "VSPC_PASSWORD", "DATABASE_URL")
+PLATFORMS = ("windows", "linux", "mac")
+"""The platforms whose agent jobs a sync can read (``VSPC_PLATFORMS``), in reading order."""
 MAX_PAGE_SIZE = 10_000  # the console's MaxPageSize defaults to 500 but an admin may raise it
 
 # Variables with our prefixes that belong to someone else: not warned about as unknown.
@@ -85,6 +87,7 @@ class Settings(BaseSettings):
     vspc_retry_budget: float = Field(default=300.0, gt=0)
     vspc_max_passes: int = Field(default=3, ge=1, le=10)
     vspc_concurrency: int = Field(default=4, ge=1, le=32)
+    vspc_platforms: str = ",".join(PLATFORMS)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = None  # None: json unless stderr is a terminal
     data_dir: Path = Path(".vspc-etl")
@@ -120,6 +123,18 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("vspc_platforms", mode="before")
+    @classmethod
+    def _platforms(cls, value: object) -> str:
+        names = [p.strip().lower() for p in str(value).split(",") if p.strip()]
+        unknown = [p for p in names if p not in PLATFORMS]
+        if unknown or not names:
+            raise ValueError(
+                f"must be a comma list of {', '.join(PLATFORMS)} (at least one)"
+                + (f"; {unknown[0]!r} is not one of them" if unknown else "")
+            )
+        return ",".join(p for p in PLATFORMS if p in names)
+
     @field_validator("sync_interval", mode="before")
     @classmethod
     def _duration(cls, value: object) -> int:
@@ -149,6 +164,11 @@ class Settings(BaseSettings):
         return level
 
     # ------------------------------------------------------------------ derived values
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms whose jobs a sync reads (``VSPC_PLATFORMS``), in ``PLATFORMS`` order."""
+        return tuple(self.vspc_platforms.split(","))
+
     def label(self, field: str) -> str:
         """How the user gave ``field``: its flag (``--vspc-url``) or its variable (VSPC_URL)."""
         return self._flags.get(field, field.upper())

@@ -21,13 +21,22 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl import __version__
-from etl.collections import ALL, JOBS, Item, NamesRead, PageRead, PassEnded, ReadFailed
+from etl.collections import (
+    ALL,
+    JOBS,
+    Collection,
+    Item,
+    NamesRead,
+    PageRead,
+    PassEnded,
+    ReadFailed,
+    job_collections,
+)
 from etl.config import Settings
 from etl.db import short
-from etl.errors import LoadError, RunCancelled, VspcEtlError
+from etl.errors import LoadError, PermissionDenied, RequestRejected, RunCancelled, VspcEtlError
 from etl.extract import ApiKeyAuth, PasswordAuth, RetryPolicy, VspcClient, reader
 from etl.extract.names import Names
-from etl.extract.pager import PassReport
 from etl.load import runs
 from etl.load.loader import Loader, PassVerdict
 from etl.testhook import pause
@@ -112,9 +121,21 @@ class RunResult:
 class _Extract:
     pages: int = 0
     records: int = 0
-    verdict: PassVerdict | None = None
-    """The last pass's: complete or not, and the distinct jobs it staged."""
+    verdicts: dict[str, PassVerdict | None] = field(default_factory=dict)
+    """By ``system_type``, each job collection's last pass: complete or not, and the distinct
+    jobs it staged; None for a collection the console refused (skipped)."""
+    skipped: list[str] = field(default_factory=list)
+    """Why each skipped collection was skipped (for ``etl_runs.error``)."""
+    totals: dict[str, int] = field(default_factory=dict)
+    """The total each job collection's console reported last (the progress bar's sum)."""
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Every job collection read was verified complete, and none was skipped."""
+        return bool(self.verdicts) and all(
+            v is not None and v.complete for v in self.verdicts.values()
+        )
 
 
 @dataclass(frozen=True)
@@ -187,7 +208,8 @@ def run_once(
     on_event: OnEvent | None = None,
     at: datetime | None = None,
 ) -> RunResult:
-    """Sync every Windows agent job once. Never leaves a ``running`` row or partial data.
+    """Sync every agent job of ``VSPC_PLATFORMS`` once. Never leaves a ``running`` row or
+    partial data.
 
     Raises ConfigError for bad settings, and LoadError when the database cannot even be
     reached to record the run; every other expected failure is recorded in ``etl_runs`` and
@@ -290,7 +312,7 @@ def _sync(
     loader.end_staging()
     _check_cancel(run.cancel)
     names.start()  # if not started beside the job pages: read while the merge runs
-    result, _ = loader.merge(extract.verdict, max_delete_ratio=settings.vspc_max_delete_ratio)
+    result, _ = loader.merge(extract.verdicts, max_delete_ratio=settings.vspc_max_delete_ratio)
     with _timed(extract.timings, "merge"), _timed(extract.timings, "names"):
         summary = names.finish()  # the pages still on their way, if any
     written = loader.write_names(summary, result)
@@ -303,8 +325,10 @@ def _sync(
         summary.skipped,
         written,
     )
-    complete = extract.verdict is not None and extract.verdict.complete
-    notes = "; ".join(n for n in (result.withheld, *summary.warnings) if n) or None
+    complete = extract.complete
+    notes = (
+        "; ".join(n for n in (*extract.skipped, result.withheld, *summary.warnings) if n) or None
+    )
     with _timed(extract.timings, "merge"):
         runs.finish_success(
             run.conn,
@@ -429,56 +453,109 @@ def _extract(
     names: _NamesReader,
     extract: _Extract,
 ) -> None:
-    """Read the jobs into the loader, re-reading (bounded) if the collection shifted under
-    the pager. Once the first page has come back (the console answers, the credentials
-    work), a first read of the names starts beside the job pages."""
+    """Read each platform's jobs into the loader, one collection after the other, re-reading
+    (bounded) a collection that shifted under the pager. A collection the console refuses
+    (404: an older console; 403: the account's scope) is skipped with a warning, unless the
+    console refuses them all; any other failure fails the run. Once the first page has come
+    back (the console answers, the credentials work), a first read of the names starts beside
+    the job pages."""
     settings = run.settings
-    for attempt in range(1, settings.vspc_max_passes + 1):
+    reading: dict[str, tuple[Collection, int]] = {}
+    by_name: dict[str, Collection] = {}
+
+    def start(collection: Collection, attempt: int) -> None:
         if attempt > 1:
-            loader.next_pass()
+            loader.next_pass(collection.contract.system_type)
         channel = inbox.channel(JOB_PAGES_WAITING)
         work = partial(
             reader.read_pass,
             client,
-            JOBS,
+            collection,
             channel,
             page_size=settings.vspc_page_size,
             concurrency=settings.vspc_concurrency,
         )
-        reader.start(JOBS.name, channel, work)
-        report = _take_pass(run, loader, inbox, names, extract)
-        extract.verdict = loader.end_pass(report)
-        if extract.verdict.complete:
-            return
-        log.warning(
-            "extract pass %d of %d is not verifiably complete: %s",
-            attempt,
-            settings.vspc_max_passes,
-            extract.verdict.problem,
-        )
+        reading[collection.name] = (collection, attempt)
+        reader.start(collection.name, channel, work)
 
-
-def _take_pass(
-    run: _Run, loader: Loader, inbox: reader.Inbox, names: _NamesReader, extract: _Extract
-) -> PassReport:
-    """Hand the loader the items of one pass over the jobs (and the name pages between);
-    the pass's report once it ended."""
-    while True:
+    refusals: list[BaseException] = []
+    # One collection after the other: each pager keeps VSPC_CONCURRENCY pages in flight and
+    # halves its share on throttling or logouts; three side by side would each keep theirs,
+    # and a console that logs sessions out every few requests would see no relief.
+    pending = list(job_collections(settings.platforms))
+    by_name.update((c.name, c) for c in pending)
+    start(pending.pop(0), 1)
+    while reading:
         with _timed(extract.timings, "http_wait"):
             item = inbox.get()
-        if isinstance(item, PassEnded):
-            return item.report
-        if not (isinstance(item, PageRead) and item.collection == JOBS.name):
+        if isinstance(item, PageRead) and item.collection in by_name:
+            _add_page(run, loader, names, extract, by_name[item.collection], item)
+        elif isinstance(item, PassEnded) and item.collection in reading:
+            collection, attempt = reading.pop(item.collection)
+            system_type = collection.contract.system_type
+            verdict = loader.end_pass(item.report, system_type)
+            extract.verdicts[system_type] = verdict
+            if verdict.complete:
+                if pending:
+                    start(pending.pop(0), 1)
+                continue
+            log.warning(
+                "extract pass %d of %d of the %s jobs is not verifiably complete: %s",
+                attempt,
+                settings.vspc_max_passes,
+                system_type,
+                verdict.problem,
+            )
+            if attempt < settings.vspc_max_passes:
+                start(collection, attempt + 1)
+            elif pending:
+                start(pending.pop(0), 1)
+        elif isinstance(item, ReadFailed) and item.collection in reading:
+            collection, _ = reading.pop(item.collection)
+            if not _refused(item.error):
+                raise item.error
+            refusals.append(item.error)
+            system_type = collection.contract.system_type
+            extract.verdicts[system_type] = None
+            warning = (
+                f"{system_type} jobs were skipped, none of them deleted or changed: {item.error}"
+            )
+            log.warning("%s; the other platforms are synced", warning)
+            extract.skipped.append(warning)
+            if pending:
+                start(pending.pop(0), 1)
+        else:
             with _timed(extract.timings, "names"):
                 names.take(item)
-            continue
-        extract.pages += 1
-        extract.records += len(item.records)
-        loader.add_jobs(item.records, item.offset)
-        names.start_early()
-        if run.progress is not None:
-            run.progress(extract.pages, extract.records, item.total)
-        _check_cancel(run.cancel)  # stop after the page in hand
+    if len(refusals) == len(by_name):
+        raise refusals[0]  # no platform readable: the account's role or the URL is wrong
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a job collection's failure is the console refusing it: 404 (an older console
+    without it) or 403 (outside the account's scope)."""
+    return isinstance(error, PermissionDenied) or (
+        isinstance(error, RequestRejected) and error.status_code == 404
+    )
+
+
+def _add_page(
+    run: _Run,
+    loader: Loader,
+    names: _NamesReader,
+    extract: _Extract,
+    collection: Collection,
+    item: PageRead,
+) -> None:
+    """Hand the loader one job page; progress; stop after it if cancelled."""
+    extract.pages += 1
+    extract.records += len(item.records)
+    loader.add_jobs(item.records, item.offset, collection.contract)
+    names.start_early()
+    if run.progress is not None:
+        extract.totals[collection.name] = item.total
+        run.progress(extract.pages, extract.records, sum(extract.totals.values()))
+    _check_cancel(run.cancel)  # stop after the page in hand
 
 
 @contextmanager

@@ -1,4 +1,11 @@
-"""The pure transform: one decoded ``WindowsBackupAgentJob`` record -> one typed row, or a reject.
+"""The pure transform: one decoded backup agent job record -> one typed row, or a reject.
+
+Each platform's collection has its contract (:class:`Contract`: ``WINDOWS``, ``LINUX``,
+``MAC``): the Windows record (``WindowsBackupAgentJob``) as the fields below say; the Linux
+and Mac records have no ``scheduleEvents`` (the column is null, whatever the record holds)
+and the detailed ``targetType`` enum (``BackupRepository``, ``CloudRepository``,
+``LocalFolder``, ``SharedFolder``, ``Unknown``). The page's rows end with the contract's
+``system_type`` (``transform_page``).
 
 No I/O, no state. ``transform_record`` returns the 29 business columns of ``vspc.backup_agent_jobs``
 in contract order (``BUSINESS_COLUMNS``), or raises ``RecordRejected`` naming the API field (or the
@@ -35,6 +42,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Literal, NamedTuple, TypeGuard
@@ -47,8 +55,13 @@ from etl.jsontext import decode_value
 
 __all__ = [
     "BUSINESS_COLUMNS",
+    "CONTRACTS",
     "FIELDS",
+    "LINUX",
+    "MAC",
     "MAX_DEPTH",
+    "WINDOWS",
+    "Contract",
     "Field",
     "JobRecord",
     "Reject",
@@ -86,6 +99,9 @@ _STATUS = _spellings(
 _OPERATION_MODE = _spellings("Server", "Workstation", "UnLicensed", "Unknown")
 _BACKUP_MODE = _spellings("EntireComputer", "Volume", "File", "Unknown")
 _TARGET_TYPE = _spellings("Local", "Cloud", "Unknown")
+_UNIX_TARGET_TYPE = _spellings(
+    "BackupRepository", "CloudRepository", "LocalFolder", "SharedFolder", "Unknown"
+)
 _SCHEDULE_TYPE = _spellings(
     "NotScheduled", "Daily", "Monthly", "Periodically", "Continuously", "Unknown"
 )
@@ -461,7 +477,64 @@ _CONVERTERS: dict[Kind, Callable[[Field, object], object]] = {
     "bool": _to_bool,
     "timestamp": _to_timestamp,
 }
-_PLAN = tuple((field.api, _CONVERTERS[field.kind], field) for field in FIELDS)
+
+
+def _absent(field: Field, value: object) -> None:
+    """A field the platform's records do not have: null, whatever the record holds."""
+    return None
+
+
+_Plan = tuple[tuple[str, Callable[[Field, object], object], Field], ...]
+_TypedPlan = tuple[tuple[int, Callable[[Field, object], object], Field], ...]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One platform's job record: its ``systemType`` spelling (the ``system_type`` column),
+    its fields (``FIELDS``' columns and order; another enum where the platform has one) and
+    those its records do not have (always null).
+
+    ``plan``: (API field, converter, field) of every field, in column order. ``typed``:
+    (position, converter, field) of those the typed path converts: a record decoded straight
+    into its fields (``etl.extract.jobs``) has had their JSON types checked by the decoder,
+    and for text and booleans that check is all the converter does.
+    """
+
+    system_type: str
+    fields: tuple[Field, ...]
+    absent: frozenset[str] = frozenset()
+    plan: _Plan = dataclass_field(init=False, repr=False, compare=False)
+    typed: _TypedPlan = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        convert = [_absent if f.api in self.absent else _CONVERTERS[f.kind] for f in self.fields]
+        plan = tuple((f.api, c, f) for f, c in zip(self.fields, convert, strict=True))
+        typed = tuple(
+            (i, c, f)
+            for i, (f, c) in enumerate(zip(self.fields, convert, strict=True))
+            if f.kind not in ("text", "bool") or f.api in self.absent
+        )
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "typed", typed)
+
+
+def _unix(system_type: str) -> Contract:
+    fields = tuple(
+        Field(f.column, f.api, f.kind, _UNIX_TARGET_TYPE) if f.api == "targetType" else f
+        for f in FIELDS
+    )
+    return Contract(system_type, fields, frozenset({"scheduleEvents"}))
+
+
+WINDOWS = Contract("Windows", FIELDS)
+LINUX = _unix("Linux")
+MAC = _unix("Mac")
+CONTRACTS: Mapping[str, Contract] = MappingProxyType(
+    {c.system_type: c for c in (WINDOWS, LINUX, MAC)}
+)
+"""Every platform's contract by its ``system_type``."""
+
+_PLAN = WINDOWS.plan
 
 
 def _required(record: dict[str, object], api: str, expected: str) -> RecordRejected:
@@ -518,7 +591,11 @@ def _fast_raw(
 
 
 def transform_with_raw(
-    record: object, dumped: bytes | None = None, *, by_orjson: bool = False
+    record: object,
+    dumped: bytes | None = None,
+    *,
+    by_orjson: bool = False,
+    contract: Contract = WINDOWS,
 ) -> tuple[tuple[object, ...], str]:
     """Like :func:`transform_record`, plus the record as JSON text for the ``raw`` column.
 
@@ -540,18 +617,11 @@ def transform_with_raw(
         raise _required(record, "status", "the status of the latest job session")
     if status == "":
         raise _reject("status", "is an empty string, but every job must have a status")
-    row = tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in _PLAN])
+    plan = contract.plan
+    row = tuple([None if (v := get(api)) is None else conv(f, v) for api, conv, f in plan])
     return row, raw
 
 
-# A record decoded straight into its fields (``etl.extract.jobs``) has had their JSON types
-# checked by the decoder: for text and booleans that check is all the converter does, so only
-# the other fields are converted (in place, by position).
-_TYPED_CONVERT = tuple(
-    (i, _CONVERTERS[field.kind], field)
-    for i, field in enumerate(FIELDS)
-    if field.kind not in ("text", "bool")
-)
 UID_AT = next(i for i, field in enumerate(FIELDS) if field.api == "instanceUid")
 _STATUS_AT = next(i for i, field in enumerate(FIELDS) if field.api == "status")
 # In JSON text, what jsonb cannot store is written as an escape: NUL, or half a surrogate pair.
@@ -563,7 +633,9 @@ class NotTyped(Exception):
     """The typed path cannot vouch for this record: :func:`transform_with_raw` decides."""
 
 
-def transform_typed(values: tuple[object, ...], text: bytes) -> tuple[tuple[object, ...], str]:
+def transform_typed(
+    values: tuple[object, ...], text: bytes, contract: Contract = WINDOWS
+) -> tuple[tuple[object, ...], str]:
     """Like :func:`transform_with_raw`, for a record already decoded into its 29 API fields.
 
     ``values`` are those fields in ``FIELDS`` order, each None (absent or null) or of the JSON
@@ -591,7 +663,7 @@ def transform_typed(values: tuple[object, ...], text: bytes) -> tuple[tuple[obje
     row = list(values)
     try:
         raw = text.decode()
-        for i, convert, field in _TYPED_CONVERT:
+        for i, convert, field in contract.typed:
             value = row[i]
             if value is not None:
                 row[i] = convert(field, value)
@@ -729,15 +801,20 @@ Rows = tuple[list[tuple[object, ...]], list[str], list[bytes | None], list[Rejec
 
 
 def transform_page(
-    records: list[JobRecord], prints: list[Fingerprint | None], skip: set[int]
+    records: list[JobRecord],
+    prints: list[Fingerprint | None],
+    skip: set[int],
+    contract: Contract = WINDOWS,
 ) -> Rows:
     """:func:`transform_job` of each record of a page but those at the positions in ``skip``:
-    the rows, their raw texts and fingerprints (``prints[i]``'s digest), and the rejects."""
+    the rows (each ending with the contract's ``system_type``), their raw texts and
+    fingerprints (``prints[i]``'s digest), and the rejects."""
     rows: list[tuple[object, ...]] = []
     raws: list[str] = []
     fps: list[bytes | None] = []
     rejects: list[Reject] = []
     typed = transform_typed
+    tail = (contract.system_type,)
     for i, record in enumerate(records):
         if i in skip:
             continue
@@ -746,41 +823,41 @@ def transform_page(
         outcome: tuple[tuple[object, ...], str] | Reject
         if fields is not None:  # the typed path, inline: once per record of every sync
             try:
-                outcome = typed(fields, record.text)  # type: ignore[arg-type]
+                outcome = typed(fields, record.text, contract)  # type: ignore[arg-type]
             except NotTyped:
-                outcome = _general(record, print_)
+                outcome = _general(record, print_, contract)
         else:
-            outcome = _general(record, print_)
+            outcome = _general(record, print_, contract)
         if type(outcome) is Reject:
             rejects.append(outcome)
         else:
             row, raw = outcome  # type: ignore[misc]
-            rows.append(row)
+            rows.append(row + tail)
             raws.append(raw)
             fps.append(None if print_ is None else print_.digest)
     return rows, raws, fps, rejects
 
 
 def transform_job(
-    record: JobRecord, print_: Fingerprint | None = None
+    record: JobRecord, print_: Fingerprint | None = None, contract: Contract = WINDOWS
 ) -> tuple[tuple[object, ...], str] | Reject:
     """A job record -> its 29 business column values and the raw JSON text, or a Reject.
 
     A typed record takes :func:`transform_typed`; what that path cannot vouch for is decoded
     and takes :func:`transform_with_raw`, whose verdict, reason included, is the one that
     counts. ``print_``, the record's :func:`record_fingerprint` if computed already: the text
-    it hashed is reused as the raw when it is orjson's.
+    it hashed is reused as the raw when it is orjson's. ``contract``: the platform's.
     """
     if record.fields is not None:
         try:
-            return transform_typed(record.fields, record.text)  # type: ignore[arg-type]
+            return transform_typed(record.fields, record.text, contract)  # type: ignore[arg-type]
         except NotTyped:
             pass
-    return _general(record, print_)
+    return _general(record, print_, contract)
 
 
 def _general(
-    record: JobRecord, print_: Fingerprint | None
+    record: JobRecord, print_: Fingerprint | None, contract: Contract
 ) -> tuple[tuple[object, ...], str] | Reject:
     """The general path of :func:`transform_job`."""
     if record.decoded:
@@ -791,7 +868,7 @@ def _general(
         value, proven = decode_value(record.text)
         dumped = None  # the text as received, not as orjson writes the decoded record
     try:
-        return transform_with_raw(value, dumped, by_orjson=proven)
+        return transform_with_raw(value, dumped, by_orjson=proven, contract=contract)
     except RecordRejected as exc:
         key = record_key(value)
         safe_key = jsonb_safe(key) if key is not None else None

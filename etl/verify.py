@@ -10,6 +10,10 @@
     change_from_success      every version, job row and reject was written by a run recorded
                              ``success`` (a run's changes commit with its success, or not at all)
     run_finished             every ``etl_runs`` row is finished unless its process is alive
+    known_platform           every job and version has a ``system_type`` of Windows, Linux or
+                             Mac (the collection it was read from)
+    one_platform_per_job     all versions of a job have one ``system_type``: a job never moves
+                             between platforms, so deletions per platform never miss one
 
 A run's process is alive while it holds its source's sync lock: the two-key advisory lock
 ``(SYNC_LOCK_CLASS, hashtext(source))`` of :mod:`etl.load.runs`, which PostgreSQL releases when
@@ -117,6 +121,20 @@ _CHECKS: dict[str, str] = {
                  OR x.run_id IN (SELECT run_id FROM {RUNS} WHERE source = :source)) w
         LEFT JOIN {RUNS} r ON r.run_id = w.run_id
         WHERE r.status IS DISTINCT FROM 'success'""",
+    "known_platform": f"""
+        SELECT k.instance_uid::text, format('%s has system_type %s', k.what,
+                                            coalesce(quote_literal(k.system_type), 'null'))
+        FROM (SELECT j.instance_uid, j.system_type, 'the job row' AS what FROM {JOBS} j
+              WHERE {_ONLY.format(t="j")}
+              UNION ALL
+              SELECT s.instance_uid, s.system_type, 'the version from ' || s.valid_from
+              FROM {SNAPSHOTS} s WHERE {_ONLY.format(t="s")}) k
+        WHERE k.system_type IS NULL OR k.system_type NOT IN ('Windows', 'Linux', 'Mac')""",
+    "one_platform_per_job": f"""
+        SELECT s.instance_uid::text,
+               'versions of ' || string_agg(DISTINCT s.system_type, ', ' ORDER BY s.system_type)
+        FROM {SNAPSHOTS} s WHERE {_ONLY.format(t="s")}
+        GROUP BY s.instance_uid HAVING count(DISTINCT s.system_type) > 1""",
 }
 
 # Not MVCC: pg_locks shows the locks of this instant, the rows their snapshot's.

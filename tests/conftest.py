@@ -113,7 +113,8 @@ def empty_warehouse(engine: Engine) -> None:
             text(
                 "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
                 "vspc.etl_runs, vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
-                "vspc.organizations, vspc.backup_agents, vspc.etl_job_fingerprints, "
+                "vspc.organizations, vspc.backup_agents, vspc.management_agents, "
+                "vspc.etl_job_fingerprints, "
                 "vspc.etl_name_pages RESTART IDENTITY"
             )
         )

@@ -88,14 +88,22 @@ def daily(
 
 
 def insert(conn: Connection, rows: list[Version]) -> None:
-    """Write the versions as a sync would have (run_id 1 for all)."""
+    """Write the versions as a sync would have (run_id 1 for all): Windows jobs, as a
+    warehouse of any revision holds them (``system_type`` from revision 0008 on)."""
+    platform = conn.execute(
+        text(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'vspc' "
+            "AND table_name = 'backup_agent_job_snapshots' AND column_name = 'system_type'"
+        )
+    ).scalar_one()
+    column, value = (", system_type", ", 'Windows'") if platform else ("", "")
     conn.execute(
         text(
             "INSERT INTO vspc.backup_agent_job_snapshots (instance_uid, source, backup_agent_uid, "
             "organization_uid, name, status, last_run, last_end_time, is_enabled, raw, "
-            "valid_from, valid_to, is_deleted, run_id) VALUES (:uid, 'hand', :agent, :org, "
-            ":name, :status, :last_run, :last_end, :enabled, CAST(:raw AS jsonb), :since, "
-            ":valid_to, :deleted, 1)"
+            f"valid_from, valid_to, is_deleted, run_id{column}) VALUES (:uid, 'hand', :agent, "
+            ":org, :name, :status, :last_run, :last_end, :enabled, CAST(:raw AS jsonb), :since, "
+            f":valid_to, :deleted, 1{value})"
         ),
         [
             {

@@ -81,7 +81,7 @@ def before(fresh_db: Engine, settings: Any, simulator: Simulator) -> str:
     """
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
     summary = simulator.advance(24)
-    simulator.delete_job(simulator.jobs()[5]["instanceUid"])
+    simulator.delete_job(simulator.every_job()[5]["instanceUid"])
     assert summary.changed or summary.added
     return content(fresh_db)
 
@@ -104,7 +104,7 @@ def assert_next_run_recovers(engine: Engine, settings: Any, simulator: Simulator
         error = conn.execute(text("SELECT error FROM vspc.etl_runs WHERE run_id = 2")).scalar_one()
     assert error.startswith("the process running this sync ended without finishing it")
     assert_sound(engine)
-    assert lost_jobs(engine, simulator.jobs()) == 0
+    assert lost_jobs(engine, simulator.every_job()) == 0
 
 
 @pytest.mark.parametrize("point", ["copy", "merge", "commit"])
@@ -160,7 +160,7 @@ def test_a_paused_run_that_goes_on_commits_the_new_state(
     assert content(fresh_db) != before
     assert statuses(fresh_db) == ["success", "success"]
     assert_sound(fresh_db)
-    assert lost_jobs(fresh_db, simulator.jobs()) == 0
+    assert lost_jobs(fresh_db, simulator.every_job()) == 0
 
 
 # -- migrations racing a sync --------------------------------------------------------------
@@ -210,4 +210,4 @@ def test_migrate_while_a_sync_holds_its_merge_open(
     assert code == 0, output
     assert statuses(fresh_db) == ["success", "success"]
     assert_sound(fresh_db)
-    assert lost_jobs(fresh_db, simulator.jobs()) == 0
+    assert lost_jobs(fresh_db, simulator.every_job()) == 0

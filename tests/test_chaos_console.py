@@ -95,7 +95,7 @@ def test_console_failing_now_and_then_loads_everything(
     result = run_once(impatient, engine=fresh_db, sleep=no_sleep)
     assert result.status == "success", result.error
     assert result.complete
-    assert lost_jobs(fresh_db, simulator.jobs()) == 0
+    assert lost_jobs(fresh_db, simulator.every_job()) == 0
     assert_sound(fresh_db)
 
 

@@ -97,7 +97,7 @@ def assert_next_run_succeeds(settings: Any, engine: Engine, simulator: Simulator
     runs = statuses(engine)
     assert runs[-2:] == ["failed", "success"]  # marked failed by itself, or else by the next
     assert_sound(engine)
-    assert lost_jobs(engine, simulator.jobs()) == 0
+    assert lost_jobs(engine, simulator.every_job()) == 0
 
 
 @pytest.mark.parametrize("when", ["paging", "merge"])

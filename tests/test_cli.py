@@ -78,7 +78,7 @@ def test_sync_prints_a_summary(
     result = runner.invoke(main, ["sync", "--no-progress"], env=env_for(database_url, sim_server))
     assert result.exit_code == 0, result.output
     assert re.fullmatch(
-        r"run 1 success in \d+\.\ds: 1 pages, 60 jobs seen, 60 inserted, 0 updated, "
+        r"run 1 success in \d+\.\ds: 3 pages, 60 jobs seen, 60 inserted, 0 updated, "
         r"0 unchanged, 0 deleted, 0 rejected\n",
         result.stdout,
     )
@@ -109,7 +109,8 @@ def test_failed_run_exits_1(
         ).scalar_one()
     assert status == "failed"
     assert "gave up after 2 attempts" in error
-    assert (pages, jobs, versions) == (2, 0, 0)
+    # the Linux and Mac pages read before the Windows collection gave up count; nothing kept
+    assert (jobs, versions) == (0, 0) and pages >= 2
 
 
 def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorServer) -> None:
@@ -127,7 +128,7 @@ def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorSe
 def test_migrate_reports_revision(runner: CliRunner, database_url: URL) -> None:
     result = runner.invoke(main, ["migrate"], env=env_for(database_url))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().endswith("is at revision 0007")
+    assert result.stdout.strip().endswith("is at revision 0008")
 
 
 @pytest.mark.parametrize("auth", ["password", "api-key"])

@@ -136,7 +136,7 @@ def changed_between_copies(sim: Simulator, run: Run, db: Engine) -> list[RunResu
     # The third page comes back as the first, after a job of the first page changed: the
     # batch wrote its first copy, the one to keep is the later one.
     sim.faults.add("bad_offset", after=2, times=1)
-    uid = min((job["instanceUid"] for job in sim.jobs()), key=str.lower)  # on the first page
+    uid = min((job["instanceUid"] for job in sim.every_job()), key=str.lower)  # on the first page
 
     def progress(read: int, records: int, total: int) -> None:
         if read == 1:
@@ -156,7 +156,7 @@ def history_without_its_jobs(sim: Simulator, run: Run, db: Engine) -> list[RunRe
 
 
 def bad_records(sim: Simulator, run: Run, db: Engine) -> list[RunResult]:
-    jobs = sim.jobs()
+    jobs = sim.every_job()
     sim.mutate(jobs[3]["instanceUid"], lastRun="2026-02-30T10:00:00+00:00")
     sim.add_job(instanceUid="not-a-uuid")
     return [run("one")]
@@ -170,7 +170,7 @@ def jobs_of_another_source(sim: Simulator, run: Run, db: Engine) -> list[RunResu
 
 def deleted_then_back(sim: Simulator, run: Run, db: Engine) -> list[RunResult]:
     first = run("one")
-    gone = sim.jobs()[5]["instanceUid"]
+    gone = sim.every_job()[5]["instanceUid"]
     sim.delete_job(gone)
     second = run("one")
     return [first, second, run("two")]
@@ -436,6 +436,8 @@ def test_name_pages_are_staged_between_batches(
     assert (result.status, result.inserted) == ("success", JOBS)
     last_job_page = max(i for i, e in enumerate(events) if e == "jobs")
     staged_before = [e for e in events[:last_job_page] if e != "jobs"]
-    assert events.count("jobs") == JOBS // PAGE
+    per_platform = [len(sim.jobs(p)) for p in ("windows", "linux", "mac")]
+    assert sum(per_platform) == JOBS
+    assert events.count("jobs") == sum(-(-n // PAGE) for n in per_platform)
     assert staged_before, f"every name page was staged after the job pages: {events}"
     assert stored(fresh_db, "backup_agents") == (len(sim.agents()),)

@@ -34,8 +34,8 @@ def transformed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(record.get("instanceUid") if isinstance(record, dict) else None)
         return general(record, dumped, **options)
 
-    def counting_typed(values: tuple[Any, ...], text: bytes) -> Any:
-        result = typed(values, text)  # NotTyped: the general path counts it
+    def counting_typed(values: tuple[Any, ...], text: bytes, *contract: Any) -> Any:
+        result = typed(values, text, *contract)  # NotTyped: the general path counts it
         seen.append(values[etl.transform.UID_AT])
         return result
 
@@ -67,7 +67,7 @@ def test_first_sync_stores_the_fingerprint_of_every_job(
 ) -> None:
     sync(settings, fresh_db)
     expected = {}
-    for job in simulator.jobs():
+    for job in simulator.every_job():
         print_ = fingerprint(job)
         assert print_ is not None
         expected[print_[0]] = print_[1]
@@ -92,14 +92,14 @@ def test_unchanged_resync_transforms_nothing_and_a_change_only_that_job(
         0,
     )
 
-    uid = sorted(j["instanceUid"] for j in simulator.jobs())[10]
+    uid = sorted(j["instanceUid"] for j in simulator.every_job())[10]
     simulator.mutate(uid, name="renamed on the console")
     versions_before = len(snapshots(fresh_db))
     third = sync(settings, fresh_db)
     assert transformed == [uid]
     assert (third.updated, third.unchanged) == (1, 59)
     assert len(snapshots(fresh_db)) == versions_before + 1
-    record = next(j for j in simulator.jobs() if j["instanceUid"] == uid)
+    record = next(j for j in simulator.every_job() if j["instanceUid"] == uid)
     assert stored(fresh_db)[uid] == fingerprint(record)[1]  # type: ignore[index]
     assert_mirrors(fresh_db, simulator)
 
@@ -147,8 +147,8 @@ def test_a_record_changed_and_changed_back_is_compared_each_time(
     """An old fingerprint must not vouch for a row a later record rewrote: here one with an
     integer beyond 64 bits (orjson refuses it; its page's text is hashed as received)."""
     sync(settings, fresh_db)
-    uid = sorted(j["instanceUid"] for j in simulator.jobs())[5]
-    original = next(j for j in simulator.jobs() if j["instanceUid"] == uid)
+    uid = sorted(j["instanceUid"] for j in simulator.every_job())[5]
+    original = next(j for j in simulator.every_job() if j["instanceUid"] == uid)
     simulator.mutate(uid, vendorCounter=2**70)
     changed = sync(settings, fresh_db)
     assert changed.updated == 1
@@ -157,7 +157,7 @@ def test_a_record_changed_and_changed_back_is_compared_each_time(
     # Back to exactly the first record: the warehouse holds the big-number one, so this must
     # be compared (and versioned), not waved through by the first record's fingerprint.
     simulator.mutate(uid, vendorCounter=etl.simulator.wire.ABSENT)
-    assert next(j for j in simulator.jobs() if j["instanceUid"] == uid) == original
+    assert next(j for j in simulator.every_job() if j["instanceUid"] == uid) == original
     transformed.clear()
     back = sync(settings, fresh_db)
     assert transformed == [uid]

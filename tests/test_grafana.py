@@ -69,6 +69,7 @@ def expand(sql: str, *, start: datetime, end: datetime, organizations: list[str]
     sql = sql.replace("$__timeFrom()", f"'{start.isoformat()}'")
     sql = sql.replace("$__timeTo()", f"'{end.isoformat()}'")
     sql = sql.replace("$organization", ", ".join(f"'{o}'" for o in organizations))
+    sql = sql.replace("$platform", "'Windows', 'Linux', 'Mac'")
     assert "$" not in sql, sql
     return sql
 

@@ -22,8 +22,12 @@ from etl.jsontext import decode_json, decode_value
 from etl.pipeline import JOBS_PATH
 from etl.transform import (
     FIELDS,
+    LINUX,
+    MAC,
     MAX_DEPTH,
     UID_AT,
+    WINDOWS,
+    Contract,
     JobRecord,
     NotTyped,
     decoded_record,
@@ -262,3 +266,76 @@ def test_the_client_decodes_only_the_configured_path_with_it(base: str) -> None:
     client = VspcClient(http, ApiKeyAuth("k"), decoders={JOBS_PATH: decode_jobs_page})
     assert all(type(r) is JobRecord for r in client.get_json(JOBS_PATH)["data"])
     assert client.get_json("/api/v3/organizations")["data"] == [job()]
+
+
+# -- Linux and Mac: their own contract, both paths --------------------------------------------
+
+
+def general_of(record: object, contract: Contract) -> object:
+    try:
+        row, raw = transform_with_raw(record, contract=contract)
+    except RecordRejected as error:
+        return ("rejected", error.field, error.reason)
+    return row, json.loads(raw)
+
+
+def typed_of(text: bytes, values: tuple[Any, ...] | None, contract: Contract) -> object:
+    if values is None:
+        return None
+    try:
+        row, raw = transform_typed(values, text, contract)
+    except NotTyped:
+        return None
+    return row, json.loads(raw)
+
+
+@pytest.mark.parametrize("contract", [LINUX, MAC], ids=["linux", "mac"])
+@given(
+    st.dictionaries(
+        st.sampled_from([field.api for field in FIELDS] + ["extra"]), json_values, max_size=12
+    )
+)
+def test_linux_and_mac_records_take_either_path_to_the_same_verdict(
+    contract: Contract, changes: dict[str, Any]
+) -> None:
+    record = job(**{"instanceUid": UID, **changes})
+    if "scheduleEvents" not in changes:  # a Linux or Mac record has none
+        record.pop("scheduleEvents", None)
+    body = json.dumps({"data": [record]}).encode()
+    try:
+        decoded = decode_jobs_page(body)
+    except RecursionError:
+        return
+    (item,) = decoded["data"]
+    if item.decoded:
+        return
+    outcome = typed_of(item.text, item.fields, contract)
+    if outcome is not None:
+        assert outcome == general_of(decode_value(item.text)[0], contract)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("backuprepository", "BackupRepository"),
+        ("CLOUDREPOSITORY", "CloudRepository"),
+        ("LocalFolder", "LocalFolder"),
+        ("sharedfolder", "SharedFolder"),
+        ("ObjectStorage", "ObjectStorage"),  # unknown: kept as received
+        ("Local", "Local"),  # a Windows value is not a Linux one: kept as received
+    ],
+)
+def test_the_linux_contract_folds_the_detailed_target_type_and_has_no_schedule_events(
+    target: str, expected: str
+) -> None:
+    at = {f.api: i for i, f in enumerate(FIELDS)}
+    record = job(instanceUid=UID, targetType=target, scheduleEvents=["AtLock"])
+    (item,) = decode_jobs_page(page(record))["data"]
+    for result in (typed_of(item.text, item.fields, LINUX), general_of(record, LINUX)):
+        assert result is not None
+        row, raw = result  # type: ignore[misc]
+        assert row[at["targetType"]] == expected
+        assert row[at["scheduleEvents"]] is None
+        assert raw["scheduleEvents"] == ["AtLock"]  # kept in raw as received
+    windows_row, _ = general_of(record, WINDOWS)  # type: ignore[misc]
+    assert windows_row[at["scheduleEvents"]] == ["AtLock"]

@@ -57,14 +57,18 @@ def test_every_sync_succeeds_while_sessions_end_every_two_requests(
             simulator.advance(6)  # jobs run, come and go between two syncs
             result = run_once(settings, engine=fresh_db, sleep=no_sleep)
             results.append((result.status, result.complete, result.error))
-            assert result.seen == len(simulator.jobs())
-            assert live_raw(fresh_db, "logouts") == truth(simulator.jobs())
+            assert result.seen == len(simulator.every_job())
+            assert live_raw(fresh_db, "logouts") == truth(simulator.every_job())
     assert results == [("success", True, None)] * SYNCS
     assert statuses(fresh_db, "logouts") == ["success"] * SYNCS
     assert_sound(fresh_db)
     requests, faults = simulator.stats.snapshot().values()
     # Sessions really ended all along: about one renewal per two requests, faults on top.
-    assert requests["token"] > (requests["jobs"] + requests["agents"]) // 4
+    pages = sum(
+        requests.get(endpoint, 0)
+        for endpoint in ("jobs", "linux_jobs", "mac_jobs", "backup_agents", "management_agents")
+    )
+    assert requests["token"] > pages // 4
     assert {"401", "429", "520", "503", "reset"} <= set(faults)
 
 

@@ -29,9 +29,10 @@ REPORTING = {
     "report_settings",
 }
 CACHE = {"etl_job_fingerprints", "etl_name_pages", "job_sla_state"}
-TABLES = CORE | REPORTING | CACHE
+PLATFORMS = {"management_agents"}  # revision 0008
+TABLES = CORE | REPORTING | CACHE | PLATFORMS
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0007"
+HEAD = "0008"
 
 
 @pytest.fixture
@@ -175,5 +176,95 @@ def test_0002_turns_existing_history_into_sessions(empty_db: URL) -> None:
         with engine.connect() as conn:
             kept = conn.execute(text("SELECT count(*) FROM vspc.backup_agent_job_snapshots"))
             assert kept.scalar_one() == len(sla_history())
+    finally:
+        engine.dispose()
+
+
+def test_0008_upgrades_a_warehouse_with_history_and_downgrades(empty_db: URL) -> None:
+    """Every job a warehouse held before 0008 came from the Windows collection: backfilled
+    Windows, history and reporting intact; downgrade restores 0007's views verbatim."""
+    from tests.history import insert, sla_history
+
+    migrate(empty_db, "0007")
+    engine = create_engine(empty_db)
+    try:
+        with engine.begin() as conn:
+            insert(conn, sla_history())
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, status, raw, "
+                    "first_seen_at, updated_at) SELECT DISTINCT ON (instance_uid) instance_uid, "
+                    "source, status, raw, valid_from, valid_from "
+                    "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.job_run_facts (instance_uid, started_at, source, status, "
+                    "run_id) SELECT DISTINCT instance_uid, last_run, source, 'Success', 1 "
+                    "FROM vspc.backup_agent_job_snapshots WHERE last_run IS NOT NULL"
+                )
+            )
+            before = conn.execute(
+                text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid")
+            ).all()
+            old_columns = conn.execute(text("SELECT * FROM vspc.job_sla_current LIMIT 0")).keys()
+            old_runs = conn.execute(text("SELECT * FROM vspc.job_runs ORDER BY 1, 8")).all()
+        jobs = len({v.uid for v in sla_history()})
+        assert before and jobs > 1
+        assert migrate(empty_db) == HEAD
+        with engine.connect() as conn:
+            backfilled = conn.execute(
+                text(
+                    "SELECT (SELECT array_agg(DISTINCT system_type) FROM vspc.backup_agent_jobs),"
+                    " (SELECT count(*) FROM vspc.backup_agent_jobs),"
+                    " (SELECT array_agg(DISTINCT system_type)"
+                    "  FROM vspc.backup_agent_job_snapshots),"
+                    " (SELECT count(*) FROM vspc.backup_agent_job_snapshots)"
+                )
+            ).one()
+            nullable = conn.execute(
+                text(
+                    "SELECT table_name, is_nullable, column_default "
+                    "FROM information_schema.columns WHERE table_schema = 'vspc' "
+                    "AND column_name = 'system_type' AND table_name LIKE 'backup%' "
+                    "ORDER BY 1"
+                )
+            ).all()
+            current = (
+                conn.execute(text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid"))
+                .mappings()
+                .all()
+            )
+            runs = conn.execute(text("SELECT * FROM vspc.job_runs ORDER BY 1, 8")).mappings().all()
+        assert tuple(backfilled) == (["Windows"], jobs, ["Windows"], len(sla_history()))
+        assert nullable == [
+            ("backup_agent_job_snapshots", "NO", None),
+            ("backup_agent_jobs", "NO", None),
+        ]
+        assert len(current) == len(before)
+        for old, new in zip(before, current, strict=True):
+            assert tuple(new[c] for c in old_columns) == tuple(old)
+            assert new["system_type"] == "Windows"
+            assert new["agent_connection_status"] is None
+            assert new["agent_last_heartbeat_at"] is None
+        assert [r["system_type"] for r in runs] == ["Windows"] * len(old_runs)
+        assert migrate(empty_db, "0007") == "0007"
+        with engine.connect() as conn:
+            restored = conn.execute(
+                text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid")
+            ).all()
+            restored_columns = conn.execute(
+                text("SELECT * FROM vspc.job_sla_current LIMIT 0")
+            ).keys()
+            restored_runs = conn.execute(text("SELECT * FROM vspc.job_runs ORDER BY 1, 8")).all()
+            kept = conn.execute(
+                text("SELECT count(*) FROM vspc.backup_agent_job_snapshots")
+            ).scalar_one()
+        assert list(restored_columns) == list(old_columns)
+        assert restored == before and restored_runs == old_runs
+        assert kept == len(sla_history())
+        assert "management_agents" not in tables(empty_db)
+        assert migrate(empty_db) == HEAD
     finally:
         engine.dispose()

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,14 +18,18 @@ from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient
 from etl.extract.names import (
     AGENTS,
     AGENTS_PATH,
+    MANAGEMENT_AGENTS,
+    MANAGEMENT_AGENTS_PATH,
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
     AgentRow,
+    ManagementAgentRow,
     Names,
     NamesFetch,
     OrganizationRow,
     agent_row,
     fetch_names,
+    management_agent_row,
     organization_row,
     page_digest,
 )
@@ -74,11 +79,38 @@ def test_organization_row(record: Any, expected: OrganizationRow | None) -> None
                 "version": "6.3.0.177",
                 "status": "Active",
             },
-            AgentRow(uuid.UUID(UID), "Сервер-1С", uuid.UUID(ORG), "6.3.0.177", "Active"),  # noqa: RUF001
+            AgentRow(
+                uuid.UUID(UID),
+                "Сервер-1С",  # noqa: RUF001
+                uuid.UUID(ORG),
+                "6.3.0.177",
+                "Active",
+                agent_platform="Windows",
+            ),
         ),
         (
-            {"instanceUid": UID, "organizationUid": "garbage", "version": 6},
-            AgentRow(uuid.UUID(UID), None, None, None, None),
+            {
+                "instanceUid": UID,
+                "agentPlatform": "linux",
+                "name": "db01",
+                "managementAgentUid": ORG,
+                "status": "notrunning",
+                "operationMode": "SERVER",
+            },
+            AgentRow(
+                uuid.UUID(UID),
+                "db01",
+                None,
+                None,
+                "NotRunning",
+                agent_platform="Linux",
+                management_agent_uid=uuid.UUID(ORG),
+                operation_mode="Server",
+            ),
+        ),
+        (
+            {"instanceUid": UID, "organizationUid": "garbage", "version": 6, "status": "Rebooting"},
+            AgentRow(uuid.UUID(UID), None, None, None, "Rebooting"),
         ),
         ({"instanceUid": None, "name": "PC"}, None),
         (None, None),
@@ -86,6 +118,45 @@ def test_organization_row(record: Any, expected: OrganizationRow | None) -> None
 )
 def test_agent_row(record: Any, expected: AgentRow | None) -> None:
     assert agent_row(record) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            {
+                "instanceUid": UID,
+                "hostName": "SRV-01",
+                "friendlyName": "SRV-01 (corp.local)",
+                "organizationUid": ORG,
+                "locationUid": ORG,
+                "version": "9.1.0.29112",
+                "status": "healthy",
+                "connectionStatus": "INACCESSIBLE",
+                "lastHeartbeatTime": "2026-10-31T20:29:18.1234567+03:30",
+            },
+            ManagementAgentRow(
+                uuid.UUID(UID),
+                "SRV-01",
+                "SRV-01 (corp.local)",
+                uuid.UUID(ORG),
+                uuid.UUID(ORG),
+                "9.1.0.29112",
+                "Healthy",
+                "Inaccessible",
+                datetime(2026, 10, 31, 16, 59, 18, 123457, tzinfo=UTC),
+            ),
+        ),
+        (
+            {"instanceUid": UID, "connectionStatus": "Parked", "lastHeartbeatTime": "yesterday"},
+            ManagementAgentRow(uuid.UUID(UID), None, None, None, None, None, None, "Parked", None),
+        ),
+        ({"hostName": "no uid"}, None),
+        ("not a record", None),
+    ],
+)
+def test_management_agent_row(record: Any, expected: ManagementAgentRow | None) -> None:
+    assert management_agent_row(record) == expected
 
 
 def sync(settings: Any, engine: Engine) -> RunResult:
@@ -120,7 +191,7 @@ def test_sync_stores_the_consoles_names(
     )
     expected = {
         j["instanceUid"]: (orgs[j["organizationUid"]][0], agents[j["backupAgentUid"]][0])
-        for j in simulator.jobs()
+        for j in simulator.every_job()
     }
     named = stored(
         fresh_db, "SELECT instance_uid, organization_name, computer_name FROM vspc.job_sla_current"
@@ -146,7 +217,7 @@ def test_organizations_refused_403_sync_succeeds_names_null(
     simulator.faults.add("403", path="organizations", times=None)
     result = sync(settings, fresh_db)
     assert result.status == "success" and result.complete
-    assert result.inserted == len(simulator.jobs())
+    assert result.inserted == len(simulator.every_job())
     assert result.error is not None
     assert result.error.startswith(
         "organization names were not refreshed: The VSPC console denied access to "
@@ -165,7 +236,7 @@ def test_organizations_refused_403_sync_succeeds_names_null(
         ).one()
         organizations = conn.execute(text("SELECT count(*) FROM vspc.organizations")).scalar()
     assert tuple(row) == ("success", result.error)
-    assert tuple(names) == (len(simulator.jobs()), 0, len(simulator.jobs()))
+    assert tuple(names) == (len(simulator.every_job()), 0, len(simulator.every_job()))
     assert organizations == 0
 
 
@@ -173,12 +244,12 @@ def test_agents_missing_404_keeps_the_names_already_stored(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
     assert sync(settings, fresh_db).error is None
-    simulator.faults.add("404", path="agents", times=None)
+    simulator.faults.add("404", path="backup_agents", times=None)
     result = sync(settings, fresh_db)
     assert result.status == "success"
     assert result.error == (
         "computer names (backup agents) were not refreshed: The VSPC console rejected GET "
-        "/api/v3/infrastructure/backupAgents/windows with HTTP 404: The requested resource "
+        "/api/v3/infrastructure/backupAgents with HTTP 404: The requested resource "
         "was not found."
     )
     with fresh_db.connect() as conn:
@@ -192,14 +263,14 @@ def test_the_names_warning_follows_withheld_deletions(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
     sync(settings, fresh_db)
-    for job in simulator.jobs()[: len(simulator.jobs()) * 2 // 3]:
+    for job in simulator.every_job()[: len(simulator.every_job()) * 2 // 3]:
         simulator.delete_job(job["instanceUid"])
     simulator.faults.add("403", path="organizations", times=None)
     result = sync(settings, fresh_db)
     assert result.status == "success" and result.deleted == 0
     assert result.error is not None
     withheld, names = result.error.split("; organization names were not refreshed: ")
-    assert withheld.startswith("deletions withheld: 40 of 60 live jobs")
+    assert withheld.startswith("Windows deletions withheld: 40 of 42 live Windows jobs")
     assert names.startswith("The VSPC console denied access to /api/v3/organizations (403)")
 
 
@@ -217,7 +288,7 @@ def test_unchanged_name_pages_are_not_staged_again(
     organizations, agents = len(simulator.organizations()), len(simulator.agents())
 
     def staged_rows() -> dict[str, int]:
-        counts = {ORGANIZATIONS: 0, AGENTS: 0}
+        counts = {ORGANIZATIONS: 0, AGENTS: 0, MANAGEMENT_AGENTS: 0}
         for kind, n in staged:
             counts[kind] += n
         staged.clear()
@@ -231,7 +302,12 @@ def test_unchanged_name_pages_are_not_staged_again(
             )
 
     assert sync(settings, fresh_db).error is None
-    assert staged_rows() == {ORGANIZATIONS: organizations, AGENTS: agents}
+    managers = len(simulator.management_agents())
+    assert staged_rows() == {
+        ORGANIZATIONS: organizations,
+        AGENTS: agents,
+        MANAGEMENT_AGENTS: managers,
+    }
     with fresh_db.connect() as conn:
         listed = dict(
             conn.execute(
@@ -242,10 +318,10 @@ def test_unchanged_name_pages_are_not_staged_again(
                 {"s": settings.source},
             ).all()
         )
-    assert listed == {ORGANIZATIONS: organizations, AGENTS: agents}
+    assert listed == {ORGANIZATIONS: organizations, AGENTS: agents, MANAGEMENT_AGENTS: managers}
     # Nothing changed: no name is parsed or staged, the names stay.
     assert sync(settings, fresh_db).error is None
-    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: 0}
+    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: 0, MANAGEMENT_AGENTS: 0}
     assert names_in_warehouse() == (organizations, agents)
     # A rename changes one page: only that page is staged, and the name reaches the table.
     org_uid = simulator.organizations()[0]["instanceUid"]
@@ -265,7 +341,7 @@ def test_unchanged_name_pages_are_not_staged_again(
             )
         )
     assert sync(settings, fresh_db).error is None
-    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: agents}
+    assert staged_rows() == {ORGANIZATIONS: 0, AGENTS: agents, MANAGEMENT_AGENTS: 0}
     assert names_in_warehouse() == (organizations, agents)
 
 
@@ -274,8 +350,9 @@ def test_the_names_read_is_summed_up_at_debug_level(
 ) -> None:
     size = settings.vspc_page_size
     # the pager stops on a short page: every full page, then a short (or empty) one
-    pages = sum(len(c) // size + 1 for c in (simulator.organizations(), simulator.agents()))
-    rows = len(simulator.organizations()) + len(simulator.agents())
+    collections = (simulator.organizations(), simulator.agents(), simulator.management_agents())
+    pages = sum(len(c) // size + 1 for c in collections)
+    rows = sum(len(c) for c in collections)
 
     def summary() -> str:
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("names:")]
@@ -303,7 +380,7 @@ def test_a_refused_collection_keeps_its_page_digests(
     query = "SELECT collection, page_digest FROM vspc.etl_name_pages ORDER BY 1, 2"
     with fresh_db.connect() as conn:
         before = conn.execute(text(query)).all()
-    simulator.faults.add("404", path="agents", times=None)
+    simulator.faults.add("404", path="backup_agents", times=None)
     assert sync(settings, fresh_db).error is not None
     with fresh_db.connect() as conn:
         assert conn.execute(text(query)).all() == before
@@ -335,8 +412,8 @@ def test_fetch_reads_every_page_of_both_collections() -> None:
     assert [o.name for o in names.organizations or []] == ["n0", "n1", "n2"]
     assert [a.computer_name for a in names.agents or []] == ["n0", "n1", "n2"]
     # the pager confirms the end with an empty page after the total
-    assert (names.pages, names.skipped, names.warnings) == (8, 0, [])
-    assert seen == [ORGANIZATIONS_PATH] * 4 + [AGENTS_PATH] * 4
+    assert (names.pages, names.skipped, names.warnings) == (12, 0, [])
+    assert seen == [ORGANIZATIONS_PATH] * 4 + [AGENTS_PATH] * 4 + [MANAGEMENT_AGENTS_PATH] * 4
 
 
 def test_pages_served_before_are_neither_parsed_nor_handed_over() -> None:
@@ -372,7 +449,8 @@ def test_a_stopped_fetch_reads_no_further_page() -> None:
         return one_per_page(request)
 
     names = fetch_names(scripted(handler), page_size=1, stop=stop)
-    assert requests == [ORGANIZATIONS_PATH, AGENTS_PATH]  # the page in flight, no other
+    # the page in flight of each collection, no other
+    assert requests == [ORGANIZATIONS_PATH, AGENTS_PATH, MANAGEMENT_AGENTS_PATH]
     assert (names.organizations, names.agents, names.pages) == ([], [], 0)
 
 
@@ -408,19 +486,23 @@ def test_the_fetch_reads_only_a_few_pages_ahead_of_the_consumer() -> None:
 
     def slow_consumer(kind: str, rows: list[Any]) -> None:
         if not consumed:
-            time.sleep(0.5)  # time enough to read all 82 pages, were nothing holding it back
+            time.sleep(0.5)  # time enough to read all 123 pages, were nothing holding it back
         ahead.append(len(requests) - len(consumed))
-        consumed.extend((kind, getattr(r, "name", None) or r.computer_name) for r in rows)
+        consumed.extend(
+            (kind, getattr(r, "name", None) or getattr(r, "computer_name", None) or r.host_name)
+            for r in rows
+        )
 
     names = fetch.drain(slow_consumer)
-    assert names.complete == {"organizations", "agents"}
-    assert (names.pages, names.organizations, names.agents) == (82, None, None)
-    assert consumed == [("organizations", f"n{i}") for i in range(40)] + [
+    assert names.complete == {"organizations", "agents", "management_agents"}
+    assert (names.pages, names.organizations, names.agents) == (123, None, None)
+    assert consumed[:80] == [("organizations", f"n{i}") for i in range(40)] + [
         ("agents", f"n{i}") for i in range(40)
     ]
-    # the queue (3), the page the thread holds while waiting, the pager's page in hand
-    assert max(ahead) <= 3 + 2
-    assert len(requests) == 82
+    # the queue (3), the page the thread holds while waiting, the pager's page in hand, and
+    # the empty last page of each collection before (no row to consume)
+    assert max(ahead) <= 3 + 2 + 1
+    assert len(requests) == 123
 
 
 def test_stop_releases_a_fetch_waiting_for_room_in_the_queue() -> None:
@@ -463,12 +545,14 @@ def test_drain_ready_hands_over_what_is_waiting_and_never_blocks() -> None:
     assert len(got) == 1  # nothing new arrived
     release.set()
     names = fetch.drain(lambda kind, rows: got.append((kind, len(rows))))
-    assert names.complete == {"organizations", "agents"}
-    assert got[1:] == [("agents", 1)] * 40 + [("agents", 0)]
+    assert names.complete == {"organizations", "agents", "management_agents"}
+    assert got[1:] == [("agents", 1)] * 40 + [("agents", 0)] + [("management_agents", 1)] * 40 + [
+        ("management_agents", 0)
+    ]
     # once the summary is in, both return at once with it
     fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
     assert fetch.drain(lambda kind, rows: got.append((kind, len(rows)))) is names
-    assert len(got) == 42
+    assert len(got) == 83
 
 
 def test_drain_ready_hands_over_at_most_queue_pages_pages_at_once() -> None:
@@ -520,12 +604,15 @@ def test_names_are_read_once_the_first_job_page_came_back(
     assert result.status == "success" and result.inserted == 60
     assert paths[0] == jobs
     assert paths.count(ORGANIZATIONS_PATH) >= 1 and paths.count(AGENTS_PATH) >= 1
-    assert set(paths) == {jobs, ORGANIZATIONS_PATH, AGENTS_PATH}
-    # a console that refuses the jobs sends the run home before any name is asked for
-    simulator.faults.add("403", path="jobs", times=None)
+    platforms = {jobs.replace("windows", p) for p in ("windows", "linux", "mac")}
+    assert set(paths) == platforms | {ORGANIZATIONS_PATH, AGENTS_PATH, MANAGEMENT_AGENTS_PATH}
+    # a console that refuses every platform's jobs sends the run home before any name is
+    # asked for
+    for path in ("jobs", "linux_jobs", "mac_jobs"):
+        simulator.faults.add("403", path=path, times=None)
     failed, paths = paths_of_a_sync(settings, fresh_db)
     assert failed.status == "failed" and "403" in (failed.error or "")
-    assert paths == [jobs]
+    assert sorted(paths) == sorted(platforms)
 
 
 def test_names_known_from_the_last_read_are_read_while_the_merge_runs(
@@ -542,7 +629,7 @@ def test_names_known_from_the_last_read_are_read_while_the_merge_runs(
     assert result.status == "success" and result.error is None
     last_job_page = max(i for i, p in enumerate(paths) if p == jobs)
     names = [i for i, p in enumerate(paths) if p in (ORGANIZATIONS_PATH, AGENTS_PATH)]
-    assert paths.count(jobs) >= 6 and len(names) >= 2
+    assert paths.count(jobs) >= 5 and len(names) >= 2  # 42 Windows jobs, pages of 10
     assert min(names) > last_job_page
     with fresh_db.connect() as conn:  # the changed page was staged after the merge, and written
         name = conn.execute(

@@ -63,7 +63,9 @@ SPEC = {
     ),
 }
 EVENTS = ["AtLock", "AtLogoff", "WhenBackupTargetIsConnected", "Unknown"]
-COLUMNS = [*UUIDS, *PLAIN, *TIMES, *SPEC, "schedule_events"]
+# Linux and Mac jobs: no scheduleEvents, the detailed targetType.
+UNIX_TARGETS = ["BackupRepository", "CloudRepository", "LocalFolder", "SharedFolder", "Unknown"]
+COLUMNS = [*UUIDS, *PLAIN, *TIMES, *SPEC, "schedule_events", "system_type"]
 
 
 def spelled(value: str | None, words: list[str]) -> str | None:
@@ -86,8 +88,8 @@ def instant(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def expected_row(record: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
+def expected_row(record: dict[str, Any], system_type: str = "Windows") -> dict[str, Any]:
+    row: dict[str, Any] = {"system_type": system_type}
     for column, field in UUIDS.items():
         row[column] = uuid.UUID(record[field]) if record.get(field) else None
     for column, field in PLAIN.items():
@@ -98,6 +100,9 @@ def expected_row(record: dict[str, Any]) -> dict[str, Any]:
         row[column] = spelled(record.get(field), words.split())
     events = record.get("scheduleEvents")
     row["schedule_events"] = None if events is None else [spelled(e, EVENTS) for e in events]
+    if system_type != "Windows":
+        row["schedule_events"] = None
+        row["target_type"] = spelled(record.get("targetType"), UNIX_TARGETS)
     return row
 
 
@@ -136,15 +141,21 @@ def sync(settings: Any, engine: Engine) -> RunResult:
 
 
 def assert_mirrors(engine: Engine, simulator: Simulator) -> None:
-    """The live rows equal the console's truth, column by column, raw included."""
-    truth = {j["instanceUid"].lower(): j for j in simulator.jobs()}
+    """The live rows equal the console's truth of every platform, column by column, raw
+    included."""
+    truth = {
+        j["instanceUid"].lower(): (j, system_type)
+        for platform, system_type in (("windows", "Windows"), ("linux", "Linux"), ("mac", "Mac"))
+        for j in simulator.jobs(platform)
+    }
     rows = current_rows(engine)
     live = {uid: row for uid, row in rows.items() if row["deleted_at"] is None}
     assert set(live) == set(truth)
-    for uid, record in truth.items():
+    assert {system_type for _, system_type in truth.values()} == {"Windows", "Linux", "Mac"}
+    for uid, (record, system_type) in truth.items():
         row = live[uid]
         assert row["raw"] == record
-        for column, value in expected_row(record).items():
+        for column, value in expected_row(record, system_type).items():
             assert row[column] == value, (uid, column)
 
 
@@ -155,7 +166,7 @@ def test_first_sync_loads_every_column_exactly(
     result = sync(settings, fresh_db)
     assert result.status == "success"
     assert result.complete is True
-    assert result.seen == result.inserted == len(simulator.jobs())
+    assert result.seen == result.inserted == len(simulator.every_job())
     assert (result.updated, result.unchanged, result.deleted, result.rejected) == (0, 0, 0, 0)
     assert_mirrors(fresh_db, simulator)
     versions = snapshots(fresh_db)
@@ -165,7 +176,7 @@ def test_first_sync_loads_every_column_exactly(
 
 def test_the_data_exercises_the_traps(simulator: Simulator) -> None:
     """Guard for the test above: the simulated data really holds what it must prove."""
-    jobs = simulator.jobs()
+    jobs = simulator.every_job()
     statuses = {j["status"] for j in jobs}
     assert any(s.islower() for s in statuses)
     assert any(s[0].isupper() for s in statuses)
@@ -212,12 +223,12 @@ def test_second_sync_versions_only_what_changed(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
     first = sync(settings, fresh_db)
-    before = {j["instanceUid"]: j for j in simulator.jobs()}
+    before = {j["instanceUid"]: j for j in simulator.every_job()}
     victim = next(iter(before))
     simulator.delete_job(victim)
     simulator.mutate(sorted(before)[1], name="renamed job")
     added = simulator.add_job()
-    after = {j["instanceUid"]: j for j in simulator.jobs()}
+    after = {j["instanceUid"]: j for j in simulator.every_job()}
     changed = {u for u in after if u in before and after[u] != before[u]}
 
     second = sync(settings, fresh_db)
@@ -277,7 +288,7 @@ def test_unchanged_sync_writes_nothing(
         ).all()
     again = sync(settings, fresh_db)
     assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
-    assert again.unchanged == len(simulator.jobs())
+    assert again.unchanged == len(simulator.every_job())
     with fresh_db.connect() as conn:
         assert (
             conn.execute(text("SELECT instance_uid, xmin::text FROM vspc.backup_agent_jobs")).all()
@@ -296,7 +307,7 @@ def test_unchanged_sync_writes_nothing(
 
 def test_deleted_job_comes_back(fresh_db: Engine, settings: Any, simulator: Simulator) -> None:
     sync(settings, fresh_db)
-    job = simulator.jobs()[3]
+    job = simulator.every_job()[3]
     uid = job["instanceUid"]
     simulator.delete_job(uid)
     sync(settings, fresh_db)
@@ -356,7 +367,7 @@ def test_transient_faults_mid_paging_still_load_everything(
     # Two separate hits, mid-paging, far enough apart that with 4 pages in flight a retry is
     # never the second hit (with an API key, a 401 twice in a row is a real rejection).
     simulator.faults.add(kind, after=2, times=1, **params)
-    simulator.faults.add(kind, after=9, times=1, **params)
+    simulator.faults.add(kind, after=7, times=1, **params)  # of 9 Windows job pages
     result = sync(settings, fresh_db)
     assert result.status == "success", result.error
     assert result.complete
@@ -428,7 +439,7 @@ def test_unreliable_paging_never_deletes_a_live_job(
     simulator.faults.add(kind, after=1, times=None, **params)
     result = sync(settings, fresh_db)
     assert result.status == "success"
-    truth = {j["instanceUid"].lower() for j in simulator.jobs()}
+    truth = {j["instanceUid"].lower() for j in simulator.every_job()}
     rows = current_rows(fresh_db)
     assert all(rows[uid]["deleted_at"] is None for uid in truth if uid in rows)
     if not result.complete:
@@ -451,7 +462,7 @@ def test_mass_disappearance_is_withheld(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
     sync(settings, fresh_db)
-    for job in simulator.jobs()[: len(simulator.jobs()) * 2 // 3]:
+    for job in simulator.every_job()[: len(simulator.every_job()) * 2 // 3]:
         simulator.delete_job(job["instanceUid"])
     result = sync(settings, fresh_db)
     assert result.status == "success" and result.complete
@@ -464,7 +475,7 @@ def test_mass_disappearance_is_withheld(
 def test_bad_records_are_rejected_and_the_rest_loads(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
-    jobs = simulator.jobs()
+    jobs = simulator.every_job()
     simulator.mutate(jobs[0]["instanceUid"], lastRun="2026-02-30T10:00:00+00:00")
     simulator.mutate(jobs[1]["instanceUid"], restorePoints="four")
     simulator.add_job(instanceUid="not-a-uuid")
@@ -489,7 +500,7 @@ def test_a_rejected_record_keeps_its_job_live(
     """A job whose record turns bad is not missing: rejected, kept, counted as present (its
     uid matched case-insensitively); only the job that really disappeared is deleted."""
     sync(settings, fresh_db)
-    jobs = simulator.jobs()
+    jobs = simulator.every_job()
     bad, shouted, gone = (j["instanceUid"] for j in jobs[:3])
     simulator.mutate(bad, restorePoints="four")
     simulator.delete_job(shouted)
@@ -556,13 +567,17 @@ def test_progress_is_reported_per_page(
     settings = make_settings(database_url, sim_server, VSPC_PAGE_SIZE=25, VSPC_SOURCE="progress")
     calls: list[tuple[int, int, int]] = []
     result = run_once(settings, engine=fresh_db, progress=lambda *a: calls.append(a))
-    # Pages after the first arrive in whatever order the console answers them.
-    assert calls[0] == (1, 25, 60)
-    assert [(pages, total) for pages, _, total in calls] == [(1, 60), (2, 60), (3, 60)]
+    # Pages arrive in whatever order the console answers them, the three platforms' side by
+    # side (42 Windows jobs, 12 Linux, 6 Mac); the total is that of the collections whose
+    # first page has come back, all three's from the last page on.
+    assert [pages for pages, _, _ in calls] == [1, 2, 3, 4]
+    totals = [total for _, _, total in calls]
+    assert totals == sorted(totals) and totals[-1] == 60
+    assert set(totals) <= {6, 12, 18, 42, 48, 54, 60}
     counts = [records for _, records, _ in calls]
-    assert sorted(b - a for a, b in zip([0, *counts], counts, strict=False)) == [10, 25, 25]
+    assert sorted(b - a for a, b in zip([0, *counts], counts, strict=False)) == [6, 12, 17, 25]
     assert counts[-1] == 60
-    assert result.pages == 3
+    assert result.pages == 4
 
 
 def test_cancel_stops_after_the_page_in_hand_and_keeps_nothing(
@@ -588,7 +603,7 @@ def test_cancel_stops_after_the_page_in_hand_and_keeps_nothing(
     assert run_row(fresh_db, result.run_id)["status"] == "failed"
     assert current_rows(fresh_db) == {} and snapshots(fresh_db) == []
     again = sync(settings, fresh_db)
-    assert again.status == "success" and again.inserted == len(simulator.jobs())
+    assert again.status == "success" and again.inserted == len(simulator.every_job())
     assert_mirrors(fresh_db, simulator)
 
 
@@ -637,4 +652,4 @@ def test_a_run_failing_after_a_staging_commit_rolls_back_and_frees_its_lock(
         again = sync(settings, other)
     finally:
         other.dispose()
-    assert again.status == "success" and again.inserted == len(simulator.jobs())
+    assert again.status == "success" and again.inserted == len(simulator.every_job())

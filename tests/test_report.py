@@ -72,10 +72,11 @@ def current_jobs(conn: Connection) -> None:
         text(
             "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, backup_agent_uid, "
             "organization_uid, name, status, is_enabled, raw, first_seen_at, updated_at, "
-            "deleted_at) SELECT DISTINCT ON (instance_uid) instance_uid, source, "
+            "deleted_at, system_type) SELECT DISTINCT ON (instance_uid) instance_uid, source, "
             "backup_agent_uid, organization_uid, name, status, is_enabled, raw, "
             "min(valid_from) OVER (PARTITION BY instance_uid), valid_from, "
-            "CASE WHEN is_deleted THEN valid_from END FROM vspc.backup_agent_job_snapshots "
+            "CASE WHEN is_deleted THEN valid_from END, system_type "
+            "FROM vspc.backup_agent_job_snapshots "
             "ORDER BY instance_uid, valid_from DESC"
         )
     )
@@ -512,3 +513,38 @@ def test_sla_report_of_the_last_days_is_that_window(
         by_window = sla_report(conn, by="day", window=Window(day(0), day(20)))
     assert by_days == by_window
     assert [r[0] for r in by_days.rows] == [day(n) for n in range(21)]
+
+
+def test_platform_filter_selects_the_per_job_report(
+    runner: CliRunner, history: dict[str, str], fresh_db: Engine
+) -> None:
+    every = json.loads(report(runner, history, "--by", "job", "--format", "json"))
+    linux = every[0]["instance_uid"]
+    with fresh_db.begin() as conn:  # one job of the hand-built history is a Linux job
+        for table in ("backup_agent_jobs", "backup_agent_job_snapshots"):
+            conn.execute(
+                text(f"UPDATE vspc.{table} SET system_type = 'Linux' WHERE instance_uid = :u"),
+                {"u": linux},
+            )
+    only = json.loads(
+        report(runner, history, "--by", "job", "--format", "json", "--platform", "LINUX")
+    )
+    assert only == [every[0]]
+    windows = report(runner, history, "--by", "job", "--format", "json", "--platform", "windows")
+    assert json.loads(windows) == every[1:]
+    assert (
+        json.loads(report(runner, history, "--by", "job", "--format", "json", "--platform", "mac"))
+        == []
+    )
+
+
+@pytest.mark.parametrize("args", [("--by", "organization"), ("--by", "day"), ("--format", "html")])
+def test_platform_filter_is_refused_where_platforms_are_counted_together(
+    runner: CliRunner, history: dict[str, str], args: tuple[str, ...]
+) -> None:
+    result = runner.invoke(main, ["report", *args, "--platform", "linux"], env=history)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "error: --platform applies to the per-job report only (--by job, table, csv or json, no "
+        "--chart): the daily and per-organization numbers count every platform together\n"
+    )

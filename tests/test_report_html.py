@@ -155,9 +155,9 @@ def load(conn: Connection) -> None:
         text(
             "INSERT INTO vspc.backup_agent_job_snapshots (instance_uid, source, backup_agent_uid, "
             "organization_uid, name, status, last_run, last_end_time, failure_message, "
-            "is_enabled, raw, valid_from, valid_to, is_deleted, run_id) VALUES (:uid, 'hand', "
-            ":agent, :org, :name, :status, :last_run, :last_end, :message, :enabled, "
-            "CAST(:raw AS jsonb), :since, :until, :deleted, 1)"
+            "is_enabled, raw, valid_from, valid_to, is_deleted, run_id, system_type) VALUES "
+            "(:uid, 'hand', :agent, :org, :name, :status, :last_run, :last_end, :message, "
+            ":enabled, CAST(:raw AS jsonb), :since, :until, :deleted, 1, 'Windows')"
         ),
         october(),
     )

@@ -377,7 +377,7 @@ def test_syncs_record_every_observed_session(
     expected: dict[tuple[str, datetime], str] = {}
     for hours in (0, 24, 24, 6):
         simulator.advance(hours)
-        expected.update(wire_sessions(simulator.jobs()))  # a later look at a session wins
+        expected.update(wire_sessions(simulator.every_job()))  # a later look at a session wins
         assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
     with fresh_db.connect() as conn:
         got = {
@@ -408,7 +408,7 @@ def test_syncs_record_every_observed_session(
 def test_a_session_seen_running_then_finished_is_one_run(
     fresh_db: Engine, settings: Any, simulator: Simulator
 ) -> None:
-    uid = simulator.jobs()[0]["instanceUid"]
+    uid = simulator.every_job()[0]["instanceUid"]
     start = "2026-10-31T22:00:00.0000000+02:00"
     simulator.mutate(uid, status="running", lastRun=start, lastEndTime="2026-10-30T21:00:00+02:00")
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
@@ -434,7 +434,7 @@ def at_utc(*parts: int) -> datetime:
 def test_only_what_sla_daily_counts_moves_its_days(
     fresh_db: Engine, settings: Any, simulator: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    uid = simulator.jobs()[0]["instanceUid"]
+    uid = simulator.every_job()[0]["instanceUid"]
     start = "2026-10-01T01:00:00+00:00"
     simulator.mutate(uid, status="Failed", lastRun=start, lastEndTime="2026-10-01T01:30:00Z")
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"

@@ -91,7 +91,7 @@ def test_the_ca_bundle_makes_it_work(
     simulator.faults.add("202", path="jobs")  # the async Location is https too, same origin
     result = run_once(settings, engine=fresh_db, sleep=no_sleep)
     assert result.status == "success", result.error
-    assert lost_jobs(fresh_db, simulator.jobs()) == 0
+    assert lost_jobs(fresh_db, simulator.every_job()) == 0
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -182,8 +182,9 @@ def test_credential_problems_get_one_clear_sentence(
     sim_server: SimulatorServer,
     simulator: Simulator,
 ) -> None:
-    if fault:
-        simulator.faults.add(fault, path="jobs", times=None)
+    if fault:  # on every platform's jobs: a refusal of some only skips those
+        for path in ("jobs", "linux_jobs", "mac_jobs"):
+            simulator.faults.add(fault, path=path, times=None)
     settings = make_settings(
         database_url, None, VSPC_URL=sim_server.url, VSPC_SOURCE="creds", **credentials
     )
@@ -267,7 +268,7 @@ def test_the_etl_works_with_only_the_writers_grants(
         first = run_once(writer, engine=engine, sleep=no_sleep)
         assert first.status == "success", first.error
         simulator.advance(24)
-        simulator.delete_job(simulator.jobs()[0]["instanceUid"])
+        simulator.delete_job(simulator.every_job()[0]["instanceUid"])
         second = run_once(writer, engine=engine, sleep=no_sleep)
         assert second.status == "success", second.error
         assert second.deleted >= 1  # soft deletion and its tombstone, as the writer
@@ -276,7 +277,7 @@ def test_the_etl_works_with_only_the_writers_grants(
             live = conn.execute(
                 text("SELECT count(*) FROM vspc.backup_agent_jobs WHERE deleted_at IS NULL")
             ).scalar_one()
-        assert live == len(simulator.jobs())
+        assert live == len(simulator.every_job())
         for who, statement in [
             (engine, "DROP TABLE vspc.etl_rejects"),
             (engine, "ALTER TABLE vspc.etl_runs ADD COLUMN x int"),

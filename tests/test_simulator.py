@@ -36,6 +36,8 @@ SPEC_ENUMS = {
 }
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6,7})?[+-]\d\d:\d\d")
 
+WINDOWS = ("windows",)  # the Windows collection alone: what these tests read
+
 
 def http(**kwargs: Any) -> httpx.Client:
     # Plain HTTP: verify=False spares building an SSL context (0.1 s per client).
@@ -44,7 +46,7 @@ def http(**kwargs: Any) -> httpx.Client:
 
 @pytest.fixture
 def sim() -> Simulator:
-    return Simulator(jobs=120, seed=7)
+    return Simulator(platforms=WINDOWS, jobs=120, seed=7)
 
 
 @pytest.fixture
@@ -234,7 +236,7 @@ def test_select_returns_only_the_selected_fields(client: httpx.Client, sim: Simu
 def test_agents_and_organizations_are_consistent_with_jobs(
     client: httpx.Client, sim: Simulator
 ) -> None:
-    agents = client.get("/api/v3/infrastructure/backupAgents/windows", params={"limit": 500})
+    agents = client.get("/api/v3/infrastructure/backupAgents", params={"limit": 500})
     orgs = client.get("/api/v3/organizations", params={"limit": 500})
     assert agents.status_code == orgs.status_code == 200
     agent_by_uid = {a["instanceUid"]: a for a in agents.json()["data"]}
@@ -252,12 +254,18 @@ def test_agents_and_organizations_are_consistent_with_jobs(
 
 # ------------------------------------------------------------------ the data
 def test_same_seed_same_data_other_seed_other_data() -> None:
-    assert Simulator(jobs=40, seed=5).jobs() == Simulator(jobs=40, seed=5).jobs()
-    assert Simulator(jobs=40, seed=5).jobs() != Simulator(jobs=40, seed=6).jobs()
+    assert (
+        Simulator(platforms=WINDOWS, jobs=40, seed=5).jobs()
+        == Simulator(platforms=WINDOWS, jobs=40, seed=5).jobs()
+    )
+    assert (
+        Simulator(platforms=WINDOWS, jobs=40, seed=5).jobs()
+        != Simulator(platforms=WINDOWS, jobs=40, seed=6).jobs()
+    )
 
 
 def test_every_enum_value_of_the_spec_appears() -> None:
-    jobs = Simulator(jobs=300, seed=3).jobs()
+    jobs = Simulator(platforms=WINDOWS, jobs=300, seed=3).jobs()
     for name, spelled in SPEC_ENUMS.items():
         seen = {job[name].lower() for job in jobs if job.get(name) is not None}
         assert seen == {value.lower() for value in spelled.split()}, name
@@ -276,7 +284,10 @@ def test_wire_format_traps(client: httpx.Client) -> None:
     assert {"+00:00", "+03:00", "-05:00", "+05:30"} <= offsets
     statuses = {j["status"] for j in jobs}
     assert {"success", "Success"} <= statuses
-    assert any(j["operationMode"] == "unlicensed" for j in Simulator(jobs=300, seed=3).jobs())
+    assert any(
+        j["operationMode"] == "unlicensed"
+        for j in Simulator(platforms=WINDOWS, jobs=300, seed=3).jobs()
+    )
     destinations = {j["destination"] for j in jobs}
     assert "C:\\VeeamBackup" in destinations
     assert '"destination":"C:\\\\VeeamBackup"' in response.text  # escaped on the wire
@@ -391,7 +402,7 @@ def test_revoking_refresh_tokens_forces_a_new_login(
 
 def test_token_uses_must_be_positive() -> None:
     with pytest.raises(ValueError, match="token_uses must be at least 1"):
-        Simulator(jobs=1, token_uses=0)
+        Simulator(platforms=WINDOWS, jobs=1, token_uses=0)
 
 
 def test_mfa_user_gets_an_mfa_token_instead_of_an_access_token(client: httpx.Client) -> None:
@@ -624,7 +635,7 @@ def test_async_actions_need_auth_and_a_known_id(client: httpx.Client, sim: Simul
 
 
 def statuses_under_random_faults(seed: int, rate: float) -> tuple[list[int], Simulator]:
-    sim = Simulator(jobs=10, seed=1)
+    sim = Simulator(platforms=WINDOWS, jobs=10, seed=1)
     sim.faults.random(rate, kinds=("429", "520", "503", "bad_json"), seed=seed)
     with SimulatorServer(sim) as server, http(headers=API_KEY) as api:
         return [api.get(server.url + JOBS).status_code for _ in range(30)], sim
@@ -642,7 +653,7 @@ def test_random_faults_are_deterministic_for_a_seed() -> None:
 
 
 def test_fault_parameters_are_checked() -> None:
-    plan = Simulator(jobs=1).faults
+    plan = Simulator(platforms=WINDOWS, jobs=1).faults
     with pytest.raises(ValueError, match="unknown fault kind"):
         plan.add("418")
     with pytest.raises(ValueError, match="retry_afte"):
@@ -660,7 +671,9 @@ def test_latency_is_added_to_jobs_pages(client: httpx.Client, sim: Simulator) ->
 
 # ------------------------------------------------------------------ time passing
 def test_advance_runs_jobs_and_adds_and_deletes_them(client: httpx.Client) -> None:
-    sim = Simulator(jobs=120, seed=7, add_rate=0.05, delete_rate=0.05, change_rate=0.2)
+    sim = Simulator(
+        platforms=("windows",), jobs=120, seed=7, add_rate=0.05, delete_rate=0.05, change_rate=0.2
+    )
     before = {job["instanceUid"]: job for job in sim.jobs()}
     summary = sim.advance(72)
     after = {job["instanceUid"]: job for job in sim.jobs()}
@@ -694,7 +707,10 @@ def test_advance_survives_values_a_test_broke_on_purpose(sim: Simulator) -> None
 
 
 def test_advance_is_deterministic() -> None:
-    one, two = Simulator(jobs=60, seed=9), Simulator(jobs=60, seed=9)
+    one, two = (
+        Simulator(platforms=WINDOWS, jobs=60, seed=9),
+        Simulator(platforms=WINDOWS, jobs=60, seed=9),
+    )
     for hours in (1, 24, 240):
         assert one.advance(hours) == two.advance(hours)
     assert one.jobs() == two.jobs()
@@ -730,7 +746,7 @@ def test_helpers_change_what_is_served(client: httpx.Client, sim: Simulator) -> 
 
 
 def test_a_whole_record_is_stored_as_given_and_survives_time() -> None:
-    sim = Simulator(jobs=0, seed=1)
+    sim = Simulator(platforms=WINDOWS, jobs=0, seed=1)
     vendor_example = {
         "instanceUid": "724111ac-15f5-bf02-604d-20862fbafece",
         "status": "success",
@@ -780,7 +796,7 @@ def test_control_endpoints(server: SimulatorServer, sim: Simulator) -> None:
 
 def test_simulate_command_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "10"],
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "10"],  # 7 Windows
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -791,7 +807,7 @@ def test_simulate_command_serves_until_sigterm() -> None:
         assert url and "VSPC_API_KEY=sim-api-key" in line and "VSPC_PASSWORD=sim-password" in line
         with http(headers=API_KEY) as api:
             response = api.get(url.group(1) + JOBS)
-        assert response.json()["meta"]["pagingInfo"]["total"] == 10
+        assert response.json()["meta"]["pagingInfo"]["total"] == 7  # 7 + 2 Linux + 1 Mac
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:
@@ -860,7 +876,10 @@ def test_simulate_command_help_names_every_option() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        {"data": Simulator(jobs=50, seed=3).jobs(), "meta": {"pagingInfo": {"total": 50}}},
+        {
+            "data": Simulator(platforms=WINDOWS, jobs=50, seed=3).jobs(),
+            "meta": {"pagingInfo": {"total": 50}},
+        },
         {"data": [{"x": float("nan"), "y": float("-inf"), "z": 0.1}]},  # floats: stdlib
         {"data": [{"n": 2**64, "m": -(2**70)}]},  # beyond 64 bits: stdlib
         {"data": [{"nested": [{"deep": [1, 2.5]}]}]},

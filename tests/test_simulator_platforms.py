@@ -117,11 +117,14 @@ def read_all(client: httpx.Client, name: str, **params: Any) -> list[dict[str, A
 # ------------------------------------------------------------------ compatibility
 def world_fingerprint(seed: int, jobs: int) -> str:
     """A digest of everything a Windows-only World serves along a fixed series of calls."""
-    world = World(jobs=jobs, seed=seed)
+    world = World(jobs=jobs, seed=seed, platforms=("windows",))
     digest = hashlib.sha256()
 
     def snap() -> None:
-        for rows in (world.jobs(), world.agents(), world.organizations()):
+        # the agents as the generator drew them (what /backupAgents/windows served before it
+        # followed the vendor)
+        agents = [dict(a) for a in world._agents.values()]
+        for rows in (world.jobs(), agents, world.organizations()):
             digest.update(json.dumps(rows, ensure_ascii=False).encode())
         digest.update(world.now.isoformat().encode())
 
@@ -152,7 +155,7 @@ def test_a_windows_only_world_is_the_one_it_always_was(seed: int, jobs: int, exp
 
 
 def test_other_platforms_do_not_change_the_windows_records_drawn_before_them() -> None:
-    alone = World(jobs=100, seed=3)
+    alone = World(jobs=100, seed=3, platforms=("windows",))
     mixed = World(jobs=100, seed=3, platforms=("linux",))
     assert mixed.jobs() == [] and alone.jobs("linux") == []
     assert mixed.organizations() == alone.organizations()  # same main stream, same order
@@ -223,18 +226,13 @@ def test_backup_agents_serve_the_vendors_fields_for_every_computer(client: httpx
     assert {a["guiMode"] for a in agents} <= {"Full", "ReadOnly", "Unknown"}
 
 
-def test_windows_agents_keep_their_names_only_behind_the_compatibility_flag(
+def test_windows_agents_are_served_as_the_vendor_serves_them_without_names(
     client: httpx.Client, sim: Simulator
 ) -> None:
-    named = read_all(client, "agents")
-    assert [set(agent) for agent in named] == [
-        {"instanceUid", "agentPlatform", "name", "organizationUid", "version", "status"}
-    ] * len(named)
-    names = {agent["instanceUid"]: agent["name"] for agent in read_all(client, "backup_agents")}
-    assert all(names[agent["instanceUid"]] == agent["name"] for agent in named)
-    sim.world.names_on_windows_agents = False
     vendor = read_all(client, "agents")
-    assert [agent["instanceUid"] for agent in vendor] == [a["instanceUid"] for a in named]
+    platforms = {a["instanceUid"]: a["agentPlatform"] for a in read_all(client, "backup_agents")}
+    windows = [uid for uid, platform in platforms.items() if platform == "Windows"]
+    assert vendor and sorted(a["instanceUid"] for a in vendor) == sorted(windows)
     assert all(set(a) == {"instanceUid", "managementAgentUid", "cbtDriverStatus"} for a in vendor)
     assert {a["cbtDriverStatus"] for a in vendor} <= {"Installed", "NotInstalled", "Error"}
     response = client.get(PATHS["agents"], params={"select": '[{"propertyPath":"name"}]'})
@@ -512,10 +510,11 @@ def test_shift_moves_items_between_pages_of_every_new_collection(
     assert inserted["data"][0]["instanceUid"] not in truth  # a new item at the very front
 
 
-def test_latency_is_added_to_every_job_collection(client: httpx.Client, sim: Simulator) -> None:
+def test_latency_is_added_to_every_answer(client: httpx.Client, sim: Simulator) -> None:
     sim.latency = 0.2
-    for name in ("jobs", "linux_jobs", "mac_jobs"):
+    for name in ("jobs", "linux_jobs", "mac_jobs", "backup_agents", "management_agents"):
         assert client.get(PATHS[name], params={"limit": 1}).elapsed >= timedelta(seconds=0.2)
+    sim.latency = 0.0
     assert client.get(PATHS["backup_agents"]).elapsed < timedelta(seconds=0.2)
 
 
@@ -540,7 +539,6 @@ def test_simulate_command_serves_the_platforms_asked_for() -> None:
             "20",
             "--platforms",
             "linux,Mac",
-            "--no-windows-agent-names",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -574,5 +572,6 @@ def test_simulate_command_refuses_an_unknown_platform() -> None:
 def test_simulate_command_help_names_the_new_options() -> None:
     result = CliRunner().invoke(simulate, ["--help"])
     assert result.exit_code == 0
-    for option in ("--platforms", "--windows-agent-names", "--outage-rate"):
+    for option in ("--platforms", "--outage-rate"):
         assert option in result.output
+    assert "--windows-agent-names" not in result.output  # /backupAgents/windows: no names

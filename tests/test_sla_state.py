@@ -331,7 +331,7 @@ def test_syncs_keep_the_state_exact(fresh_db: Engine, settings: Any, simulator: 
                 jobs_kept,
                 conn.execute(text("SELECT count(*) FROM vspc.job_sla_state")).scalar_one(),
             )
-    uid = simulator.jobs()[0]["instanceUid"]
+    uid = simulator.every_job()[0]["instanceUid"]
     simulator.mutate(uid, name="renamed job")
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
     with fresh_db.connect() as conn:

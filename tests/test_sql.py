@@ -133,7 +133,7 @@ def test_the_comparison_sees_a_changed_body(rolled_back: Connection) -> None:
 def test_alembic_check_sees_an_edited_definition(engine: Engine) -> None:
     """What `alembic check` compares: an edited file is a difference until a revision."""
     [job_runs] = [o for o in sql.objects() if o.name == "job_runs"]
-    edited = PGView.from_sql(job_runs.create.replace(" AS day\n", " AS day, 1 AS extra\n", 1))
+    edited = PGView.from_sql(job_runs.create.replace(" AS day,\n", " AS day, 1 AS extra,\n", 1))
     assert "extra" in edited.definition
     opts = {
         "include_schemas": True,

@@ -34,10 +34,11 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def pages(simulator: Simulator, size: int) -> list[tuple[list[Any], list[str], list[None]]]:
     out = []
-    jobs = simulator.jobs()
+    jobs = simulator.jobs("windows")  # each row ends with its system_type
     for start in range(0, len(jobs), size):
         made = [transform_with_raw(record) for record in jobs[start : start + size]]
-        out.append(([row for row, _ in made], [raw for _, raw in made], [None] * len(made)))
+        rows = [(*row, "Windows") for row, _ in made]
+        out.append((rows, [raw for _, raw in made], [None] * len(made)))
     return out
 
 

@@ -26,7 +26,7 @@ SOURCE = "test-console"
 def history(fresh_db: Engine, settings: Any, simulator: Simulator) -> dict[str, str]:
     """Three runs: a first load, a day of changes, a deletion. Returns a few uids to break."""
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
-    simulator.advance(24)
+    added = simulator.advance(24).added
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
     gone = simulator.jobs()[0]["instanceUid"].lower()
     simulator.delete_job(gone)
@@ -44,7 +44,8 @@ def history(fresh_db: Engine, settings: Any, simulator: Simulator) -> dict[str, 
                 "GROUP BY 1 HAVING count(*) = 1 ORDER BY 1 LIMIT 1"
             )
         ).scalar_one()
-    return {"gone": gone, "changed": changed, "single": single}
+    # Every job ever seen keeps its row: the first load's, those the day added.
+    return {"gone": gone, "changed": changed, "single": single, "jobs": str(60 + len(added))}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_a_synced_warehouse_is_sound(fresh_db: Engine, history: dict[str, str]) 
     assert check_invariants(fresh_db, SOURCE) == []
     counts = warehouse_counts(fresh_db)
     assert counts["runs"] == 3
-    assert counts["jobs"] > 60  # the day of changes added a few
+    assert counts["jobs"] == int(history["jobs"])
     assert counts["versions"] > counts["jobs"]
     assert warehouse_counts(fresh_db, "another-console") == {"jobs": 0, "versions": 0, "runs": 0}
 
@@ -145,6 +146,56 @@ def test_job_row_differing_from_its_current_version(
     assert found(tx) == {
         ("job_is_current_version", uid, "job row differs from its current version")
     }
+
+
+def test_unknown_platform(tx: Connection, history: dict[str, str]) -> None:
+    uid = history["single"]
+    tx.execute(
+        text("UPDATE vspc.backup_agent_jobs SET system_type = 'Solaris' WHERE instance_uid = :u"),
+        {"u": uid},
+    )
+    tx.execute(
+        text(
+            "UPDATE vspc.backup_agent_job_snapshots SET system_type = 'Solaris' "
+            "WHERE instance_uid = :u"
+        ),
+        {"u": uid},
+    )
+    assert {v[:2] for v in found(tx)} == {("known_platform", uid)}
+    assert {v[2] for v in found(tx)} == {
+        "the job row has system_type 'Solaris'",
+        f"the version from {version_start(tx, uid)} has system_type 'Solaris'",
+    }
+
+
+def test_a_job_whose_versions_change_platform(tx: Connection, history: dict[str, str]) -> None:
+    uid = history["changed"]
+    platform = tx.execute(
+        text("SELECT system_type FROM vspc.backup_agent_jobs WHERE instance_uid = :u"),
+        {"u": uid},
+    ).scalar_one()
+    other = "Mac" if platform != "Mac" else "Linux"
+    tx.execute(
+        text(
+            "UPDATE vspc.backup_agent_job_snapshots SET system_type = :t "
+            "WHERE instance_uid = :u AND valid_to IS NOT NULL"
+        ),
+        {"u": uid, "t": other},
+    )
+    both = ", ".join(sorted((platform, other)))
+    assert found(tx) == {("one_platform_per_job", uid, f"versions of {both}")}
+
+
+def version_start(conn: Connection, uid: str) -> str:
+    return str(
+        conn.execute(
+            text(
+                "SELECT valid_from::text FROM vspc.backup_agent_job_snapshots "
+                "WHERE instance_uid = :u"
+            ),
+            {"u": uid},
+        ).scalar_one()
+    )
 
 
 def test_raw_counts_as_a_column(tx: Connection, history: dict[str, str]) -> None:

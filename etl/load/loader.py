@@ -16,7 +16,7 @@ moment a batch ends is when the held rows are written and the name pages waiting
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,10 +27,10 @@ from sqlalchemy import Connection
 
 from etl.extract.pager import PassReport
 from etl.load import reporting
-from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, merge
+from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, Pass, merge
 from etl.load.names import NameStage
 from etl.load.stage import Stage
-from etl.transform import JobRecord, Reject, fingerprints, transform_page
+from etl.transform import WINDOWS, Contract, JobRecord, Reject, fingerprints, transform_page
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +87,31 @@ class Loader:
 
     # -- pages -------------------------------------------------------------------------------
 
-    def add_jobs(self, records: list[JobRecord], offset: int) -> None:
-        """Stage one page of job records: by uid only those whose fingerprint matches their
-        live job's (unchanged), the others transformed in full; rejects with their reason."""
+    def add_jobs(self, records: list[JobRecord], offset: int, contract: Contract = WINDOWS) -> None:
+        """Stage one page of job records of ``contract``'s platform: by uid only those whose
+        fingerprint matches their live job's (unchanged), the others transformed in full;
+        rejects with their reason."""
+        system_type = contract.system_type
         with self._timed("transform"):
             prints = fingerprints(records)
             hashed = [i for i, p in enumerate(prints) if p is not None]
             pairs = [(p.uid, p.digest) for p in prints if p is not None]
         with self._timed("copy"):
             # Only a source with live jobs is looked up, and it has no early batches.
-            same = {hashed[k] for k in self.stage.add_same(pairs, self.source)}
+            same = {hashed[k] for k in self.stage.add_same(pairs, self.source, system_type)}
         with self._timed("transform"):
-            rows, raws, fps, rejects = transform_page(records, prints, same)
+            rows, raws, fps, rejects = transform_page(records, prints, same, contract)
             for reject in rejects:
                 log.warning(
-                    "rejected job %s (page at offset %d): %s; it is kept in vspc.etl_rejects "
-                    "and the rest of the page is loaded",
+                    "rejected %s job %s (page at offset %d): %s; it is kept in "
+                    "vspc.etl_rejects and the rest of the page is loaded",
+                    system_type,
                     reject.instance_uid or "without instanceUid",
                     offset,
                     reject.reason,
                 )
         with self._timed("copy"):
-            self._write(rows, raws, fps, rejects)
+            self._write(rows, raws, fps, rejects, system_type)
         self._stage_names(False)
 
     def add_names(self, kind: str, rows: list[Any]) -> None:
@@ -122,6 +125,7 @@ class Loader:
         raws: list[str],
         fps: list[bytes | None],
         rejects: list[Reject],
+        system_type: str,
     ) -> None:
         batches = self._batches
         if (
@@ -131,10 +135,10 @@ class Loader:
             and not rejects
             and self.stage.held_rows + len(rows) < HOLD_ROWS
         ):
-            self.stage.add(rows, raws, fps, (), hold=True)
+            self.stage.add(rows, raws, fps, (), hold=True, system_type=system_type)
             return
         self._free()
-        self.stage.add(rows, raws, fps, rejects)
+        self.stage.add(rows, raws, fps, rejects, system_type=system_type)
         if batches is not None and batches.due(self.stage.job_rows):
             self._stage_names(True)  # the connection is free: the moment for the name pages
             self.stage.end_copy()
@@ -170,25 +174,28 @@ class Loader:
 
     # -- passes ------------------------------------------------------------------------------
 
-    def end_pass(self, report: PassReport) -> PassVerdict:
-        """Whether the pass just staged proves the collection complete: it ended normally,
-        saw nothing shift, and staged as many distinct jobs as the console reports."""
+    def end_pass(self, report: PassReport, system_type: str = "Windows") -> PassVerdict:
+        """Whether the pass of ``system_type``'s collection just staged proves it complete:
+        it ended normally, saw nothing shift, and staged as many distinct jobs as the console
+        reports."""
         self._free()
-        distinct = self.stage.distinct_keys()
+        distinct = self.stage.distinct_keys(system_type)
         total = report.totals[-1] if report.totals else 0
         problems = list(report.problems)
         if report.consistent and distinct != total:
             problems.append(f"read {distinct} distinct jobs but the console reports {total}")
         if report.consistent and not problems:
-            if self.stage.pass_no > 1:
-                self.stage.keep_only_last_pass()  # the stage then holds this pass alone
+            if self.stage.pass_of(system_type) > 1:
+                # the stage then holds this pass alone of this collection
+                self.stage.keep_only_last_pass(system_type)
             return PassVerdict(True, None, distinct)
         return PassVerdict(False, "; ".join(problems) or "the pass did not finish", distinct)
 
-    def next_pass(self) -> None:
-        """Start a re-read; rows of earlier passes stay until a pass proves complete."""
+    def next_pass(self, system_type: str = "Windows") -> None:
+        """Start a re-read of ``system_type``'s collection; rows of its earlier passes stay
+        until a pass proves complete."""
         self._free()
-        self.stage.next_pass()
+        self.stage.next_pass(system_type)
 
     # -- the merge ---------------------------------------------------------------------------
 
@@ -206,24 +213,33 @@ class Loader:
 
     def merge(
         self,
-        verdict: PassVerdict | None,
+        verdicts: Mapping[str, PassVerdict | None] | PassVerdict | None,
         *,
         max_delete_ratio: float,
     ) -> tuple[MergeResult, EarlyOutcome | None]:
-        """Apply the staged jobs (inside the run's transaction, not committed)."""
+        """Apply the staged jobs (inside the run's transaction, not committed). ``verdicts``:
+        by ``system_type``, each collection's last pass (None: skipped, not verified); a
+        platform absent was not read. One verdict alone is Windows'."""
+        if not isinstance(verdicts, Mapping):
+            verdicts = {"Windows": verdicts}
         early = self.early_outcome()
+        read = [v for v in verdicts.values() if v is not None]
+        every = len(read) == len(verdicts) and all(v.complete for v in read)
         with self._timed("merge"):
             result = merge(
                 self.conn,
                 run_id=self.run_id,
                 source=self.source,
                 now=self.now,
-                complete=verdict is not None and verdict.complete,
-                incomplete_reason=None if verdict is None else verdict.problem,
+                passes={
+                    t: Pass(v is not None and v.complete, None if v is None else v.problem)
+                    for t, v in verdicts.items()
+                    if v is not None
+                },
                 max_delete_ratio=max_delete_ratio,
-                reread=self.stage.pass_no > 1,
+                reread=self.stage.reread,
                 early=early,
-                seen=verdict.distinct if verdict is not None and verdict.complete else None,
+                seen=sum(v.distinct for v in read) if every else None,
             )
         return result, early
 

@@ -12,7 +12,8 @@ Order inside the transaction:
    unchanged without a comparison; the fingerprints of the fully staged jobs are stored for
    the next run.
 3. Close the current snapshot of each changed job and open its new version.
-4. Deletions (complete extract only, within ``max_delete_ratio``): soft-delete, tombstone.
+4. Deletions, per platform (a complete read of that platform's collection only, within
+   ``max_delete_ratio`` of its live jobs): soft-delete, tombstone.
 5. Rejects into ``etl_rejects``.
 The caller finishes the ``etl_runs`` row in the same transaction and commits.
 
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Any
 
@@ -215,8 +218,15 @@ FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid AND NO
 # ~0.2 s per 100,000 jobs). One definition serves the count and the list of missing jobs.
 _LIVE = f"""
 WITH live AS MATERIALIZED (
-  SELECT instance_uid FROM {JOBS}
+  SELECT instance_uid, system_type FROM {JOBS}
   WHERE source = :source AND deleted_at IS NULL AND last_run_id IS DISTINCT FROM :run_id
+)"""
+# Only the platforms whose collection may delete (read completely, within the ratio).
+_LIVE_DELETABLE = f"""
+WITH live AS MATERIALIZED (
+  SELECT instance_uid, system_type FROM {JOBS}
+  WHERE source = :source AND deleted_at IS NULL AND last_run_id IS DISTINCT FROM :run_id
+    AND system_type = ANY(CAST(:deletable AS text[]))
 )"""
 _MISSING = """
 SELECT m.instance_uid FROM (
@@ -225,14 +235,17 @@ WHERE NOT EXISTS (
   SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = m.instance_uid::text)
 """
 
-# One pass over the live jobs: how many there are, and how many are missing.
+# One pass over the live jobs: per platform, how many there are and how many are missing.
 _LIVE_MISSING = f"""{_LIVE}
-SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM ({_MISSING}) g)
+SELECT system_type, count(*), 0 FROM live GROUP BY system_type
+UNION ALL
+SELECT l.system_type, 0, count(*) FROM live l JOIN ({_MISSING}) g USING (instance_uid)
+GROUP BY l.system_type
 """
 
 # Only when some are missing: the jobs themselves.
 _GONE = f"""
-CREATE TEMP TABLE stage_gone AS {_LIVE}{_MISSING}"""
+CREATE TEMP TABLE stage_gone AS {_LIVE_DELETABLE}{_MISSING}"""
 
 _SOFT_DELETE = f"""
 UPDATE {JOBS} j SET deleted_at = :now, last_run_id = :run_id
@@ -275,6 +288,15 @@ class EarlyOutcome:
 
 
 @dataclass(frozen=True)
+class Pass:
+    """What the run knows of one platform's collection: whether its last pass proved it
+    complete, and if not, why not."""
+
+    complete: bool
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class MergeResult:
     """What the merge did; ``withheld`` says why deletions were not applied, if they were not."""
 
@@ -296,14 +318,18 @@ def merge(
     run_id: int,
     source: str,
     now: datetime,
-    complete: bool,
-    incomplete_reason: str | None,
+    passes: Mapping[str, Pass],
     max_delete_ratio: float,
     reread: bool = True,
     early: EarlyOutcome | None = None,
     seen: int | None = None,
 ) -> MergeResult:
     """Apply the staged extract. Runs inside the caller's open transaction; does not commit.
+
+    ``passes``: by ``system_type``, the platforms whose collection was read, and whether
+    completely. Each deletes only its own live jobs, only if read completely and within
+    ``max_delete_ratio`` of them; a platform not in ``passes`` (not read, or skipped) keeps
+    its jobs as they are.
 
     ``reread``: whether the stage kept only a later pass (the early merge's rows can then be
     stale even when no job was staged twice in the pass that stayed). ``early``: what an
@@ -324,18 +350,30 @@ def merge(
     else:
         # With an early merge the source had no live job when the run began.
         jobs = steps.write_changed(count_live=early is None)
-    withheld = _withheld(jobs, complete, incomplete_reason, max_delete_ratio)
-    if withheld:
-        log.warning(withheld)
-    elif jobs.missing:
-        steps.delete_missing()
+    notes: list[str] = []
+    deletable: list[str] = []
+    deleted = 0
+    for system_type, (live, missing) in sorted(jobs.live.items()):
+        known = passes.get(system_type)
+        if known is None or not missing:
+            continue
+        note = _withheld(system_type, live, missing, known, max_delete_ratio)
+        if note:
+            log.warning(note)
+            notes.append(note)
+        else:
+            deletable.append(system_type)
+            deleted += missing
+    if deletable:
+        steps.delete_missing(deletable)
+    withheld = "; ".join(notes) or None
     rejected = steps.run(text(_REJECTS), steps.params).rowcount
     return MergeResult(
         seen=int(distinct_keys(conn) if seen is None else seen),
         inserted=jobs.inserted,
         updated=jobs.changed - jobs.inserted,
         unchanged=jobs.valid - jobs.changed,
-        deleted=0 if withheld else jobs.missing,
+        deleted=deleted,
         rejected=rejected,
         withheld=withheld,
         earliest_session=_earlier(jobs.earliest, early.earliest_session if early else None),
@@ -350,24 +388,25 @@ class _Jobs:
     valid: int
     inserted: int
     changed: int
-    live_before: int = 0
-    missing: int = 0
+    live: dict[str, tuple[int, int]] = dataclass_field(default_factory=dict)
+    """Per ``system_type``: live jobs of the source when the run began, and how many of them
+    the extract lacks."""
     earliest: datetime | None = None
 
 
 def _withheld(
-    jobs: _Jobs, complete: bool, incomplete_reason: str | None, max_delete_ratio: float
+    system_type: str, live: int, missing: int, known: Pass, max_delete_ratio: float
 ) -> str | None:
-    """Why the missing jobs are not deleted, if they are not."""
-    missing, live = jobs.missing, jobs.live_before
-    if missing and not complete:
+    """Why the missing jobs of one platform are not deleted, if they are not."""
+    if not known.complete:
         return (
-            f"deletions not applied: {missing} live job(s) were not in the extract, but the "
-            f"extract could not be verified complete ({incomplete_reason or 'unknown reason'})"
+            f"{system_type} deletions not applied: {missing} live {system_type} job(s) were "
+            f"not in the extract, but the {system_type} collection could not be verified "
+            f"complete ({known.problem or 'unknown reason'})"
         )
-    if missing and live and missing / live > max_delete_ratio:
+    if live and missing / live > max_delete_ratio:
         return (
-            f"deletions withheld: {missing} of {live} live jobs "
+            f"{system_type} deletions withheld: {missing} of {live} live {system_type} jobs "
             f"({missing / live:.0%}) are missing from the extract, more than "
             f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really lost "
             "them, run once with a higher VSPC_MAX_DELETE_RATIO"
@@ -425,9 +464,11 @@ class _Steps:
         run(text("ANALYZE stage_jobs (instance_uid)"))
         # Before the upsert, which touches staged jobs only: the missing ones are the same
         # after.
-        live_before, missing = (
-            (int(n) for n in run(text(_LIVE_MISSING), params).one()) if count_live else (0, 0)
-        )
+        live: dict[str, tuple[int, int]] = {}
+        if count_live:
+            for system_type, n_live, n_missing in run(text(_LIVE_MISSING), params):
+                was = live.get(system_type, (0, 0))
+                live[system_type] = (was[0] + int(n_live), was[1] + int(n_missing))
         new = run(text(_CHANGED)).rowcount and run(text(_ANY_NEW)).scalar_one()
         earliest = _write_new(self.conn, _NEW_OF_CHANGED, params)[1] if new else None
         run(text(_UPSERT), params)
@@ -443,12 +484,14 @@ class _Steps:
                 " (SELECT count(*) FROM stage_changed)"
             )
         ).one()
-        return _Jobs(int(valid), int(inserted), int(changed), live_before, missing, earliest)
+        return _Jobs(int(valid), int(inserted), int(changed), live, earliest)
 
-    def delete_missing(self) -> None:
-        """Soft-delete the live jobs the extract lacks, close their versions, tombstone."""
+    def delete_missing(self, system_types: list[str]) -> None:
+        """Soft-delete the live jobs of ``system_types`` the extract lacks, close their
+        versions, tombstone."""
+        params = {**self.params, "deletable": system_types}
         for statement in (_GONE, _SOFT_DELETE, _CLOSE_GONE, _TOMBSTONE):
-            self.run(text(statement), self.params)
+            self.run(text(statement), params)
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -1,7 +1,8 @@
-"""Stage and upsert organization and agent names inside the run's merge transaction.
+"""Stage and upsert organizations, agents and management agents inside the run's merge
+transaction.
 
 Pages of names are COPYed into temp tables as the loader hands them over, between job
-pages (memory stays flat however many agents the console has); once both collections are
+pages (memory stays flat however many agents the console has); once the collections are
 read, inside the merge transaction, one set-based
 ``INSERT … ON CONFLICT … WHERE … IS DISTINCT FROM`` per collection writes the new and changed
 names only: unchanged names are not rewritten. A collection the console refused (or did not
@@ -23,13 +24,45 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from etl.extract.names import AGENTS, ORGANIZATIONS, AgentRow, Names, OrganizationRow
+from etl.extract.names import (
+    AGENTS,
+    KINDS,
+    MANAGEMENT_AGENTS,
+    ORGANIZATIONS,
+    AgentRow,
+    ManagementAgentRow,
+    Names,
+    OrganizationRow,
+)
 
 _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     ORGANIZATIONS: ("organizations", ("instance_uid", "name", "alias", "type")),
     AGENTS: (
         "backup_agents",
-        ("instance_uid", "computer_name", "organization_uid", "version", "status"),
+        (
+            "instance_uid",
+            "computer_name",
+            "organization_uid",
+            "version",
+            "status",
+            "agent_platform",
+            "management_agent_uid",
+            "operation_mode",
+        ),
+    ),
+    MANAGEMENT_AGENTS: (
+        "management_agents",
+        (
+            "instance_uid",
+            "host_name",
+            "friendly_name",
+            "organization_uid",
+            "location_uid",
+            "version",
+            "status",
+            "connection_status",
+            "last_heartbeat_at",
+        ),
     ),
 }
 
@@ -39,7 +72,8 @@ def _stage(kind: str) -> str:
 
 
 class NameStage:
-    """Temp tables ``stage_organizations`` and ``stage_backup_agents`` on the run's connection.
+    """Temp tables ``stage_organizations``, ``stage_backup_agents`` and
+    ``stage_management_agents`` on the run's connection.
 
     Created (emptied, if a run on this connection left them) before the job pages are read,
     filled while they are, and read by :meth:`upsert` inside the merge transaction; like the
@@ -59,7 +93,9 @@ class NameStage:
                 )
             )
 
-    def add(self, kind: str, rows: Sequence[OrganizationRow | AgentRow]) -> None:
+    def add(
+        self, kind: str, rows: Sequence[OrganizationRow | AgentRow | ManagementAgentRow]
+    ) -> None:
         """COPY pages of names of one collection (the loader stages them between job pages)."""
         if not rows:
             return
@@ -84,7 +120,7 @@ class NameStage:
         """Write the collections read completely, and their page digests; returns the rows
         inserted or changed."""
         written = 0
-        for kind in (ORGANIZATIONS, AGENTS):
+        for kind in KINDS:
             if kind in names.complete:
                 written += self._upsert(kind, source, now)
                 self._remember(kind, source, names.digests.get(kind, []))
@@ -142,6 +178,8 @@ WITH listed AS (
   WHERE source = :source
   UNION ALL
   SELECT '{AGENTS}', count(*) FROM vspc.backup_agents WHERE source = :source
+  UNION ALL
+  SELECT '{MANAGEMENT_AGENTS}', count(*) FROM vspc.management_agents WHERE source = :source
 )
 SELECT p.collection, p.page_digest FROM vspc.etl_name_pages p
 JOIN listed l ON l.collection = p.collection

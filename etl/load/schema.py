@@ -76,7 +76,12 @@ def business_columns() -> list[Column[object]]:
         Column("next_run", TZ, comment="next scheduled start"),
         Column("avg_duration", Integer, comment="average session duration, seconds"),
         Column("backup_mode", Text, comment="EntireComputer, Volume, File, Unknown"),
-        Column("target_type", Text, comment="Local, Cloud, Unknown"),
+        Column(
+            "target_type",
+            Text,
+            comment="Windows: Local, Cloud, Unknown; Linux and Mac: BackupRepository, "
+            "CloudRepository, LocalFolder, SharedFolder, Unknown",
+        ),
         Column("is_enabled", Boolean, comment="job enabled"),
         Column(
             "schedule_type",
@@ -86,13 +91,21 @@ def business_columns() -> list[Column[object]]:
         Column(
             "schedule_events",
             ARRAY(Text),
-            comment="AtLock, AtLogoff, WhenBackupTargetIsConnected, Unknown",
+            comment="AtLock, AtLogoff, WhenBackupTargetIsConnected, Unknown; null for Linux "
+            "and Mac jobs (their API has no such field)",
         ),
         Column("last_modified_date", TZ, comment="when the job configuration last changed"),
         Column("last_modified_by", Text, comment="who last changed it, e.g. vspc\\administrator"),
         Column("failure_message", Text, comment="failure message of the latest session"),
         Column("backed_up_size", BigInteger, comment="bytes in all restore points"),
         Column("free_space", BigInteger, comment="free bytes on the target; null if never ran"),
+        Column(
+            "system_type",
+            Text,
+            nullable=False,
+            comment="platform of the agent: Windows, Linux or Mac (the collection the job was "
+            "read from, spelled as the API's systemType)",
+        ),
         Column("raw", JSONB, nullable=False, comment="the record exactly as received"),
     ]
 
@@ -113,7 +126,8 @@ backup_agent_jobs = Table(
     Column("last_run_id", BigInteger, comment="etl_runs.run_id that last wrote the row"),
     PrimaryKeyConstraint("instance_uid"),
     Index(None, "source", "deleted_at"),
-    comment="Windows backup agent jobs from VSPC: one row per job ever seen, current state",
+    comment="backup agent jobs (Windows, Linux, Mac) from VSPC: one row per job ever seen, "
+    "current state",
 )
 
 backup_agent_job_snapshots = Table(
@@ -251,12 +265,57 @@ backup_agents = Table(
     Column("computer_name", Text, comment="name of the computer the agent runs on"),
     Column("organization_uid", UUID(as_uuid=True), comment="organization the agent belongs to"),
     Column("version", Text, comment="agent version"),
-    Column("status", Text, comment="agent status as reported, e.g. Active, Inaccessible"),
+    Column(
+        "status",
+        Text,
+        comment="agent status as reported: Active, NotRunning, Unknown (or a newer value as "
+        "received)",
+    ),
+    Column("first_seen_at", TZ, nullable=False, comment="start of the run that first listed it"),
+    Column("updated_at", TZ, nullable=False, comment="start of the run that last changed it"),
+    Column("agent_platform", Text, comment="Windows, Linux or Mac (the API's agentPlatform)"),
+    Column(
+        "management_agent_uid",
+        UUID(as_uuid=True),
+        comment="management agent of the computer (management_agents.instance_uid)",
+    ),
+    Column("operation_mode", Text, comment="Server, Workstation, UnLicensed, Unknown"),
+    PrimaryKeyConstraint("instance_uid"),
+    comment="backup agents of every platform (computer names) from GET "
+    "/api/v3/infrastructure/backupAgents, refreshed by each sync",
+)
+
+management_agents = Table(
+    "management_agents",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="VSPC management agent uid"),
+    Column("source", Text, nullable=False, comment="console the row came from (VSPC_SOURCE)"),
+    Column("host_name", Text, comment="name of the computer the agent runs on"),
+    Column("friendly_name", Text, comment="name the console shows for it"),
+    Column("organization_uid", UUID(as_uuid=True), comment="organization the agent belongs to"),
+    Column("location_uid", UUID(as_uuid=True), comment="location of the agent"),
+    Column("version", Text, comment="management agent version"),
+    Column(
+        "status",
+        Text,
+        comment="health as reported: Healthy, Warning, Error, Inaccessible, Unknown "
+        "(or a newer value as received)",
+    ),
+    Column(
+        "connection_status",
+        Text,
+        comment="Online, Inaccessible, Rejected, Unknown (or a newer value as received)",
+    ),
+    Column(
+        "last_heartbeat_at",
+        TZ,
+        comment="when the console last heard from the agent (lastHeartbeatTime)",
+    ),
     Column("first_seen_at", TZ, nullable=False, comment="start of the run that first listed it"),
     Column("updated_at", TZ, nullable=False, comment="start of the run that last changed it"),
     PrimaryKeyConstraint("instance_uid"),
-    comment="Windows backup agents (computer names) from GET "
-    "/api/v3/infrastructure/backupAgents/windows, refreshed by each sync",
+    comment="management agents (the console's link to each computer: connection, heartbeat) "
+    "from GET /api/v3/infrastructure/managementAgents, refreshed by each sync",
 )
 
 job_run_facts = Table(
@@ -379,4 +438,5 @@ report_settings = Table(
 )
 
 BUSINESS = tuple(c.name for c in business_columns() if c.name not in ("source",))
-"""Columns whose change makes a new version: the 29 fields and raw (not ``source``)."""
+"""Columns whose change makes a new version: the 29 fields, ``system_type`` and raw (not
+``source``)."""

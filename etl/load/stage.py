@@ -135,7 +135,7 @@ class Stage:
             text(
                 "CREATE TEMP TABLE stage_rejects "
                 "(seq bigint, pass_no int, instance_uid text, reason text NOT NULL, "
-                "raw jsonb NOT NULL)"
+                "raw jsonb NOT NULL, system_type text NOT NULL)"
             )
         )
         # Binary COPY needs each column's type; read them back from the table just made.
@@ -152,22 +152,37 @@ class Stage:
         self.conn.commit()
         self._seq = 0
         self.job_rows = 0
-        self.pass_no = 1
+        self.passes: dict[str, int] = {}
+        """Each collection's pass (by its rows' ``system_type``): 1, then one more per re-read."""
         self._may_match.clear()
 
-    def next_pass(self) -> None:
-        """Start a re-read; rows of earlier passes stay until :meth:`keep_only_last_pass`."""
-        self.end_copy()
-        self.pass_no += 1
+    def pass_of(self, system_type: str) -> int:
+        """The pass of ``system_type``'s collection being staged."""
+        return self.passes.get(system_type, 1)
 
-    def keep_only_last_pass(self) -> None:
-        """A pass was complete on its own: forget the older copies earlier passes staged.
+    @property
+    def reread(self) -> bool:
+        """Whether a collection was read more than once."""
+        return any(n > 1 for n in self.passes.values())
+
+    def next_pass(self, system_type: str = "Windows") -> None:
+        """Start a re-read of ``system_type``'s collection; rows of its earlier passes stay
+        until :meth:`keep_only_last_pass`."""
+        self.end_copy()
+        self.passes[system_type] = self.pass_of(system_type) + 1
+
+    def keep_only_last_pass(self, system_type: str = "Windows") -> None:
+        """A pass of ``system_type``'s collection was complete on its own: forget the older
+        copies its earlier passes staged (the other collections' rows stay).
 
         Without this, a job deleted between two passes would look live again.
         """
         self.end_copy()
         for table in ("stage_jobs", "stage_rejects"):
-            self.conn.execute(text(f"DELETE FROM {table} WHERE pass_no <> :p"), {"p": self.pass_no})
+            self.conn.execute(
+                text(f"DELETE FROM {table} WHERE system_type = :t AND pass_no <> :p"),
+                {"t": system_type, "p": self.pass_of(system_type)},
+            )
         self.commit()
 
     def first_sync(self, source: str) -> bool:
@@ -183,7 +198,9 @@ class Stage:
         self.conn.execute(text("CREATE INDEX ON stage_jobs (seq)"))
         self.conn.execute(text("SET LOCAL work_mem = '256MB'"))
 
-    def add_same(self, prints: Sequence[tuple[str, bytes]], source: str) -> set[int]:
+    def add_same(
+        self, prints: Sequence[tuple[str, bytes]], source: str, system_type: str = "Windows"
+    ) -> set[int]:
         """Stage, by uid only, the records whose fingerprint equals the one stored for their
         live job of ``source``; returns their positions in ``prints`` ((uid, digest) pairs).
 
@@ -204,8 +221,9 @@ class Stage:
             "uids": ",".join(uids),
             "fps": ",".join(digest.hex() for _, digest in prints),
             "base": self._seq,
-            "pass_no": self.pass_no,
+            "pass_no": self.pass_of(system_type),
             "source": source,
+            "system_type": system_type,
         }
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if all(a < b for a, b in pairwise(uids)):
@@ -243,17 +261,20 @@ class Stage:
         rejects: Iterable[StagedReject],
         *,
         hold: bool = False,
+        system_type: str = "Windows",
     ) -> None:
         """COPY one page: typed rows (BUSINESS order minus raw) with their raw JSON texts and
         fingerprints, and the rejects. Commits at most once a second: the staging transaction
         stays short without a round trip per page. The job COPY stays open (see the class).
-        ``hold``: keep the rows for the next call that uses the connection (no rejects then)."""
+        ``hold``: keep the rows for the next call that uses the connection (no rejects then).
+        ``system_type``: the collection the page came from (rows end with it already)."""
+        pass_no = self.pass_of(system_type)
         if rows:
             self.job_rows += len(rows)
             held = self._held
             for row, raw, fp in zip(rows, raws, fps, strict=True):
                 self._seq += 1
-                held.append((self._seq, self.pass_no, *row, raw, fp))
+                held.append((self._seq, pass_no, *row, raw, fp))
             if hold:
                 return
             self._write_held()
@@ -263,17 +284,19 @@ class Stage:
             self.end_copy()
             cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor.copy(
-                "COPY stage_rejects (seq, pass_no, instance_uid, reason, raw) FROM STDIN"
+                "COPY stage_rejects (seq, pass_no, instance_uid, reason, raw, system_type) "
+                "FROM STDIN"
             ) as copy:
                 for reject in rejects:
                     self._seq += 1
                     copy.write_row(
                         (
                             self._seq,
-                            self.pass_no,
+                            pass_no,
                             reject.instance_uid,
                             reject.reason,
                             dump_json(reject.raw),
+                            system_type,
                         )
                     )
         if not self._one_transaction and _clock() - self._committed >= COMMIT_EVERY_S:
@@ -335,24 +358,28 @@ class Stage:
         self.conn.connection.driver_connection.commit()  # type: ignore[union-attr]
         self._committed = _clock()
 
-    def distinct_keys(self) -> int:
-        """Distinct jobs the current pass staged (see :func:`distinct_keys`)."""
+    def distinct_keys(self, system_type: str = "Windows") -> int:
+        """Distinct jobs the current pass of ``system_type``'s collection staged (see
+        :func:`distinct_keys`)."""
         self.end_copy()
-        return distinct_keys(self.conn, self.pass_no)
+        return distinct_keys(self.conn, self.pass_of(system_type), system_type)
 
 
-def distinct_keys(conn: Connection, pass_no: int | None = None) -> int:
+def distinct_keys(
+    conn: Connection, pass_no: int | None = None, system_type: str | None = None
+) -> int:
     """Distinct jobs staged: valid uids, plus rejected records (by uid, or each if it has none).
 
-    ``pass_no`` limits the count to one pass; None counts everything staged.
+    ``pass_no`` and ``system_type`` limit the count to one pass of one collection; None
+    counts everything staged.
     """
-    return int(conn.execute(text(_DISTINCT_KEYS), {"p": pass_no}).scalar_one())
+    return int(conn.execute(text(_DISTINCT_KEYS), {"p": pass_no, "t": system_type}).scalar_one())
 
 
 # The page's (uid, digest) pairs, sent as two comma-joined texts, staged at base + position
 # for those that match (each statement below adds its match).
-_STAGE_PAGE = """INSERT INTO stage_jobs (seq, pass_no, instance_uid, same)
-SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, true
+_STAGE_PAGE = """INSERT INTO stage_jobs (seq, pass_no, instance_uid, system_type, same)
+SELECT CAST(%(base)s AS bigint) + p.ord, %(pass_no)s, p.uid, %(system_type)s, true
 FROM (
   SELECT CAST(t.u AS uuid) AS uid, decode(t.d, 'hex') AS fp, t.ord
   FROM unnest(string_to_array(%(uids)s, ','), string_to_array(%(fps)s, ','))
@@ -397,10 +424,17 @@ RETURNING seq
 """
 
 _DISTINCT_KEYS = """
+WITH j AS (
+  SELECT instance_uid, pass_no FROM stage_jobs
+  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+), r AS (
+  SELECT instance_uid, pass_no FROM stage_rejects
+  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+)
 SELECT (SELECT count(*) FROM (
-          SELECT instance_uid::text FROM stage_jobs WHERE CAST(:p AS int) IS NULL OR pass_no = :p
-          UNION SELECT lower(instance_uid) FROM stage_rejects
+          SELECT instance_uid::text FROM j WHERE CAST(:p AS int) IS NULL OR pass_no = :p
+          UNION SELECT lower(instance_uid) FROM r
           WHERE instance_uid IS NOT NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p)) k)
-     + (SELECT count(*) FROM stage_rejects
+     + (SELECT count(*) FROM r
         WHERE instance_uid IS NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p))
 """

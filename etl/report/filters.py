@@ -1,10 +1,12 @@
-"""What a report covers: a window of calendar days and the filters ``--source``, ``--organization``.
+"""What a report covers: a window of calendar days and the filters ``--source``,
+``--organization``, ``--platform``.
 
 A filter is a condition per kind of relation it is applied to: relations with one row per job
-(``job_runs``, ``job_sla_current``, ``job_sla_at``) carry ``source`` and ``organization_uid``;
-``sla_daily`` has one row per organization and day, so a source selects the organizations whose
-jobs that console holds. A new filter (a job's platform, say) is one more entry in
-``_CONDITIONS`` and one more field of ``Filters``.
+(``job_runs``, ``job_sla_current``, ``job_sla_at``) carry ``source``, ``organization_uid`` and
+``system_type``; ``sla_daily`` has one row per organization and day, so a source selects the
+organizations whose jobs that console holds. A platform cannot select rows of ``sla_daily``
+(an organization's day counts every platform together): ``--platform`` applies to the per-job
+report (``--by job``) only, and asking it of another says so (:class:`ConfigError`).
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ _CONDITIONS: dict[str, dict[str, str]] = {
         "jobs": "{a}.organization_uid = ANY(:organizations)",
         "organizations": "{a}.organization_uid = ANY(:organizations)",
     },
+    "system_type": {"jobs": "{a}.system_type = :system_type"},
 }
+PLATFORMS = {"windows": "Windows", "linux": "Linux", "mac": "Mac"}
+"""``--platform`` values and the ``system_type`` each selects."""
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Only these rows: a console's name, organizations' uids (None: no filter)."""
+    """Only these rows: a console's name, organizations' uids, a platform's ``system_type``
+    (None: no filter)."""
 
     source: str | None = None
     organizations: tuple[UUID, ...] | None = None
+    system_type: str | None = None
 
     def where(self, alias: str, kind: str) -> tuple[str, dict[str, Any]]:
         """``AND ...`` conditions on ``alias`` (a relation of ``kind`` jobs or organizations)."""
@@ -49,28 +56,43 @@ class Filters:
             value = getattr(self, name)
             if value is None:
                 continue
+            if kind not in conditions:
+                raise ConfigError(
+                    "--platform applies to the per-job report only (--by job, table, csv or "
+                    "json, no --chart): the daily and per-organization numbers count every "
+                    "platform together"
+                )
             clauses.append(conditions[kind].format(a=alias))
             params[name] = list(value) if isinstance(value, tuple) else value
         return "".join(f" AND {c}" for c in clauses), params
 
     @classmethod
     def given(
-        cls, conn: Connection, *, source: str | None = None, organization: str | None = None
+        cls,
+        conn: Connection,
+        *,
+        source: str | None = None,
+        organization: str | None = None,
+        platform: str | None = None,
     ) -> Filters:
-        """The filters of the command line: ``organization`` resolved to its uid."""
+        """The filters of the command line: ``organization`` resolved to its uid, ``platform``
+        (windows, linux or mac) to its ``system_type``."""
+        system_type = None if platform is None else PLATFORMS[platform.lower()]
         if organization is None:
-            return cls(source=source)
+            return cls(source=source, system_type=system_type)
         return cls(
-            source=source, organizations=(resolve_organization(conn, organization, source=source),)
+            source=source,
+            organizations=(resolve_organization(conn, organization, source=source),),
+            system_type=system_type,
         )
 
 
 NO_FILTERS = Filters()
 
 
-def scope(source: str | None, organization: str | None) -> str:
+def scope(source: str | None, organization: str | None, platform: str | None = None) -> str:
     """The filters in the user's words, for a message: `` for organization 'x'`` or empty."""
-    parts = []
+    parts = [] if platform is None else [f"{PLATFORMS[platform.lower()]} jobs"]
     if organization is not None:
         parts.append(f"organization {organization!r}")
     if source is not None:

@@ -25,9 +25,7 @@ every GET below is a collection with limit, offset, filter, sort, select and the
     GET  /infrastructure/backupAgents/mac/jobs        Mac agent jobs    detailed targetType)
     GET  /infrastructure/backupAgents                 every agent, with its computer name
     GET  /infrastructure/backupAgents/windows         instanceUid, managementAgentUid,
-                                                      cbtDriverStatus (names_on_windows_agents,
-                                                      the default for now, serves the old
-                                                      stand-in with names instead)
+                                                      cbtDriverStatus (no name, as the vendor)
     GET  /infrastructure/backupAgents/linux, /mac     instanceUid, managementAgentUid
     GET  /infrastructure/managementAgents             one per computer, and a few lone ones
     GET  /protectedWorkloads/computersManagedByConsole/restorePoints
@@ -36,8 +34,8 @@ every GET below is a collection with limit, offset, filter, sort, select and the
     POST /token                                       password and refresh_token grants
     GET  /asyncActions/{id}, /asyncActions/{id}/result
 
-Which platforms exist is a choice (``Simulator(platforms=("windows", "linux", "mac"))``;
-Windows only by default); the endpoints of the others answer with empty collections.
+Which platforms exist is a choice (``Simulator(platforms=("windows",))``; all three by
+default); the endpoints of the others answer with empty collections.
 
 Control endpoints, for a simulator running in another process (no auth, JSON answers):
 

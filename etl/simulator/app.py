@@ -5,6 +5,7 @@ bytes; everything a client can observe is decided here.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
@@ -20,7 +21,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from etl.simulator import wire
-from etl.simulator.data import DEFAULT_START, JOB_COLLECTIONS, AdvanceSummary, World
+from etl.simulator.data import DEFAULT_START, AdvanceSummary, World
 from etl.simulator.faults import Fault, FaultPlan
 from etl.simulator.query import Query, QueryError, arrange, parse_query, project
 from etl.simulator.wire import TIMESTAMP_FIELDS
@@ -189,9 +190,8 @@ class Simulator:
     session after that many authenticated requests, and ``one_session_per_user`` ends a
     user's sessions whenever that user logs in or refreshes: both are how applications
     sharing one account log each other out (the vendor warns they do); the next request
-    with such a token gets the console's 401. ``platforms``, ``names_on_windows_agents`` and
-    ``outage_rate`` shape the data (see :class:`World`); ``latency`` seconds are added to
-    every page of a job collection.
+    with such a token gets the console's 401. ``platforms`` and ``outage_rate`` shape the data
+    (see :class:`World`); ``latency`` seconds are added to every answer (a console far away).
     """
 
     def __init__(
@@ -211,8 +211,7 @@ class Simulator:
         add_rate: float = 0.01,
         delete_rate: float = 0.01,
         change_rate: float = 0.01,
-        platforms: Iterable[str] = ("windows",),
-        names_on_windows_agents: bool = True,
+        platforms: Iterable[str] = wire.PLATFORMS,
         outage_rate: float = 0.0,
     ) -> None:
         if isinstance(start, str):
@@ -225,7 +224,6 @@ class Simulator:
             delete_rate=delete_rate,
             change_rate=change_rate,
             platforms=platforms,
-            names_on_windows_agents=names_on_windows_agents,
             outage_rate=outage_rate,
         )
         self.faults = FaultPlan()
@@ -258,11 +256,23 @@ class Simulator:
     def advance(self, hours: float) -> AdvanceSummary:
         return self.world.advance(hours)
 
-    def jobs(self, platform: str = "windows") -> list[dict[str, Any]]:
-        return self.world.jobs(platform)
+    def jobs(self, platform: str | None = None) -> list[dict[str, Any]]:
+        """The jobs of ``platform`` (windows, linux, mac), or of every platform (None): the
+        console's truth."""
+        return self.every_job() if platform is None else self.world.jobs(platform)
+
+    def every_job(self) -> list[dict[str, Any]]:
+        """The jobs of every platform: Windows', Linux's, then Mac's (the truth a sync of all
+        three mirrors)."""
+        return [job for platform in wire.PLATFORMS for job in self.world.jobs(platform)]
 
     def agents(self) -> list[dict[str, Any]]:
-        return self.world.agents()
+        """Every agent as ``/infrastructure/backupAgents`` serves it (with its computer name)."""
+        return copy.deepcopy(self.world.rows("backup_agents"))
+
+    def management_agents(self) -> list[dict[str, Any]]:
+        """Every management agent as ``/infrastructure/managementAgents`` serves it."""
+        return copy.deepcopy(self.world.rows("management_agents"))
 
     def organizations(self) -> list[dict[str, Any]]:
         return self.world.organizations()
@@ -320,7 +330,7 @@ class Simulator:
         fault = self.faults.take(endpoint)
         self.stats.count(endpoint, fault)
         response = self._answer(request, endpoint, action, fault)
-        if endpoint in JOB_COLLECTIONS and self.latency:
+        if self.latency:
             response = replace(response, delay=response.delay + self.latency)
         return _transport_fault(response, fault)
 
@@ -506,8 +516,6 @@ class Simulator:
     def _collection(self, request: Request, endpoint: str, fault: Fault | None) -> Response:
         kind = fault.kind if fault is not None else None
         fields = _FIELDS[endpoint]
-        if endpoint == "agents" and self.world.names_on_windows_agents:
-            fields = wire.AGENT_FIELDS
         try:
             query = parse_query(request.query, fields=fields, max_page_size=self.max_page_size)
         except QueryError as exc:

@@ -42,18 +42,10 @@ def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
 )
 @click.option(
     "--platforms",
-    default="windows",
+    default="windows,linux,mac",
     show_default=True,
     callback=_platform_list,
     help="Platforms whose agents and jobs exist, comma-separated: windows,linux,mac.",
-)
-@click.option(
-    "--windows-agent-names/--no-windows-agent-names",
-    default=True,
-    show_default=True,
-    help="Serve computer names on /backupAgents/windows as this simulator always did "
-    "(a compatibility stand-in); --no-windows-agent-names serves the vendor's shape "
-    "(instanceUid, managementAgentUid, cbtDriverStatus).",
 )
 @click.option(
     "--outage-rate",
@@ -132,7 +124,6 @@ def simulate(
     port: int,
     jobs: int,
     platforms: tuple[str, ...],
-    windows_agent_names: bool,
     outage_rate: float,
     seed: int,
     api_key: str,
@@ -166,7 +157,6 @@ def simulate(
         max_page_size=max_page_size,
         latency=latency,
         platforms=platforms,
-        names_on_windows_agents=windows_agent_names,
         outage_rate=outage_rate,
     )
     if fault_rate:

@@ -64,10 +64,8 @@ class World(Generator):
     """Organizations, agents and jobs of one simulated console, with a virtual clock.
 
     ``platforms`` decides which agents and jobs exist (``jobs`` is split over them, most to
-    Windows). ``names_on_windows_agents`` keeps ``/backupAgents/windows`` as this simulator
-    served it before it followed the vendor (computer names there): a compatibility stand-in
-    to remove once the ETL reads names from ``/backupAgents``; off, it serves the vendor's
-    shape. ``outage_rate``: the chance per computer per day of going offline for a while.
+    Windows; all three by default). ``outage_rate``: the chance per computer per day of going
+    offline for a while.
     """
 
     def __init__(
@@ -79,8 +77,7 @@ class World(Generator):
         add_rate: float = 0.01,
         delete_rate: float = 0.01,
         change_rate: float = 0.01,
-        platforms: Iterable[str] = ("windows",),
-        names_on_windows_agents: bool = True,
+        platforms: Iterable[str] = wire.PLATFORMS,
         outage_rate: float = 0.0,
     ) -> None:
         if jobs < 0:
@@ -88,7 +85,6 @@ class World(Generator):
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         self.platforms = _platforms(platforms)
-        self._names_on_windows_agents = names_on_windows_agents
         self._rng = random.Random(seed)
         self._streams = {"windows": self._rng} | {
             p: random.Random(f"vspc-simulator/{seed}/{p}") for p in wire.PLATFORMS[1:]
@@ -129,17 +125,6 @@ class World(Generator):
     def now(self) -> datetime:
         return self._now
 
-    @property
-    def names_on_windows_agents(self) -> bool:
-        """Whether ``/backupAgents/windows`` serves the names stand-in (see the class)."""
-        return self._names_on_windows_agents
-
-    @names_on_windows_agents.setter
-    def names_on_windows_agents(self, value: bool) -> None:
-        with self._lock:
-            self._names_on_windows_agents = value
-            self.version += 1
-
     def rows(self, collection: str) -> list[dict[str, Any]]:
         """The records a collection serves (``jobs``, ``linux_jobs``, ``mac_jobs``, ``agents``,
         ``linux_agents``, ``mac_agents``, ``backup_agents``, ``management_agents``,
@@ -147,8 +132,6 @@ class World(Generator):
         with self._lock:
             if collection in JOB_COLLECTIONS:
                 return list(self._stores[JOB_COLLECTIONS[collection]].values())
-            if collection == "agents" and self.names_on_windows_agents:
-                return list(self._agents.values())
             if collection in AGENT_COLLECTIONS:
                 return self._fleet.platform_agents(AGENT_COLLECTIONS[collection])
             if collection == "backup_agents":
@@ -275,18 +258,24 @@ class World(Generator):
             self.version += 1
 
     def touch(self, fraction: float) -> list[str]:
-        """Edit ``fraction`` of the jobs in place of time passing (benchmarks: "10 % changed")."""
+        """Edit ``fraction`` of the jobs of every platform in place of time passing (benchmarks:
+        "10 % changed")."""
         if not 0 <= fraction <= 1:
             raise ValueError("fraction must be between 0 and 1")
         with self._lock:
-            chosen = self._rng.sample(list(self._jobs), round(len(self._jobs) * fraction))
+            chosen: list[str] = []
             stamp = wire.format_timestamp(self._now, UTC, 7)
-            for uid in chosen:
-                job = dict(self._jobs[uid])
-                job["lastModifiedDate"] = stamp
-                job["restorePoints"] = _count(job, "restorePoints") + 1
-                self._jobs[uid] = job
-                self._point(job, self._meta[uid], self._now)
+            for platform in wire.PLATFORMS:  # each platform's share, from its own stream
+                store = self._stores[platform]
+                rng = self._streams[platform]
+                picked = rng.sample(list(store), round(len(store) * fraction))
+                for uid in picked:
+                    job = dict(store[uid])
+                    job["lastModifiedDate"] = stamp
+                    job["restorePoints"] = _count(job, "restorePoints") + 1
+                    store[uid] = job
+                    self._point(job, self._meta[uid], self._now)
+                chosen.extend(picked)
             self.version += 1
             return chosen
 

@@ -48,9 +48,6 @@ JOB_FIELDS = words(
 UNIX_JOB_FIELDS = tuple(name for name in JOB_FIELDS if name != "scheduleEvents")
 UNIX_TARGET_TYPES = words("BackupRepository CloudRepository LocalFolder SharedFolder Unknown")
 UNIX_TARGET_WEIGHTS = (30, 25, 30, 12, 3)
-# What /backupAgents/windows served before it was checked against the vendor: a compatibility
-# stand-in (names_on_windows_agents), kept while the ETL reads computer names from there.
-AGENT_FIELDS = ("instanceUid", "agentPlatform", "name", "organizationUid", "version", "status")
 # The vendor's models (API 3.6/3.7): BackupAgent, WindowsBackupAgent, LinuxBackupAgent,
 # MacBackupAgent, ManagementAgent, ProtectedComputerManagedByConsoleRestorePoint.
 BACKUP_AGENT_FIELDS = words(

@@ -10,7 +10,8 @@ RETURNS TABLE (
   backup_agent_uid uuid, computer_name text, job_name text, is_enabled boolean,
   last_status text, last_run timestamptz, last_success_at timestamptz,
   hours_since_success numeric, rpo_hours integer, rpo_met boolean,
-  consecutive_failures integer)
+  consecutive_failures integer, system_type text, agent_connection_status text,
+  agent_last_heartbeat_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET jit = off
 -- Each call plans its statements for its own as_of and windows: a cached generic plan, which
@@ -70,7 +71,7 @@ BEGIN
   RETURN QUERY
   WITH jobs AS MATERIALIZED (
     SELECT s.instance_uid, s.source, s.organization_uid, s.backup_agent_uid, s.name,
-           s.is_enabled, s.status, s.last_run, st.ok_ended_at, st.failures,
+           s.is_enabled, s.status, s.last_run, s.system_type, st.ok_ended_at, st.failures,
            coalesce(st.settled_at > as_of, false) AS unsettled
     FROM vspc.backup_agent_job_snapshots s
     LEFT JOIN vspc.job_sla_state st ON st.instance_uid = s.instance_uid
@@ -97,10 +98,11 @@ BEGIN
          round((extract(epoch FROM as_of - j.ok_end) / 3600)::numeric, 2),
          rpo.hours,
          coalesce(j.ok_end > as_of - make_interval(hours => rpo.hours), false),
-         j.n::integer
+         j.n::integer, j.system_type, m.connection_status, m.last_heartbeat_at
   FROM answer j
   LEFT JOIN vspc.organizations o ON o.instance_uid = j.organization_uid
   LEFT JOIN vspc.backup_agents a ON a.instance_uid = j.backup_agent_uid
+  LEFT JOIN vspc.management_agents m ON m.instance_uid = a.management_agent_uid
   CROSS JOIN LATERAL (
     SELECT coalesce(
       (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid = j.organization_uid),

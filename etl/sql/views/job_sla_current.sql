@@ -2,7 +2,8 @@
 CREATE OR REPLACE VIEW vspc.job_sla_current AS
 SELECT instance_uid, source, organization_uid, organization_name, backup_agent_uid,
        computer_name, job_name, is_enabled, last_status, last_run, last_success_at,
-       hours_since_success, rpo_hours, rpo_met, consecutive_failures
+       hours_since_success, rpo_hours, rpo_met, consecutive_failures, system_type,
+       agent_connection_status, agent_last_heartbeat_at
 FROM vspc.job_sla_at(now());
 
 COMMENT ON VIEW vspc.job_sla_current IS
@@ -12,7 +13,8 @@ COMMENT ON COLUMN vspc.job_sla_current.source IS 'console the job was read from'
 COMMENT ON COLUMN vspc.job_sla_current.organization_uid IS 'organization of the job';
 COMMENT ON COLUMN vspc.job_sla_current.organization_name IS 'organization name (null if unknown)';
 COMMENT ON COLUMN vspc.job_sla_current.backup_agent_uid IS 'agent (computer) of the job';
-COMMENT ON COLUMN vspc.job_sla_current.computer_name IS 'computer name (null if unknown)';
+COMMENT ON COLUMN vspc.job_sla_current.computer_name IS
+  'computer name from /infrastructure/backupAgents (null if unknown)';
 COMMENT ON COLUMN vspc.job_sla_current.job_name IS 'job name';
 COMMENT ON COLUMN vspc.job_sla_current.is_enabled IS
   'job enabled; a disabled job is not counted as protected';
@@ -28,3 +30,10 @@ COMMENT ON COLUMN vspc.job_sla_current.rpo_met IS
   'a Success/Warning session ended within rpo_hours before now';
 COMMENT ON COLUMN vspc.job_sla_current.consecutive_failures IS
   'Failed sessions since the latest Success/Warning';
+COMMENT ON COLUMN vspc.job_sla_current.system_type IS
+  'platform of the job''s agent: Windows, Linux or Mac';
+COMMENT ON COLUMN vspc.job_sla_current.agent_connection_status IS
+  'connection of the computer''s management agent: Online, Inaccessible, Rejected, Unknown '
+  '(null if unknown)';
+COMMENT ON COLUMN vspc.job_sla_current.agent_last_heartbeat_at IS
+  'when the console last heard from the computer''s management agent (null if unknown)';
