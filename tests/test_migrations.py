@@ -30,9 +30,10 @@ REPORTING = {
 }
 CACHE = {"etl_job_fingerprints", "etl_name_pages", "job_sla_state"}
 PLATFORMS = {"management_agents"}  # revision 0008
-TABLES = CORE | REPORTING | CACHE | PLATFORMS
+POINTS = {"restore_points"}  # revision 0009
+TABLES = CORE | REPORTING | CACHE | PLATFORMS | POINTS
 VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0008"
+HEAD = "0009"
 
 
 @pytest.fixture

@@ -226,7 +226,13 @@ etl_name_pages = Table(
     "etl_name_pages",
     metadata,
     Column("source", Text, nullable=False, comment="console the pages were read from"),
-    Column("collection", Text, nullable=False, comment="organizations or agents"),
+    Column(
+        "collection",
+        Text,
+        nullable=False,
+        comment="the secondary collection the page belongs to: organizations, agents or "
+        "management_agents",
+    ),
     Column(
         "page_digest",
         LargeBinary,
@@ -240,6 +246,56 @@ etl_name_pages = Table(
     "sync stages every name and refills it)",
 )
 """Revision 0005; see the migration for what it is for."""
+
+restore_points = Table(
+    "restore_points",
+    metadata,
+    Column("instance_uid", UUID(as_uuid=True), nullable=False, comment="restore point uid"),
+    Column("source", Text, nullable=False, comment="console the row came from (VSPC_SOURCE)"),
+    Column(
+        "backup_agent_uid",
+        UUID(as_uuid=True),
+        comment="agent (computer) the point protects (backup_agents.instance_uid)",
+    ),
+    Column(
+        "job_uid",
+        UUID(as_uuid=True),
+        comment="job that created it (backup_agent_jobs.instance_uid); null for a point of "
+        "a job the console does not list (e.g. one the agent runs on its own)",
+    ),
+    Column("backed_up_items", Text, comment="what was backed up (backedupItems)"),
+    Column("destination", Text, comment="where the point is stored"),
+    Column("size", BigInteger, comment="bytes of the point's backup file"),
+    Column(
+        "increment_raw_data_size",
+        BigInteger,
+        comment="bytes of source data changed since the previous point (incrementRawDataSize)",
+    ),
+    Column("source_size", BigInteger, comment="bytes of the protected source data"),
+    Column(
+        "creation_date",
+        TZ,
+        nullable=False,
+        comment="when the point was created: the end of the backup that made it",
+    ),
+    Column("raw", JSONB, nullable=False, comment="the record exactly as received"),
+    Column("first_seen_at", TZ, nullable=False, comment="start of the run that first listed it"),
+    Column("last_run_id", BigInteger, comment="etl_runs.run_id that last wrote the row"),
+    Column(
+        "gone_at",
+        TZ,
+        comment="start of the first complete read that no longer listed it (retention merged "
+        "it away); null while the console lists it",
+    ),
+    PrimaryKeyConstraint("instance_uid"),
+    Index(None, "job_uid", "creation_date"),
+    Index(None, "backup_agent_uid", "creation_date"),
+    Index(None, "source", "creation_date"),
+    comment="restore points of computers managed by the console, from GET /api/v3/"
+    "protectedWorkloads/computersManagedByConsole/restorePoints: one row per point ever "
+    "listed, never deleted",
+)
+"""Revision 0009; see the migration for what it is for."""
 
 # ---------------------------------------------------------------- reporting (revision 0002)
 
