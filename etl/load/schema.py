@@ -184,6 +184,20 @@ etl_runs = Table(
     Column("jobs_rejected", Integer, comment="records written to etl_rejects"),
     Column("error", Text, comment="why the run failed or what was withheld"),
     Column("etl_version", Text, comment="vspc-etl package version"),
+    Column(
+        "restore_points_read",
+        Text,
+        comment="how the run read restore points: full (every point, may set gone_at), new "
+        "(only points created since the newest stored, with an overlap) or refused (403/404: "
+        "the stored points left as they are); null if it did not read them",
+    ),
+    Column("restore_points_seen", Integer, comment="restore points the run's read listed"),
+    Column("restore_points_inserted", Integer, comment="restore points seen for the first time"),
+    Column(
+        "restore_points_gone",
+        Integer,
+        comment="restore points this run found merged away (gone_at set)",
+    ),
     PrimaryKeyConstraint("run_id"),
     CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
     Index(None, "source", "started_at"),
@@ -199,6 +213,12 @@ etl_rejects = Table(
     Column("reason", Text, nullable=False, comment="which field, what was wrong"),
     Column("raw", JSONB, nullable=False, comment="the record as received"),
     Column("rejected_at", TZ, nullable=False, comment="when it was rejected"),
+    Column(
+        "collection",
+        Text,
+        comment="collection the record came from, e.g. windows_jobs or restore_points (null "
+        "before revision 0009: a job)",
+    ),
     PrimaryKeyConstraint("reject_id"),
     Index(None, "run_id"),
     comment="records that could not be loaded, never silently dropped",

@@ -8,6 +8,11 @@ again. Its indexes serve the questions the reporting views ask: a job's newest p
 an instant, a computer's newest point, the points created on a day, the newest point stored
 (where an incremental read starts).
 
+``etl_runs`` says how each run read the points (``restore_points_read``: a full read, only the
+new ones, or refused by the console) and what it found; the time of the last complete full
+read is where the next one is due from. ``etl_rejects.collection`` says which collection a
+rejected record came from (null for rows written before this revision: they are all jobs).
+
 ``etl_name_pages.collection`` gets the comment that says which collections it holds now.
 
 Revision ID: 0009
@@ -31,6 +36,27 @@ TZ = sa.TIMESTAMP(timezone=True)
 NAME_PAGES_COLLECTION = (
     "organizations or agents",
     "the secondary collection the page belongs to: organizations, agents or management_agents",
+)
+
+RUN_COLUMNS = (
+    (
+        "restore_points_read",
+        sa.Text(),
+        "how the run read restore points: full (every point, may set gone_at), new (only "
+        "points created since the newest stored, with an overlap) or refused (403/404: the "
+        "stored points left as they are); null if it did not read them",
+    ),
+    ("restore_points_seen", sa.Integer(), "restore points the run's read listed"),
+    ("restore_points_inserted", sa.Integer(), "restore points seen for the first time"),
+    (
+        "restore_points_gone",
+        sa.Integer(),
+        "restore points this run found merged away (gone_at set)",
+    ),
+)
+REJECT_COLLECTION = (
+    "collection the record came from, e.g. windows_jobs or restore_points (null before "
+    "revision 0009: a job)"
 )
 
 
@@ -104,6 +130,11 @@ def upgrade() -> None:
         ["source", "creation_date"],
         schema=S,
     )
+    for name, kind, comment in RUN_COLUMNS:
+        op.add_column("etl_runs", sa.Column(name, kind, comment=comment), schema=S)
+    op.add_column(
+        "etl_rejects", sa.Column("collection", sa.Text(), comment=REJECT_COLLECTION), schema=S
+    )
     op.alter_column(
         "etl_name_pages",
         "collection",
@@ -125,4 +156,7 @@ def downgrade() -> None:
         comment=NAME_PAGES_COLLECTION[0],
         existing_comment=NAME_PAGES_COLLECTION[1],
     )
+    op.drop_column("etl_rejects", "collection", schema=S)
+    for name, _, _ in reversed(RUN_COLUMNS):
+        op.drop_column("etl_runs", name, schema=S)
     op.drop_table("restore_points", schema=S)
