@@ -26,7 +26,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,10 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from etl.report import month_window, monthly_reports, render_html
+from etl.report import month_window, monthly, monthly_reports, render_html
+from etl.report.filters import NO_FILTERS, Filters
 from etl.report.html import file_name
-from etl.report.monthly import MonthlyReport
+from etl.report.monthly import MissedRow, MonthlyReport, missed_rows
 from tests.test_report import current_jobs
 
 ACME = uuid.UUID("a0000000-0000-4000-8000-0000000000a1")
@@ -281,6 +282,98 @@ def test_month_is_utc_whatever_the_report_time_zone(acme: MonthlyReport, fresh_d
     assert [(j.instance_uid, j.days) for j in again.missed_jobs] == [
         (j.instance_uid, j.days) for j in acme.missed_jobs
     ]
+
+
+# -- the jobs that missed, all days at once ---------------------------------------------
+
+
+def definition_and_fast(
+    conn: Connection,
+    days: list[date],
+    filters: Filters = NO_FILTERS,
+    reports: dict[Any, MonthlyReport] | None = None,
+) -> tuple[list[MissedRow], list[MissedRow]]:
+    if reports is None:
+        reports = {r.organization_uid: r for r in monthly_reports(conn, month_window("2026-10"))}
+    defined = missed_rows(conn, reports, days, filters, fast=False)
+    return defined, missed_rows(conn, reports, days, filters)
+
+
+def by_day(rows: list[MissedRow]) -> list[tuple[date, set[MissedRow]]]:
+    days = sorted({r.day for r in rows})
+    return [(d, {r for r in rows if r.day == d}) for d in days]
+
+
+@pytest.fixture
+def asked_of_the_definition(monkeypatch: pytest.MonkeyPatch) -> list[list[date]]:
+    """The days ``job_sla_at`` itself is asked, call by call."""
+    asked: list[list[date]] = []
+    defined = monthly._defined
+
+    def spy(conn: Connection, days: list[date], *args: Any) -> list[MissedRow]:
+        asked.append(list(days))
+        return defined(conn, days, *args)
+
+    monkeypatch.setattr(monthly, "_defined", spy)
+    return asked
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [[], [(None, 48)], [(ACME, 12)], [(None, 6), (GLOBEX, 30)]],
+    ids=["24h", "48h", "acme-12h", "6h-globex-30h"],
+)
+def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
+    month: dict[str, str],
+    fresh_db: Engine,
+    policy: list[tuple[uuid.UUID | None, int]],
+    asked_of_the_definition: list[list[date]],
+) -> None:
+    if policy:
+        with fresh_db.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.sla_policy VALUES (:org, :hours) ON CONFLICT "
+                    "(organization_uid) DO UPDATE SET rpo_hours = excluded.rpo_hours"
+                ),
+                [{"org": org, "hours": hours} for org, hours in policy],
+            )
+    october_days = [on(d) for d in range(1, 32)]
+    with fresh_db.connect() as conn:
+        acme_only = Filters(organizations=(ACME,))
+        for days, filters in [
+            (october_days, NO_FILTERS),
+            (october_days, acme_only),
+            # from the 20th: J2's last success (the 19th) is older than any RPO then
+            (october_days[19:], NO_FILTERS),
+        ]:
+            defined, fast = definition_and_fast(conn, days, filters)
+            assert by_day(fast) == by_day(defined)
+            assert fast  # every policy leaves days with a job that missed
+            if filters is acme_only:
+                assert {r.organization_uid for r in fast} == {ACME}
+    # one call per set of days for the definition itself, none for the fast answers
+    assert asked_of_the_definition == [october_days, october_days, october_days[19:]]
+
+
+def test_a_day_the_counts_disagree_on_is_asked_of_job_sla_at(
+    month: dict[str, str], fresh_db: Engine, asked_of_the_definition: list[list[date]]
+) -> None:
+    october_days = [on(d) for d in range(1, 32)]
+    with fresh_db.connect() as conn:
+        reports = {r.organization_uid: r for r in monthly_reports(conn, month_window("2026-10"))}
+        asked_of_the_definition.clear()
+        # as if the day's count said J1 met its RPO on the 10th (a restore point, say)
+        acme = reports[ACME]
+        acme.days = [
+            replace(d, jobs_meeting_rpo=d.jobs_protected) if d.day == on(10) else d
+            for d in acme.days
+        ]
+        fast = missed_rows(conn, reports, october_days)
+        defined = missed_rows(conn, reports, october_days, fast=False)
+    assert asked_of_the_definition == [[on(10)], october_days]
+    assert by_day(fast) == by_day(defined)
+    assert {(r.instance_uid, r.last_success_at) for r in fast if r.day == on(10)} == {(J1, t(9, 2))}
 
 
 def test_a_running_month_is_read_up_to_now(month: dict[str, str], fresh_db: Engine) -> None:
