@@ -87,8 +87,8 @@ WITH days AS (
     interval '1 day') g (at)
   JOIN days d ON d.day = g.at::date
   WHERE s.is_enabled AND NOT s.is_deleted{where}
-    AND s.valid_from <= (SELECT max(t) FROM days)
-    AND (s.valid_to IS NULL OR s.valid_to > (SELECT min(t) FROM days))
+    AND s.valid_from <= CAST(:until AS timestamptz)
+    AND (s.valid_to IS NULL OR s.valid_to > CAST(:first AS date)::timestamp AT TIME ZONE 'UTC')
     AND s.valid_from <= d.t AND (s.valid_to IS NULL OR s.valid_to > d.t)
 ), events AS (
   SELECT l.instance_uid, l.t AS at, true AS judged, NULL::timestamptz AS started_at, l.day
@@ -96,9 +96,10 @@ WITH days AS (
   UNION ALL
   SELECT f.instance_uid, f.ended_at, false, f.started_at, NULL
   FROM vspc.job_run_facts f
+  -- every job's: a join to the few live jobs, misjudged, can cost seconds; other jobs'
+  -- successes only make partitions of their own, which nothing reads
   WHERE f.status IN ('Success', 'Warning') AND f.ended_at > CAST(:since AS timestamptz)
-    AND f.ended_at <= (SELECT max(t) FROM days)
-    AND f.instance_uid IN (SELECT instance_uid FROM live)
+    AND f.ended_at <= CAST(:until AS timestamptz)
 ), carried AS (
   -- a success ending exactly at a day's end counts for that day: it sorts first
   SELECT e.instance_uid, e.day, e.judged, max(e.started_at) OVER (
@@ -305,7 +306,14 @@ def missed_rows(
         MissedRow(*r)
         for r in conn.execute(
             text(_MISSED_FAST.format(where=where)),
-            params | {"days": days, "first": days[0], "last": days[-1], "since": since},
+            params
+            | {
+                "days": days,
+                "first": days[0],
+                "last": days[-1],
+                "since": since,
+                "until": datetime.combine(days[-1] + timedelta(days=1), time(), UTC),
+            },
         )
     ]
     unknown = sorted({r.instance_uid for r in rows if r.last_success_at is None})
