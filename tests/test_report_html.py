@@ -26,7 +26,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,11 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from etl.report import month_window, monthly, monthly_reports, render_html
+from etl.report import missed, month_window, monthly_reports, render_html
 from etl.report.filters import NO_FILTERS, Filters
 from etl.report.html import file_name
-from etl.report.monthly import MissedRow, MonthlyReport, missed_rows
+from etl.report.missed import MissedRow, missed_rows
+from etl.report.monthly import MonthlyReport
 from tests.test_report import current_jobs
 
 ACME = uuid.UUID("a0000000-0000-4000-8000-0000000000a1")
@@ -287,16 +288,21 @@ def test_month_is_utc_whatever_the_report_time_zone(acme: MonthlyReport, fresh_d
 # -- the jobs that missed, all days at once ---------------------------------------------
 
 
+def sla_daily_misses(conn: Connection) -> dict[tuple[uuid.UUID | None, date], int]:
+    """How many jobs missed, by organization and day of October, as sla_daily counts them."""
+    return {
+        (report.organization_uid, d.day): d.jobs_protected - d.jobs_meeting_rpo
+        for report in monthly_reports(conn, month_window("2026-10"))
+        for d in report.days
+    }
+
+
 def definition_and_fast(
-    conn: Connection,
-    days: list[date],
-    filters: Filters = NO_FILTERS,
-    reports: dict[Any, MonthlyReport] | None = None,
+    conn: Connection, days: list[date], filters: Filters = NO_FILTERS
 ) -> tuple[list[MissedRow], list[MissedRow]]:
-    if reports is None:
-        reports = {r.organization_uid: r for r in monthly_reports(conn, month_window("2026-10"))}
-    defined = missed_rows(conn, reports, days, filters, fast=False)
-    return defined, missed_rows(conn, reports, days, filters)
+    expected = sla_daily_misses(conn)
+    defined = missed_rows(conn, days, expected, filters, fast=False)
+    return defined, missed_rows(conn, days, expected, filters)
 
 
 def by_day(rows: list[MissedRow]) -> list[tuple[date, set[MissedRow]]]:
@@ -308,13 +314,13 @@ def by_day(rows: list[MissedRow]) -> list[tuple[date, set[MissedRow]]]:
 def asked_of_the_definition(monkeypatch: pytest.MonkeyPatch) -> list[list[date]]:
     """The days ``job_sla_at`` itself is asked, call by call."""
     asked: list[list[date]] = []
-    defined = monthly._defined
+    defined = missed._defined
 
     def spy(conn: Connection, days: list[date], *args: Any) -> list[MissedRow]:
         asked.append(list(days))
         return defined(conn, days, *args)
 
-    monkeypatch.setattr(monthly, "_defined", spy)
+    monkeypatch.setattr(missed, "_defined", spy)
     return asked
 
 
@@ -361,16 +367,12 @@ def test_a_day_the_counts_disagree_on_is_asked_of_job_sla_at(
 ) -> None:
     october_days = [on(d) for d in range(1, 32)]
     with fresh_db.connect() as conn:
-        reports = {r.organization_uid: r for r in monthly_reports(conn, month_window("2026-10"))}
-        asked_of_the_definition.clear()
-        # as if the day's count said J1 met its RPO on the 10th (a restore point, say)
-        acme = reports[ACME]
-        acme.days = [
-            replace(d, jobs_meeting_rpo=d.jobs_protected) if d.day == on(10) else d
-            for d in acme.days
-        ]
-        fast = missed_rows(conn, reports, october_days)
-        defined = missed_rows(conn, reports, october_days, fast=False)
+        expected = sla_daily_misses(conn)
+        assert expected[ACME, on(10)] == 1  # J1
+        # as if sla_daily said J1 met its RPO on the 10th (a restore point, say)
+        expected[ACME, on(10)] = 0
+        fast = missed_rows(conn, october_days, expected)
+        defined = missed_rows(conn, october_days, expected, fast=False)
     assert asked_of_the_definition == [[on(10)], october_days]
     assert by_day(fast) == by_day(defined)
     assert {(r.instance_uid, r.last_success_at) for r in fast if r.day == on(10)} == {(J1, t(9, 2))}
