@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
 
     server = server_url()
-    name = f"vspc_report_bench_{args.jobs}"
+    name = f"vspc_etl_report_bench_{args.jobs}"
     url, fill = ensure_database(server, name, args.keep)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VSPC_", "DATABASE_"))}
     env |= {"DATABASE_URL": url.render_as_string(hide_password=False), "LOG_LEVEL": "WARNING"}
