@@ -131,3 +131,19 @@ def test_reporting_bench_runs_its_pairs_and_queries(server_url: URL) -> None:
     assert queries["job_sla_current, all jobs"][-1] == "200"
     assert queries["dashboard: organization"][-1] == "4"
     assert "`UPDATE vspc.report_settings SET time_zone = 'Europe/Moscow'`" in queries
+
+
+def test_report_bench_times_one_organization_and_all(server_url: URL) -> None:
+    month = datetime.now(UTC).strftime("%Y-%m")  # the demo's short history ends now
+    out = run_bench(
+        "report_bench.py", server_url, "--jobs", "40", "--days", "2", "--month", month,
+        "--repeat", "1",
+    )  # fmt: skip
+    rows = table_rows(out, "40")
+    assert [row[:2] for row in rows] == [["40", "2"], ["40", "2"]]  # one organization per 20 jobs
+    assert rows[0][2].startswith("`--organization` (")
+    assert rows[1][2] == "`--all-organizations` (2 files)"
+    for row in rows:
+        median, most, cpu = (float(cell) for cell in row[3:])
+        assert 0 < median <= most and cpu > 0
+    assert "vspc_etl_report_bench_40" not in bench_databases(server_url)  # dropped
