@@ -119,6 +119,14 @@ def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.FloatRange(min=0),
     help="Seconds added to every page of a job collection.",
 )
+@click.option(
+    "--refuse",
+    multiple=True,
+    metavar="PATH_PREFIX",
+    help="Answer 404 to every request whose path is PATH_PREFIX or lies below it, as an older "
+    "console without that endpoint does (e.g. /api/v3/infrastructure/managementAgents); "
+    "repeatable.",
+)
 def simulate(
     host: str,
     port: int,
@@ -137,6 +145,7 @@ def simulate(
     advance_every: float | None,
     advance_hours: float,
     latency: float,
+    refuse: tuple[str, ...],
 ) -> None:
     """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
 
@@ -158,6 +167,7 @@ def simulate(
         latency=latency,
         platforms=platforms,
         outage_rate=outage_rate,
+        refuse=refuse,
     )
     if fault_rate:
         sim.faults.random(fault_rate, seed=seed)
