@@ -16,10 +16,12 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
 every case runs with both ETLs, each on a simulator and database of its own, the two sides
 alternating who goes first: the ratio column compares them within one run, on one machine.
-Both sides then do the same work, what the loader's baseline (``0ce179c``) read: Windows jobs,
-agents and organizations. The simulators serve Windows agents only and refuse (404) the
-collections the baseline did not read (``LIKE_BASELINE_REFUSED``), and this side syncs with
-``VSPC_PLATFORMS=windows``; it asks once for each refused collection and skips it.
+Both sides then do the same work: the Windows jobs and the organizations, what the loader's
+baseline (``0ce179c``) read. The simulators serve the Windows platform only and refuse (404) the
+collections the baseline did not read (``LIKE_BASELINE_REFUSED``) and the backup agents, which
+the two sides read from different endpoints (the baseline ``/backupAgents/windows``, without
+computer names; this code ``/backupAgents``, four times the bytes per agent); this side syncs
+with ``VSPC_PLATFORMS=windows``. Each side asks once for each refused collection and skips it.
 With ``--repeat N`` each size's three cases run N times, each time on a new database, and a
 last table gives each case's median and range (one run of a case scatters by 10-20 % here).
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
@@ -55,6 +57,8 @@ LIKE_BASELINE_REFUSED = (
     "/api/v3/infrastructure/managementAgents",
     "/api/v3/protectedWorkloads",
 )
+# The simulator's endpoints of the backup agents: each side reads one of them, not the same.
+LIKE_BASELINE_FAULTED = ("agents", "backup_agents")
 
 
 def free_port() -> int:
@@ -68,8 +72,8 @@ def simulator(
     jobs: int, latency: float, like_baseline: bool = False, timeout: float = 900
 ) -> Iterator[str]:
     """A ``vspc-etl simulate`` process; yields its base URL once it answers. ``like_baseline``:
-    a console with the Windows platform only and without the collections the baseline did not
-    read."""
+    a console with the Windows platform only, without the collections the baseline did not
+    read and without backup agents."""
     port = free_port()
     cmd = [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--jobs", str(jobs)]
     cmd += ["--seed", "1", "--api-key", API_KEY, "--latency", str(latency)]
@@ -90,6 +94,10 @@ def simulator(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the simulator for {jobs} jobs did not start")
             time.sleep(0.5)
+        if like_baseline:
+            for endpoint in LIKE_BASELINE_FAULTED:
+                fault = {"kind": "404", "path": endpoint, "times": None}
+                httpx.post(f"{url}/_sim/faults", json=fault, timeout=60).raise_for_status()
         yield url
     finally:
         proc.terminate()

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -74,6 +75,29 @@ def test_sync_bench_runs_every_case(server_url: URL) -> None:
         assert float(row[2]) > 0  # wall seconds
         assert 20 < float(row[4]) < 1000  # peak RSS in MB, of the ETL process
     assert bench_databases(server_url) == before  # its throwaway databases are gone
+
+
+def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_only() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sync_bench
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    api = "/api/v3"
+    with (
+        sync_bench.simulator(30, 0.0, like_baseline=True) as url,
+        httpx.Client(base_url=url + api, headers={"Authorization": "Bearer bench-api-key"}) as c,
+    ):
+        jobs = c.get("/infrastructure/backupAgents/windows/jobs").json()
+        assert jobs["meta"]["pagingInfo"]["total"] == 30  # every job a Windows one
+        assert c.get("/organizations").status_code == 200
+        refused = [
+            "/infrastructure/backupAgents",
+            "/infrastructure/backupAgents/windows",
+            "/infrastructure/managementAgents",
+            "/protectedWorkloads/computersManagedByConsole/restorePoints",
+        ]
+        assert [c.get(path).status_code for path in refused] == [404] * 4
 
 
 def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL) -> None:
