@@ -8,8 +8,6 @@ from types import FrameType
 
 import click
 
-from etl.simulator.app import Simulator
-from etl.simulator.server import SimulatorServer
 from etl.simulator.wire import PLATFORMS
 
 
@@ -155,6 +153,10 @@ def simulate(
     the restore points (/protectedWorkloads/computersManagedByConsole/restorePoints) and the
     organizations. Prints the URL and credentials to use, then serves until interrupted.
     """
+    # Here, not at the top: every ``vspc-etl`` command imports this module to register it.
+    from etl.simulator.app import Simulator
+    from etl.simulator.server import SimulatorServer
+
     sim = Simulator(
         jobs=jobs,
         seed=seed,
