@@ -462,7 +462,8 @@ sla_daily_counts = Table(
         "jobs_meeting_rpo",
         Integer,
         nullable=False,
-        comment="protected jobs whose latest successful session ended within rpo_hours",
+        comment="protected jobs whose latest successful session ended, or newest restore point "
+        "was created, within rpo_hours",
     ),
     Column("rpo_hours", Integer, nullable=False, comment="the RPO applied (sla_policy)"),
     Column(

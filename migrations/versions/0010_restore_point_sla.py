@@ -33,6 +33,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 S = "vspc"
+MEETING_COMMENT = (
+    "protected jobs whose latest successful session ended within rpo_hours",
+    "protected jobs whose latest successful session ended, or newest restore point was "
+    "created, within rpo_hours",
+)
 CREATED_COMMENT = (
     "restore points created that day by jobs live at its end, or without a known job by the "
     "organization's computers"
@@ -1009,6 +1014,15 @@ def upgrade() -> None:
         schema=S,
     )
     op.alter_column("sla_daily_counts", "restore_points_created", server_default=None, schema=S)
+    op.alter_column(
+        "sla_daily_counts",
+        "jobs_meeting_rpo",
+        existing_type=sa.Integer(),
+        existing_nullable=False,
+        comment=MEETING_COMMENT[1],
+        existing_comment=MEETING_COMMENT[0],
+        schema=S,
+    )
     op.create_index(
         "ix_restore_points_creation_date", "restore_points", ["creation_date"], schema=S
     )
@@ -1048,4 +1062,13 @@ def downgrade() -> None:
     ):
         op.execute(sql)
     op.drop_index("ix_restore_points_creation_date", table_name="restore_points", schema=S)
+    op.alter_column(
+        "sla_daily_counts",
+        "jobs_meeting_rpo",
+        existing_type=sa.Integer(),
+        existing_nullable=False,
+        comment=MEETING_COMMENT[0],
+        existing_comment=MEETING_COMMENT[1],
+        schema=S,
+    )
     op.drop_column("sla_daily_counts", "restore_points_created", schema=S)
