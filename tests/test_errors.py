@@ -144,7 +144,7 @@ def test_a_command_on_a_newer_schema_says_upgrade(
 
 
 def test_the_revision_needed_is_the_last_migration() -> None:
-    assert known_revisions() == [f"{n:04d}" for n in range(1, 10)]
+    assert known_revisions() == [f"{n:04d}" for n in range(1, 11)]
     assert head_revision() == "0010"
 
 

@@ -96,6 +96,14 @@ def reader_url(fresh_db: Engine, database_url: URL) -> Iterator[URL]:
             {"a": ORG_A},
         )
         rebuild(conn)
+        conn.execute(  # the jobs the warehouse knows, as the syncs would have left them
+            text(
+                "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, status, raw, "
+                "first_seen_at, updated_at, system_type) SELECT DISTINCT ON (instance_uid) "
+                "instance_uid, source, status, raw, valid_from, valid_from, system_type "
+                "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+            )
+        )
         # points at the ends of J2's and J3's successful sessions (no answer moves), and one
         # of K1 on the day it vanished (not counted)
         conn.execute(

@@ -302,6 +302,14 @@ def test_0010_upgrades_a_warehouse_with_history_and_downgrades(empty_db: URL) ->
     try:
         with engine.begin() as conn:
             insert(conn, sla_history())
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, status, raw, "
+                    "first_seen_at, updated_at, system_type) SELECT DISTINCT ON (instance_uid) "
+                    "instance_uid, source, status, raw, valid_from, valid_from, system_type "
+                    "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+                )
+            )
             rebuild(conn)
             # a point of J2's session of day 4 (ended 03:30): the same evidence as the session
             conn.execute(

@@ -60,6 +60,19 @@ def point(
     return uid
 
 
+CURRENT_JOBS = (
+    "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, backup_agent_uid, "
+    "organization_uid, name, status, is_enabled, raw, first_seen_at, updated_at, deleted_at, "
+    "system_type) SELECT DISTINCT ON (instance_uid) instance_uid, source, backup_agent_uid, "
+    "organization_uid, name, status, is_enabled, raw, "
+    "min(valid_from) OVER (PARTITION BY instance_uid), valid_from, "
+    "CASE WHEN is_deleted THEN valid_from END, system_type "
+    "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+)
+"""``backup_agent_jobs`` from the snapshots, as the syncs would have left it: the jobs the
+warehouse knows (a point of any other job counts for its computer's organization)."""
+
+
 def agents(conn: Connection) -> None:
     """SRV-01 (A, Windows, Online) and WS-07 (C, Linux, Inaccessible) with their management
     agents; OLD (A), an agent whose only point was merged away."""
@@ -124,6 +137,7 @@ def history(fresh_db: Engine) -> Iterator[Connection]:
             ],
         )
         on_agent(conn, J1, SRV)
+        conn.execute(text(CURRENT_JOBS))
         agents(conn)
         point(conn, at(0, 2), job_uid=J1, agent=SRV, gone_at=at(5, 6))
         point(conn, at(1, 14), job_uid=J1, agent=SRV)
@@ -191,6 +205,7 @@ def test_a_point_merged_away_no_longer_counts_from_then_on(fresh_db: Engine) -> 
     """A point merged away soon after its creation (the console lost it) proves nothing after."""
     with fresh_db.begin() as conn:
         insert(conn, versions(J1, ORG_A, Seen(at(0, 6), "Success", at(0, 1), at(0, 2))))
+        conn.execute(text(CURRENT_JOBS))
         point(conn, at(6, 10), job_uid=J1, agent=SRV, gone_at=at(6, 20))
         rebuild(conn)
     with fresh_db.connect() as conn:
@@ -275,6 +290,7 @@ def computers(fresh_db: Engine) -> Iterator[Connection]:
         )
         on_agent(conn, J1, SRV)
         on_agent(conn, J3, SRV)
+        conn.execute(text(CURRENT_JOBS))
         agents(conn)
         point(conn, ago(30), job_uid=J1, agent=SRV)
         point(conn, ago(2), job_uid=None, agent=SRV)

@@ -308,8 +308,9 @@ restore_points = Table(
         "it away); null while the console lists it",
     ),
     PrimaryKeyConstraint("instance_uid"),
-    Index(None, "job_uid", "creation_date"),
-    Index(None, "backup_agent_uid", "creation_date"),
+    # gone_at included: the newest point listed at an instant is read from the index alone
+    Index(None, "job_uid", "creation_date", postgresql_include=["gone_at"]),
+    Index(None, "backup_agent_uid", "creation_date", postgresql_include=["gone_at"]),
     Index(None, "source", "creation_date"),
     Index(None, "creation_date"),
     comment="restore points of computers managed by the console, from GET /api/v3/"

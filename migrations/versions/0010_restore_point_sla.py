@@ -9,7 +9,8 @@ point that existed at the instant (created by then, not merged away yet), and ju
 ``jobs_meeting_rpo`` counts the restore points too. Statement-level triggers on
 ``restore_points`` recompute the completed days a written point counts on (a late-indexed
 point for yesterday updates yesterday's row). The new view ``computer_sla_current`` answers per
-computer. An index on ``restore_points (creation_date)`` serves the days' reads of points.
+computer. An index on ``restore_points (creation_date)`` serves the days' reads of points; the
+indexes of a job's and of an agent's points include ``gone_at``.
 
 A function's result type cannot be replaced in place: ``job_sla_at``, ``sla_daily_compute``,
 ``sla_daily_today`` and the views that read them are dropped and created again (grants follow
@@ -38,6 +39,10 @@ MEETING_COMMENT = (
     "protected jobs whose latest successful session ended, or newest restore point was "
     "created, within rpo_hours",
 )
+# The indexes of a job's and of an agent's points include gone_at: the newest point listed at
+# an instant is then read from the index alone (a heap visit per point skipped would read
+# pages all over the table, points being stored in time order).
+POINT_OWNERS = ("job_uid", "backup_agent_uid")
 CREATED_COMMENT = (
     "restore points created that day by jobs live at its end, or without a known job by the "
     "organization's computers"
@@ -269,7 +274,7 @@ BEGIN
       SELECT r.day, a.organization_uid, count(*)
       FROM created r LEFT JOIN vspc.backup_agents a ON a.instance_uid = r.backup_agent_uid
       WHERE r.job_uid IS NULL OR NOT EXISTS (
-        SELECT 1 FROM vspc.backup_agent_job_snapshots j WHERE j.instance_uid = r.job_uid)
+        SELECT 1 FROM vspc.backup_agent_jobs j WHERE j.instance_uid = r.job_uid)
       GROUP BY 1, 2
     ), sessions AS (
       SELECT (f.started_at AT TIME ZONE tz)::date AS day, f.organization_uid,
@@ -1026,6 +1031,16 @@ def upgrade() -> None:
     op.create_index(
         "ix_restore_points_creation_date", "restore_points", ["creation_date"], schema=S
     )
+    for column in POINT_OWNERS:
+        name = f"ix_restore_points_{column}_creation_date"
+        op.drop_index(name, table_name="restore_points", schema=S)
+        op.create_index(
+            name,
+            "restore_points",
+            [column, "creation_date"],
+            postgresql_include=["gone_at"],
+            schema=S,
+        )
     for statement in DROP:
         op.execute(statement)
     for sql in (
@@ -1061,6 +1076,10 @@ def downgrade() -> None:
         SLA_DAILY_0009,
     ):
         op.execute(sql)
+    for column in POINT_OWNERS:
+        name = f"ix_restore_points_{column}_creation_date"
+        op.drop_index(name, table_name="restore_points", schema=S)
+        op.create_index(name, "restore_points", [column, "creation_date"], schema=S)
     op.drop_index("ix_restore_points_creation_date", table_name="restore_points", schema=S)
     op.alter_column(
         "sla_daily_counts",

@@ -92,7 +92,7 @@ BEGIN
       SELECT r.day, a.organization_uid, count(*)
       FROM created r LEFT JOIN vspc.backup_agents a ON a.instance_uid = r.backup_agent_uid
       WHERE r.job_uid IS NULL OR NOT EXISTS (
-        SELECT 1 FROM vspc.backup_agent_job_snapshots j WHERE j.instance_uid = r.job_uid)
+        SELECT 1 FROM vspc.backup_agent_jobs j WHERE j.instance_uid = r.job_uid)
       GROUP BY 1, 2
     ), sessions AS (
       SELECT (f.started_at AT TIME ZONE tz)::date AS day, f.organization_uid,
