@@ -12,7 +12,10 @@
    warehouse). Versions and sessions are stored in time order, as syncs would have written
    them. Restore points: one per successful session, created at its end, kept ``--retention``
    days (then ``gone_at``: retention merged it away), so a job has ~14 points alive at any
-   time; and every 20th computer has a daily point of no job the console lists (12:00).
+   time; and for every 20th job a computer of its own with a daily point (11:00 after the
+   job's hour) of no job the console lists. Those computers are not in the agents collection
+   (the simulator's agents belong to other organizations than the jobs it is given here:
+   their points would add organizations to every day).
 3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``) after a CHECKPOINT (as
    in production, where one comes every few minutes): a first (initial) sync; then A/B pairs,
    each on two copies of that warehouse and two identical simulators, with and without the
@@ -92,7 +95,8 @@ FROM (
   SELECT s.backup_agent_uid AS agent, s.instance_uid AS job, s.last_end_time AS created
   FROM vspc.backup_agent_job_snapshots s WHERE s.status IN ('Success', 'Warning')
   UNION ALL
-  SELECT j.agent, NULL, j.first_run - make_interval(days => :days + 1 - k) + interval '11 hours'
+  SELECT md5(j.uid::text || '/own')::uuid, NULL,
+    j.first_run - make_interval(days => :days + 1 - k) + interval '11 hours'
   FROM bench_jobs j CROSS JOIN generate_series(1, :days) AS k
   WHERE j.first_run IS NOT NULL AND j.n % 20 = 0
 ) p
