@@ -10,7 +10,12 @@
    before the session the simulator shows first (a job that never ran has none), then derives
    the sessions and the daily numbers from it (what migration 0002 does to an existing
    warehouse). Versions and sessions are stored in time order, as syncs would have written
-   them.
+   them. Restore points: one per successful session, created at its end, kept ``--retention``
+   days (then ``gone_at``: retention merged it away), so a job has ~14 points alive at any
+   time; and for every 20th job a computer of its own with a daily point (11:00 after the
+   job's hour) of no job the console lists. Those computers are not in the agents collection
+   (the simulator's agents belong to other organizations than the jobs it is given here:
+   their points would add organizations to every day).
 3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``) after a CHECKPOINT (as
    in production, where one comes every few minutes): a first (initial) sync; then A/B pairs,
    each on two copies of that warehouse and two identical simulators, with and without the
@@ -75,6 +80,30 @@ CROSS JOIN LATERAL (
 WHERE j.first_run IS NOT NULL  -- a job that has never run has no sessions
 ORDER BY o.started  -- rows in the order syncs would have written them (see TIME_ORDER)
 """
+# Written with the restore_points triggers off: rebuild() then computes every day once.
+POINTS = """
+INSERT INTO vspc.restore_points (instance_uid, source, backup_agent_uid, job_uid,
+  backed_up_items, destination, size, increment_raw_data_size, source_size, creation_date, raw,
+  first_seen_at, last_run_id, gone_at)
+SELECT gen_random_uuid(), 'bench', p.agent, p.job, 'C:\\', 'Repository 1', 2000000000,
+  50000000, 80000000000, p.created,
+  jsonb_build_object('backupAgentUid', p.agent, 'jobUid', p.job, 'creationDate', p.created),
+  p.created + interval '10 minutes', 0,
+  CASE WHEN p.created + make_interval(days => :retention) < :start
+       THEN p.created + make_interval(days => :retention) END
+FROM (
+  SELECT s.backup_agent_uid AS agent, s.instance_uid AS job, s.last_end_time AS created
+  FROM vspc.backup_agent_job_snapshots s WHERE s.status IN ('Success', 'Warning')
+  UNION ALL
+  SELECT md5(j.uid::text || '/own')::uuid, NULL,
+    j.first_run - make_interval(days => :days + 1 - k) + interval '11 hours'
+  FROM bench_jobs j CROSS JOIN generate_series(1, :days) AS k
+  WHERE j.first_run IS NOT NULL AND j.n % 20 = 0
+) p
+ORDER BY p.created
+"""
+TRIGGERS = "ALTER TABLE vspc.restore_points {} TRIGGER USER"
+
 # The history ends a day before the session the simulator shows first (its lastRun at the
 # start), as a warehouse that has been syncing all along would: the first sync then appends
 # every job's session instead of finding one older than the stored ones, which would make the
@@ -209,7 +238,9 @@ def timed(step: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def generate(conn: Connection, jobs: list[dict[str, Any]], start: datetime, days: int) -> None:
+def generate(
+    conn: Connection, jobs: list[dict[str, Any]], start: datetime, days: int, retention: int
+) -> None:
     conn.execute(text("SET work_mem = '256MB'"))
     conn.execute(
         text(
@@ -231,6 +262,9 @@ def generate(conn: Connection, jobs: list[dict[str, Any]], start: datetime, days
         ],
     )
     conn.execute(text(HISTORY), {"start": start, "days": days})
+    conn.execute(text(TRIGGERS.format("DISABLE")))
+    conn.execute(text(POINTS), {"start": start, "days": days, "retention": retention})
+    conn.execute(text(TRIGGERS.format("ENABLE")))
 
 
 def dashboard_queries(last_day_end: datetime, organizations: list[str]) -> dict[str, str]:
@@ -275,6 +309,9 @@ def main() -> int:
     parser.add_argument("--orgs", type=int, default=50)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--retention", type=int, default=14, help="days a restore point is kept (gone_at after)"
+    )
     parser.add_argument("--daily", type=int, default=4, help="A/B pairs of a sync after 24 h")
     parser.add_argument("--hourly", type=int, default=6, help="A/B pairs of a sync after 1 h")
     args = parser.parse_args()
@@ -302,7 +339,7 @@ def main() -> int:
         ran = sum(1 for j in jobs if j["lastRun"])
         engine = create_engine(db)
         with engine.begin() as conn:
-            t_generate = timed(lambda: generate(conn, jobs, start, args.days))
+            t_generate = timed(lambda: generate(conn, jobs, start, args.days, args.retention))
         with engine.begin() as conn:
             conn.execute(text("SET work_mem = '256MB'"))
             t_derive = timed(lambda: rebuild(conn))
@@ -315,14 +352,20 @@ def main() -> int:
                     "(SELECT count(*) FROM vspc.job_run_facts), "
                     "(SELECT count(*) FROM vspc.sla_daily_counts), "
                     "pg_size_pretty(pg_total_relation_size('vspc.job_run_facts')), "
-                    "pg_size_pretty(pg_total_relation_size('vspc.backup_agent_job_snapshots'))"
+                    "pg_size_pretty(pg_total_relation_size('vspc.backup_agent_job_snapshots')), "
+                    "(SELECT count(*) FROM vspc.restore_points), "
+                    "(SELECT count(*) FROM vspc.restore_points WHERE gone_at IS NULL), "
+                    "(SELECT count(*) FROM vspc.restore_points WHERE job_uid IS NULL), "
+                    "pg_size_pretty(pg_total_relation_size('vspc.restore_points'))"
                 )
             ).one()
         out(
             f"History: {args.jobs:,} jobs over {args.orgs} organizations ({ran:,} of them have "
             f"run), {args.days} days: "
             f"{sizes[0]:,} snapshot versions ({sizes[4]}), {sizes[1]:,} sessions in job_run_facts "
-            f"({sizes[3]}), {sizes[2]:,} rows in sla_daily_counts. Generating it took "
+            f"({sizes[3]}), {sizes[2]:,} rows in sla_daily_counts, {sizes[5]:,} restore "
+            f"points ({sizes[8]}; {sizes[6]:,} still listed, {sizes[7]:,} of no job). "
+            "Generating it took "
             f"{t_generate:.0f} s; deriving sessions and days from it (what migration 0002 does "
             f"to an existing warehouse) and putting the sessions in time order {t_derive:.0f} s."
         )
@@ -440,6 +483,14 @@ def main() -> int:
                     {},
                 ),
                 "job_sla_current, all jobs": ("SELECT * FROM vspc.job_sla_current", {}),
+                "computer_sla_current, all computers": (
+                    "SELECT * FROM vspc.computer_sla_current",
+                    {},
+                ),
+                "job_sla_at, all jobs, 36 h ago": (
+                    "SELECT * FROM vspc.job_sla_at(now() - interval '36 hours')",
+                    {},
+                ),
                 "job_runs, one organization, 30 days": (
                     "SELECT * FROM vspc.job_runs WHERE organization_uid = :org "
                     "AND started_at >= now() - interval '30 days'",
@@ -457,7 +508,7 @@ def main() -> int:
             for name, (sql, params) in queries.items():
                 median, worst, rows = measure(conn, sql, params, args.repeat)
                 out(f"| {name} | {median:.1f} | {worst:.1f} | {rows:,} |")
-            for by in ("organization", "day", "job"):
+            for by in ("organization", "day", "job", "computer"):
                 times = []
                 for _ in range(args.repeat + 1):
                     started = time.perf_counter()

@@ -361,10 +361,11 @@ def demo(
 )
 @click.option(
     "--by",
-    type=click.Choice(["organization", "day", "job"]),
+    type=click.Choice(["organization", "day", "job", "computer"]),
     default="organization",
     show_default=True,
-    help="One row per organization, per day, or per live job.",
+    help="One row per organization, per day, per live job, or per live computer (its state "
+    "now: newest restore point, RPO, failing jobs, agent connection).",
 )
 @click.option(
     "--format",
@@ -389,7 +390,7 @@ def demo(
 @click.option(
     "--platform",
     type=click.Choice(["windows", "linux", "mac"], case_sensitive=False),
-    help="Only this platform's jobs (system_type); with --by job only: the daily and "
+    help="Only this platform's jobs (system_type); with --by job or computer only: the daily and "
     "per-organization numbers count every platform together.",
 )
 @click.option(
@@ -427,11 +428,12 @@ def report(
 
     With --format html, write the customer-facing SLA report of a calendar month instead.
     """
-    if platform is not None and (by != "job" or fmt == "html" or chart is not None):
-        raise ConfigError(
-            "--platform applies to the per-job report only (--by job, table, csv or json, no "
-            "--chart): the daily and per-organization numbers count every platform together"
-        )
+    if platform is not None and (
+        by not in ("job", "computer") or fmt == "html" or chart is not None
+    ):
+        from etl.report.filters import PLATFORM_ONLY
+
+        raise ConfigError(PLATFORM_ONLY)
     if fmt == "html":
         _check_html_options(ctx, chart, organization, all_organizations, month, out)
     elif all_organizations or month is not None or out is not None:
@@ -507,6 +509,12 @@ def _text_report(
     finally:
         engine.dispose()
     click.echo(render(result, fmt), nl=False)
+    if result.runs is None and not result.rows:
+        click.echo(
+            f"no live computer{scope(source, organization, platform)}: run `vspc-etl sync` "
+            "(or `vspc-etl demo`) first",
+            err=True,
+        )
     if result.runs == 0:
         note = empty_window(window, zone, scope(source, organization, platform), newest, today)
         click.echo(note, err=True)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from tests.history import ORG_A, ORG_B, ORG_C, at, insert, sla_history
+from tests.history import AGENT, ORG_A, ORG_B, ORG_C, at, insert, job, sla_history
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -96,6 +96,30 @@ def reader_url(fresh_db: Engine, database_url: URL) -> Iterator[URL]:
             {"a": ORG_A},
         )
         rebuild(conn)
+        conn.execute(  # the jobs the warehouse knows, as the syncs would have left them
+            text(
+                "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, status, raw, "
+                "first_seen_at, updated_at, system_type) SELECT DISTINCT ON (instance_uid) "
+                "instance_uid, source, status, raw, valid_from, valid_from, system_type "
+                "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+            )
+        )
+        # points at the ends of J2's and J3's successful sessions (no answer moves), and one
+        # of K1 on the day it vanished (not counted)
+        conn.execute(
+            text(
+                "INSERT INTO vspc.restore_points (instance_uid, source, backup_agent_uid, "
+                "job_uid, creation_date, raw, first_seen_at) SELECT gen_random_uuid(), 'hand', "
+                ":agent, p.job, p.created, '{}', now() "
+                "FROM unnest(CAST(:jobs AS uuid[]), CAST(:times AS timestamptz[])) "
+                "AS p (job, created)"
+            ),
+            {
+                "agent": AGENT,
+                "jobs": [job(2), job(3), job(2), job(11)],
+                "times": [at(0, 2), at(0, 22, 30), at(4, 3, 30), at(2, 3)],
+            },
+        )
     url = database_url.set(drivername="postgresql")
     script = GRAFANA / "create-reader.sql"
     for _ in range(2):  # idempotent: compose runs it on every `up`
@@ -131,7 +155,13 @@ def test_dashboard_shows_the_three_things_asked_for() -> None:
     board = dashboard()
     assert board["uid"] == "vspc-sla"
     titles = [p["title"] for p in board["panels"]]
-    for wanted in ("RPO compliance trend", "Failing jobs", "Success rate by organization"):
+    for wanted in (
+        "RPO compliance trend",
+        "Failing jobs",
+        "Success rate by organization",
+        "Restore points created per day",
+        "Computers outside their RPO",
+    ):
         assert any(t.startswith(wanted) for t in titles), wanted
     uids = {p["datasource"]["uid"] for p in board["panels"]}
     uids |= {t["datasource"]["uid"] for p in board["panels"] for t in p["targets"]}
@@ -177,6 +207,14 @@ def test_every_dashboard_query_runs_as_the_reader(reader_url: URL) -> None:
     worst = {metric for _, metric, _ in results["RPO compliance of the worst organizations"]}
     assert worst == {"Acme Corp", str(ORG_B), str(ORG_C)}
     assert results["Jobs missing their RPO"] == [(3,)]  # K2 is disabled: not counted
+    points = results["Restore points created per day"]
+    assert len(points) == 21
+    assert {t: n for t, n in points if n} == {at(0): 2, at(4): 1}  # K1 had vanished
+    # the history's one computer (no name read): its newest evidence is J2's point of day 4;
+    # live jobs J2, J3, K2, M1, of which J3 failed since its last success
+    [computer] = results["Computers outside their RPO"]
+    assert computer[:4] == ("Acme Corp", str(AGENT), "Windows", at(4, 3, 30))
+    assert computer[4] > 300 and computer[5:] == (24, 4, 1, None, None)
 
 
 def test_provisioning_matches_the_dashboard_and_compose() -> None:

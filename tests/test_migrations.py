@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.engine import URL
 
@@ -32,8 +32,9 @@ CACHE = {"etl_job_fingerprints", "etl_name_pages", "job_sla_state"}
 PLATFORMS = {"management_agents"}  # revision 0008
 POINTS = {"restore_points"}  # revision 0009
 TABLES = CORE | REPORTING | CACHE | PLATFORMS | POINTS
-VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
-HEAD = "0009"
+REPORTING_VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
+VIEWS = REPORTING_VIEWS | {"computer_sla_current"}  # revision 0010
+HEAD = "0010"
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_upgrade_downgrade_upgrade(empty_db: URL) -> None:
     assert migrate(empty_db) == HEAD
     assert (tables(empty_db), views(empty_db)) == (TABLES, VIEWS)
     assert migrate(empty_db, "0002") == "0002"
-    assert (tables(empty_db), views(empty_db)) == (CORE | REPORTING, VIEWS)
+    assert (tables(empty_db), views(empty_db)) == (CORE | REPORTING, REPORTING_VIEWS)
     assert migrate(empty_db, "0001") == "0001"
     assert (tables(empty_db), views(empty_db)) == (CORE, set())
     assert migrate(empty_db, "base") is None
@@ -266,6 +267,114 @@ def test_0008_upgrades_a_warehouse_with_history_and_downgrades(empty_db: URL) ->
         assert restored == before and restored_runs == old_runs
         assert kept == len(sla_history())
         assert "management_agents" not in tables(empty_db)
+        assert migrate(empty_db) == HEAD
+    finally:
+        engine.dispose()
+
+
+def definitions(conn: Connection) -> dict[str, str]:
+    """Every view, function and trigger of vspc as PostgreSQL renders it."""
+    rows = conn.execute(
+        text(
+            "SELECT 'view ' || c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'vspc' AND c.relkind = 'v' "
+            "UNION ALL SELECT 'function ' || p.oid::regprocedure::text, pg_get_functiondef(p.oid) "
+            "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'vspc' "
+            "UNION ALL SELECT 'trigger ' || t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'vspc' AND NOT t.tgisinternal"
+        )
+    ).all()
+    return {name: body for name, body in rows}
+
+
+def test_0010_upgrades_a_warehouse_with_history_and_downgrades(empty_db: URL) -> None:
+    """The stored days gain the points created on them; the answers of jobs whose points add
+    nothing to their sessions stay as they were; downgrade restores 0009's definitions."""
+    from etl.load.reporting import rebuild
+    from tests.history import ORG_A, at, day, insert, job, sla_history
+
+    migrate(empty_db, "0009")
+    engine = create_engine(empty_db)
+    daily_columns = "day, organization_uid, jobs_protected, runs, jobs_meeting_rpo"
+    try:
+        with engine.begin() as conn:
+            insert(conn, sla_history())
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.backup_agent_jobs (instance_uid, source, status, raw, "
+                    "first_seen_at, updated_at, system_type) SELECT DISTINCT ON (instance_uid) "
+                    "instance_uid, source, status, raw, valid_from, valid_from, system_type "
+                    "FROM vspc.backup_agent_job_snapshots ORDER BY instance_uid, valid_from DESC"
+                )
+            )
+            rebuild(conn)
+            # a point of J2's session of day 4 (ended 03:30): the same evidence as the session
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.restore_points (instance_uid, source, job_uid, "
+                    "creation_date, raw, first_seen_at) VALUES "
+                    "(gen_random_uuid(), 'hand', :j, :t, '{}', now())"
+                ),
+                {"j": job(2), "t": at(4, 3, 30)},
+            )
+            before = conn.execute(
+                text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid")
+            ).all()
+            # hours_since_success moves with the clock between the two reads
+            old_columns = list(conn.execute(text("SELECT * FROM vspc.job_sla_current")).keys())
+            kept = [c for c in old_columns if c != "hours_since_success"]
+            old_daily = conn.execute(
+                text(f"SELECT {daily_columns} FROM vspc.sla_daily ORDER BY 1, 2")
+            ).all()
+            old_definitions = definitions(conn)
+        assert before and old_daily
+        assert migrate(empty_db) == HEAD
+        with engine.connect() as conn:
+            current = (
+                conn.execute(text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid"))
+                .mappings()
+                .all()
+            )
+            new_daily = conn.execute(
+                text(f"SELECT {daily_columns} FROM vspc.sla_daily ORDER BY 1, 2")
+            ).all()
+            created = conn.execute(
+                text(
+                    "SELECT day, organization_uid, restore_points_created FROM vspc.sla_daily "
+                    "WHERE restore_points_created > 0"
+                )
+            ).all()
+            computers = conn.execute(
+                text("SELECT count(*) FROM vspc.computer_sla_current")
+            ).scalar_one()
+        assert [tuple(r[c] for c in kept) for r in current] == [
+            tuple(getattr(r, c) for c in kept) for r in before
+        ]
+        assert [r["last_restore_point_at"] for r in current if r["instance_uid"] == job(2)] == [
+            at(4, 3, 30)
+        ]
+        assert new_daily == old_daily
+        assert [tuple(r) for r in created] == [(day(4), ORG_A, 1)]
+        assert computers == 1  # the hand-built history's one agent, with live jobs
+        assert migrate(empty_db, "0009") == "0009"
+        with engine.connect() as conn:
+            restored = conn.execute(
+                text("SELECT * FROM vspc.job_sla_current ORDER BY instance_uid")
+            ).all()
+            assert definitions(conn) == old_definitions
+            assert (
+                conn.execute(
+                    text(f"SELECT {daily_columns} FROM vspc.sla_daily ORDER BY 1, 2")
+                ).all()
+                == old_daily
+            )
+        assert [tuple(getattr(r, c) for c in kept) for r in restored] == [
+            tuple(getattr(r, c) for c in kept) for r in before
+        ]
+        assert "computer_sla_current" not in views(empty_db)
         assert migrate(empty_db) == HEAD
     finally:
         engine.dispose()

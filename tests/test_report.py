@@ -545,6 +545,7 @@ def test_platform_filter_is_refused_where_platforms_are_counted_together(
     result = runner.invoke(main, ["report", *args, "--platform", "linux"], env=history)
     assert result.exit_code == 2, result.output
     assert result.stderr == (
-        "error: --platform applies to the per-job report only (--by job, table, csv or json, no "
-        "--chart): the daily and per-organization numbers count every platform together\n"
+        "error: --platform applies to the per-job and per-computer reports only (--by job or "
+        "computer, table, csv or json, no --chart): the daily and per-organization numbers "
+        "count every platform together\n"
     )

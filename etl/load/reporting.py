@@ -7,7 +7,9 @@ VSPC keeps no session history for agent jobs: each snapshot version whose status
 winning; then ``vspc.refresh_sla_daily`` (migration 0004) recomputes the completed days those
 sessions touch, and any completed day not yet computed. Today's rows are computed when
 ``sla_daily`` is read. ``rebuild`` does the same from the whole history (repairs, hand-built
-tests).
+tests). Restore points need no step here: whatever writes ``restore_points`` for a completed
+day (a late-indexed point, one first read after midnight) recomputes that day through the
+table's triggers (``etl/sql/functions/restore_points_changed.sql``).
 """
 
 from __future__ import annotations

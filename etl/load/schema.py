@@ -308,9 +308,11 @@ restore_points = Table(
         "it away); null while the console lists it",
     ),
     PrimaryKeyConstraint("instance_uid"),
-    Index(None, "job_uid", "creation_date"),
-    Index(None, "backup_agent_uid", "creation_date"),
+    # gone_at included: the newest point listed at an instant is read from the index alone
+    Index(None, "job_uid", "creation_date", postgresql_include=["gone_at"]),
+    Index(None, "backup_agent_uid", "creation_date", postgresql_include=["gone_at"]),
     Index(None, "source", "creation_date"),
+    Index(None, "creation_date"),
     comment="restore points of computers managed by the console, from GET /api/v3/"
     "protectedWorkloads/computersManagedByConsole/restorePoints: one row per point ever "
     "listed, never deleted",
@@ -461,9 +463,17 @@ sla_daily_counts = Table(
         "jobs_meeting_rpo",
         Integer,
         nullable=False,
-        comment="protected jobs whose latest successful session ended within rpo_hours",
+        comment="protected jobs whose latest successful session ended, or newest restore point "
+        "was created, within rpo_hours",
     ),
     Column("rpo_hours", Integer, nullable=False, comment="the RPO applied (sla_policy)"),
+    Column(
+        "restore_points_created",
+        Integer,
+        nullable=False,
+        comment="restore points created that day by jobs live at its end, or without a known "
+        "job by the organization's computers",
+    ),
     UniqueConstraint("day", "organization_uid", postgresql_nulls_not_distinct=True),
     comment="sla_daily's numbers, kept by each sync and recomputed whole when sla_policy or "
     "report_settings change; read it through the view sla_daily",

@@ -6,7 +6,9 @@ A filter is a condition per kind of relation it is applied to: relations with on
 ``system_type``; ``sla_daily`` has one row per organization and day, so a source selects the
 organizations whose jobs that console holds. A platform cannot select rows of ``sla_daily``
 (an organization's day counts every platform together): ``--platform`` applies to the per-job
-report (``--by job``) only, and asking it of another says so (:class:`ConfigError`).
+and per-computer reports (``--by job``, ``--by computer``) only, and asking it of another says
+so (:class:`ConfigError`). ``computer_sla_current`` has one row per computer with the same
+three columns: it is filtered as the relations of jobs are.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ _CONDITIONS: dict[str, dict[str, str]] = {
     "system_type": {"jobs": "{a}.system_type = :system_type"},
 }
 PLATFORMS = {"windows": "Windows", "linux": "Linux", "mac": "Mac"}
+PLATFORM_ONLY = (
+    "--platform applies to the per-job and per-computer reports only (--by job or computer, "
+    "table, csv or json, no --chart): the daily and per-organization numbers count every "
+    "platform together"
+)
 """``--platform`` values and the ``system_type`` each selects."""
 
 
@@ -57,11 +64,7 @@ class Filters:
             if value is None:
                 continue
             if kind not in conditions:
-                raise ConfigError(
-                    "--platform applies to the per-job report only (--by job, table, csv or "
-                    "json, no --chart): the daily and per-organization numbers count every "
-                    "platform together"
-                )
+                raise ConfigError(PLATFORM_ONLY)
             clauses.append(conditions[kind].format(a=alias))
             params[name] = list(value) if isinstance(value, tuple) else value
         return "".join(f" AND {c}" for c in clauses), params

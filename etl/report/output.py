@@ -79,6 +79,10 @@ def _utc_minute(value: Any) -> str:
     return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _computer_rpo_met(record: dict[str, Any]) -> str:
+    return "yes" if record["rpo_met"] else "no"
+
+
 def _rpo_met(record: dict[str, Any]) -> str:
     if not record["is_enabled"]:
         return "disabled"
@@ -145,6 +149,27 @@ LAYOUTS: dict[str, list[Column]] = {
         Column("failures", _field("consecutive_failures")),
         Column("runs", _field("runs")),
         Column("success rate", _field("success_rate", percent)),
+    ],
+    "computer": [
+        Column(
+            "organization",
+            lambda r: name_or_uid(r["organization_name"], r["organization_uid"]),
+            name=True,
+            right=False,
+        ),
+        Column(
+            "computer",
+            lambda r: name_or_uid(r["computer_name"], r["backup_agent_uid"]),
+            name=True,
+            right=False,
+        ),
+        Column("platform", _field("system_type"), right=False),
+        Column("jobs", _field("jobs")),
+        Column("failing", _field("failing_jobs")),
+        Column("last point (UTC)", _field("last_restore_point_at", _utc_minute), right=False),
+        Column("RPO met", _computer_rpo_met, right=False),
+        Column("agent", _field("connection_status"), right=False),
+        Column("heartbeat (UTC)", _field("last_heartbeat_at", _utc_minute), right=False),
     ],
 }
 

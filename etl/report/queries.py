@@ -1,8 +1,8 @@
 """What ``vspc-etl report`` asks the warehouse. Reads only the views of schema ``vspc``.
 
 The period is a window of calendar days of ``sla_daily`` (report time zone); ``--by job``
-counts the sessions of ``job_runs`` whose ``day`` falls in it. Every query takes the same
-``Filters``.
+counts the sessions of ``job_runs`` whose ``day`` falls in it; ``--by computer`` is the state
+of each live computer now (``computer_sla_current``). Every query takes the same ``Filters``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from etl.db import short
 from etl.errors import LoadError
 from etl.report.filters import NO_FILTERS, Filters, Window, last_days, report_today
 
-BY = ("organization", "day", "job")
+BY = ("organization", "day", "job", "computer")
 
 _IN_WINDOW = "d.day BETWEEN CAST(:first AS date) AND CAST(:last AS date)"
 
@@ -82,6 +82,18 @@ ORDER BY c.rpo_met, c.consecutive_failures DESC, c.organization_name, c.computer
   c.job_name, c.instance_uid
 """
 
+# Computers outside their RPO first, then those with failing jobs.
+_BY_COMPUTER = """
+SELECT c.organization_name, c.computer_name, c.system_type, c.jobs, c.enabled_jobs,
+  c.failing_jobs, c.last_restore_point_at, c.last_success_at, c.hours_since_success,
+  c.rpo_hours, c.rpo_met, c.connection_status, c.last_heartbeat_at, c.backup_agent_uid,
+  c.organization_uid, c.source
+FROM vspc.computer_sla_current c
+WHERE true{where}
+ORDER BY c.rpo_met, c.failing_jobs DESC, c.organization_name, c.computer_name,
+  c.backup_agent_uid
+"""
+
 _TREND = """
 SELECT d.day, d.organization_uid, d.organization_name, d.jobs_protected, d.jobs_meeting_rpo,
   d.runs, d.success_runs + d.warning_runs AS good_runs, d.failed_runs
@@ -109,8 +121,10 @@ class Report:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     @property
-    def runs(self) -> int:
-        """Sessions in the window, all rows together."""
+    def runs(self) -> int | None:
+        """Sessions in the window, all rows together (None: a report without sessions)."""
+        if "runs" not in self.columns:
+            return None
         index = self.columns.index("runs")
         return sum(int(row[index]) for row in self.rows)
 
@@ -124,7 +138,7 @@ def sla_report(
     filters: Filters = NO_FILTERS,
 ) -> Report:
     """SLA over ``window`` (or the last ``days`` days, today included), one row per
-    organization, day or job."""
+    organization, day or job; or one row per live computer, as it stands now."""
     if window is None:
         if days is None:
             raise ValueError("give a window or a number of days")
@@ -136,6 +150,9 @@ def sla_report(
         where, extra = filters.where("c", "jobs")
         runs_where, _ = filters.where("r", "jobs")
         sql = _BY_JOB.format(where=where, runs_where=runs_where)
+    elif by == "computer":
+        where, extra = filters.where("c", "jobs")
+        sql = _BY_COMPUTER.format(where=where)
     else:
         where, extra = filters.where("d", "organizations")
         query = _BY_DAY if by == "day" else _BY_ORGANIZATION

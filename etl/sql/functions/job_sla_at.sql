@@ -4,6 +4,9 @@
 -- job has met its latest success then (or the oldest session is passed): most jobs run daily,
 -- so a past instant reads days of sessions, not the year before it. Per window and job: the
 -- latest success in it and the visible failures after it (all of them, if it has none).
+-- A job's newest restore point that existed at as_of (created by then, not merged away yet)
+-- is one backward probe of (job_uid, creation_date) per job; the RPO is judged on the newer
+-- of it and the latest successful session's end.
 CREATE OR REPLACE FUNCTION vspc.job_sla_at(as_of timestamptz)
 RETURNS TABLE (
   instance_uid uuid, source text, organization_uid uuid, organization_name text,
@@ -11,7 +14,7 @@ RETURNS TABLE (
   last_status text, last_run timestamptz, last_success_at timestamptz,
   hours_since_success numeric, rpo_hours integer, rpo_met boolean,
   consecutive_failures integer, system_type text, agent_connection_status text,
-  agent_last_heartbeat_at timestamptz)
+  agent_last_heartbeat_at timestamptz, last_restore_point_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET jit = off
 -- Each call plans its statements for its own as_of and windows: a cached generic plan, which
@@ -95,11 +98,18 @@ BEGIN
   )
   SELECT j.instance_uid, j.source, j.organization_uid, o.name, j.backup_agent_uid,
          a.computer_name, j.name, j.is_enabled, j.status, j.last_run, j.ok_end,
-         round((extract(epoch FROM as_of - j.ok_end) / 3600)::numeric, 2),
+         round((extract(epoch FROM as_of - greatest(j.ok_end, rp.created)) / 3600)::numeric, 2),
          rpo.hours,
-         coalesce(j.ok_end > as_of - make_interval(hours => rpo.hours), false),
-         j.n::integer, j.system_type, m.connection_status, m.last_heartbeat_at
+         coalesce(greatest(j.ok_end, rp.created) > as_of - make_interval(hours => rpo.hours),
+                  false),
+         j.n::integer, j.system_type, m.connection_status, m.last_heartbeat_at, rp.created
   FROM answer j
+  LEFT JOIN LATERAL (
+    SELECT p.creation_date AS created FROM vspc.restore_points p
+    WHERE p.job_uid = j.instance_uid AND p.creation_date <= as_of
+      AND (p.gone_at IS NULL OR p.gone_at > as_of)
+    ORDER BY p.creation_date DESC LIMIT 1
+  ) rp ON true
   LEFT JOIN vspc.organizations o ON o.instance_uid = j.organization_uid
   LEFT JOIN vspc.backup_agents a ON a.instance_uid = j.backup_agent_uid
   LEFT JOIN vspc.management_agents m ON m.instance_uid = a.management_agent_uid
@@ -113,4 +123,5 @@ END
 $$;
 
 COMMENT ON FUNCTION vspc.job_sla_at(timestamptz) IS
-  'job_sla_current as it was at as_of: jobs live then, sessions ended by then';
+  'job_sla_current as it was at as_of: jobs live then, sessions ended by then, restore '
+  'points created by then and not yet merged away';

@@ -31,7 +31,8 @@ BEGIN
     RETURN 0;
   END IF;
   INSERT INTO vspc.sla_daily_counts (day, organization_uid, jobs_protected, runs,
-    success_runs, warning_runs, failed_runs, jobs_meeting_rpo, rpo_hours)
+    success_runs, warning_runs, failed_runs, jobs_meeting_rpo, rpo_hours,
+    restore_points_created)
   SELECT * FROM vspc.sla_daily_compute(from_day, yesterday, tz, now());
   GET DIAGNOSTICS written = ROW_COUNT;
   RETURN written;

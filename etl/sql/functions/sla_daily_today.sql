@@ -3,7 +3,7 @@ CREATE OR REPLACE FUNCTION vspc.sla_daily_today()
 RETURNS TABLE (
   day date, organization_uid uuid, jobs_protected integer, runs integer,
   success_runs integer, warning_runs integer, failed_runs integer,
-  jobs_meeting_rpo integer, rpo_hours integer)
+  jobs_meeting_rpo integer, rpo_hours integer, restore_points_created integer)
 LANGUAGE plpgsql STABLE
 SET jit = off
 AS $$

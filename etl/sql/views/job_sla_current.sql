@@ -3,7 +3,7 @@ CREATE OR REPLACE VIEW vspc.job_sla_current AS
 SELECT instance_uid, source, organization_uid, organization_name, backup_agent_uid,
        computer_name, job_name, is_enabled, last_status, last_run, last_success_at,
        hours_since_success, rpo_hours, rpo_met, consecutive_failures, system_type,
-       agent_connection_status, agent_last_heartbeat_at
+       agent_connection_status, agent_last_heartbeat_at, last_restore_point_at
 FROM vspc.job_sla_at(now());
 
 COMMENT ON VIEW vspc.job_sla_current IS
@@ -23,11 +23,12 @@ COMMENT ON COLUMN vspc.job_sla_current.last_status IS
 COMMENT ON COLUMN vspc.job_sla_current.last_run IS 'start of the latest session as last read';
 COMMENT ON COLUMN vspc.job_sla_current.last_success_at IS
   'end of the latest Success or Warning session';
-COMMENT ON COLUMN vspc.job_sla_current.hours_since_success IS 'hours from last_success_at to now';
+COMMENT ON COLUMN vspc.job_sla_current.hours_since_success IS
+  'hours from the newer of last_success_at and last_restore_point_at to now';
 COMMENT ON COLUMN vspc.job_sla_current.rpo_hours IS
   'RPO from sla_policy (the organization''s row, else the default)';
 COMMENT ON COLUMN vspc.job_sla_current.rpo_met IS
-  'a Success/Warning session ended within rpo_hours before now';
+  'the newer of last_success_at and last_restore_point_at is within rpo_hours before now';
 COMMENT ON COLUMN vspc.job_sla_current.consecutive_failures IS
   'Failed sessions since the latest Success/Warning';
 COMMENT ON COLUMN vspc.job_sla_current.system_type IS
@@ -37,3 +38,6 @@ COMMENT ON COLUMN vspc.job_sla_current.agent_connection_status IS
   '(null if unknown)';
 COMMENT ON COLUMN vspc.job_sla_current.agent_last_heartbeat_at IS
   'when the console last heard from the computer''s management agent (null if unknown)';
+COMMENT ON COLUMN vspc.job_sla_current.last_restore_point_at IS
+  'creation of the job''s newest restore point the console still lists (restore_points with '
+  'job_uid = instance_uid)';

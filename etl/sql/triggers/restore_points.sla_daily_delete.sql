@@ -1,0 +1,4 @@
+-- Keeps sla_daily_counts exact whatever writes restore_points (a sync, a repair by hand).
+CREATE TRIGGER sla_daily_delete AFTER DELETE ON vspc.restore_points
+  REFERENCING OLD TABLE AS old_points
+  FOR EACH STATEMENT EXECUTE FUNCTION vspc.restore_points_changed();
