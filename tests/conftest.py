@@ -115,7 +115,7 @@ def empty_warehouse(engine: Engine) -> None:
                 "vspc.etl_runs, vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
                 "vspc.organizations, vspc.backup_agents, vspc.management_agents, "
                 "vspc.etl_job_fingerprints, "
-                "vspc.etl_name_pages RESTART IDENTITY"
+                "vspc.etl_name_pages, vspc.restore_points RESTART IDENTITY"
             )
         )
         # Reporting settings back to the defaults 0002 seeded (each fires a cheap refresh).
