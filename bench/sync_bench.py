@@ -10,7 +10,8 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
   changed   - re-sync after 10 % of the jobs changed
   unchanged - re-sync with nothing changed
   latency   - (with --latency) a first sync against a second simulator adding that many seconds
-              to every request (three platforms' jobs and the name collections), compared with
+              to every request (three platforms' jobs, the name collections and the restore
+              points), compared with
               1.3 x (all pages of all collections x latency / concurrency) + the first sync's
               wall time without latency
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
@@ -118,8 +119,11 @@ _MIGRATE = (
 )
 
 
-def sync(db: URL, vspc_url: str, concurrency: int, code: Path = ROOT) -> dict[str, Any]:
-    """One sync by the ETL in ``code`` (this checkout, or a baseline's) in a process of its own."""
+def sync(
+    db: URL, vspc_url: str, concurrency: int, code: Path = ROOT, **extra: str
+) -> dict[str, Any]:
+    """One sync by the ETL in ``code`` (this checkout, or a baseline's) in a process of its own;
+    ``extra``: more environment variables."""
     env = dict(
         os.environ,
         DATABASE_URL=db.render_as_string(hide_password=False),
@@ -129,6 +133,7 @@ def sync(db: URL, vspc_url: str, concurrency: int, code: Path = ROOT) -> dict[st
         VSPC_SOURCE="bench",
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(code),
+        **extra,
     )
     proc = subprocess.run(
         [sys.executable, str(code / "bench" / "_sync_worker.py")],
@@ -236,11 +241,12 @@ def main() -> int:
 
         def bound_note(r: dict[str, Any]) -> str:
             # Every page of every collection (three platforms' jobs, organizations, agents,
-            # management agents) waits out the latency: the requests the simulator answered.
+            # management agents, restore points) waits out the latency: the requests the
+            # simulator answered.
             stats = httpx.get(f"{latency_sim}/_sim/stats", timeout=60).json()["requests"]
             pages = sum(n for endpoint, n in stats.items() if endpoint not in ("token", "unknown"))
             bound = pages * args.latency / args.concurrency
-            note = f"{pages} pages of 6 collections; bound {bound:.2f} s"
+            note = f"{pages} pages of 7 collections; bound {bound:.2f} s"
             if base is not None:
                 target = 1.3 * bound + base
                 note += f"; target 1.3 x bound + {base:.2f} s = {target:.2f} s"

@@ -1,8 +1,9 @@
 """Restore points: which read a run makes, their staging and their merge into
 ``vspc.restore_points``.
 
-A run reads either every point the console lists (*full*: the first sync, and whenever the last
-complete full read of the source is ``VSPC_RESTORE_POINTS_FULL_EVERY`` old) or only the points
+A run reads either every point the console lists (*full*: the first sync, after a full read
+that could not apply ``gone_at``, and whenever the last full read of the source is
+``VSPC_RESTORE_POINTS_FULL_EVERY`` old) or only the points
 created since the newest stored one, less ``OVERLAP`` (*new*). Pages are COPYed into the temp
 tables ``stage_points`` and ``stage_point_rejects``; the merge upserts them in one statement
 inside the run's transaction. Only a full read proved complete may set ``gone_at`` on the
@@ -83,19 +84,21 @@ class PointsOutcome:
 
 
 def plan(conn: Connection, source: str, *, now: datetime, full_every: int) -> PointsPlan:
-    """Full when nothing is stored, ``full_every`` is 0, or the last complete full read of
-    ``source`` (a successful run that recorded ``restore_points_gone``) is ``full_every``
-    seconds old; else the points created since the newest stored one, less ``OVERLAP``."""
-    newest, last_full = conn.execute(
+    """Full when nothing is stored, ``full_every`` is 0, the last full read of ``source`` did
+    not apply ``gone_at`` (it could not be verified complete, or the ratio withheld it: no
+    ``restore_points_gone``), or it is ``full_every`` seconds old; else the points created
+    since the newest stored one, less ``OVERLAP``."""
+    newest, last_full, applied = conn.execute(
         text(
             "SELECT (SELECT max(creation_date) FROM vspc.restore_points WHERE source = :s), "
-            "(SELECT max(started_at) FROM vspc.etl_runs WHERE source = :s "
-            "AND status = 'success' AND restore_points_read = 'full' "
-            "AND restore_points_gone IS NOT NULL)"
+            "f.started_at, f.restore_points_gone IS NOT NULL FROM (SELECT 1) one "
+            "LEFT JOIN LATERAL (SELECT started_at, restore_points_gone FROM vspc.etl_runs "
+            "WHERE source = :s AND status = 'success' AND restore_points_read = 'full' "
+            "ORDER BY started_at DESC, run_id DESC LIMIT 1) f ON true"
         ),
         {"s": source},
     ).one()
-    if newest is None or full_every == 0 or last_full is None:
+    if newest is None or full_every == 0 or last_full is None or not applied:
         return PointsPlan(True, None)
     if now - last_full >= timedelta(seconds=full_every):
         return PointsPlan(True, None)
@@ -169,21 +172,20 @@ class PointStage:
 
 
 # The stored live points of the source a complete read did not list (a point it rejected
-# with a uid counts as listed): hashed anti-joins, the stage holding up to every point.
+# with a uid counts as listed). In WHERE, NOT EXISTS plans as a hashed anti-join; inside an
+# aggregate's FILTER it would be a subplan per row.
 _MISSING = """
-SELECT count(*) AS live, count(*) FILTER (
-  WHERE NOT EXISTS (SELECT 1 FROM stage_points s WHERE s.instance_uid = r.instance_uid)
-  AND NOT EXISTS (SELECT 1 FROM stage_point_rejects x
-                  WHERE lower(x.instance_uid) = r.instance_uid::text)) AS missing
-FROM vspc.restore_points r WHERE r.source = :source AND r.gone_at IS NULL
-"""
-
-_GONE = """
-UPDATE vspc.restore_points r SET gone_at = :now, last_run_id = :run_id
+CREATE TEMP TABLE stage_points_gone ON COMMIT DROP AS
+SELECT r.instance_uid FROM vspc.restore_points r
 WHERE r.source = :source AND r.gone_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM stage_points s WHERE s.instance_uid = r.instance_uid)
   AND NOT EXISTS (SELECT 1 FROM stage_point_rejects x
                   WHERE lower(x.instance_uid) = r.instance_uid::text)
+"""
+_LIVE = "SELECT count(*) FROM vspc.restore_points WHERE source = :source AND gone_at IS NULL"
+_GONE = """
+UPDATE vspc.restore_points r SET gone_at = :now, last_run_id = :run_id
+FROM stage_points_gone g WHERE g.instance_uid = r.instance_uid
 """
 
 # One copy per point (the last staged); a point seen again is rewritten only in what it
@@ -240,7 +242,8 @@ def merge(
                 f"({problem or 'unknown reason'}); none was marked gone"
             )
         else:
-            live, missing = conn.execute(text(_MISSING), params).one()
+            missing = int(conn.execute(text(_MISSING), params).rowcount)
+            live = int(conn.execute(text(_LIVE), params).scalar_one())
             if live and missing / live > max_delete_ratio:
                 note = (
                     f"restore points gone withheld: {missing} of {live} stored points "
@@ -248,10 +251,8 @@ def merge(
                     f"VSPC_MAX_DELETE_RATIO={max_delete_ratio:g} allows; if the console really "
                     "lost them, run once with a higher VSPC_MAX_DELETE_RATIO"
                 )
-            elif missing:
-                gone = int(conn.execute(text(_GONE), params).rowcount)
             else:
-                gone = 0
+                gone = int(conn.execute(text(_GONE), params).rowcount) if missing else 0
     seen, inserted = conn.execute(text(_UPSERT), params).one()
     rejected = int(
         conn.execute(text(_REJECTS), {"run_id": run_id, "collection": COLLECTION}).rowcount
