@@ -123,6 +123,10 @@ class RunResult:
                 "deleted": self.deleted,
                 "rejected": self.rejected,
             }
+        if self.points is not None:
+            fields["restore_points"] = {
+                k: v for k, v in vars(self.points).items() if k != "note" and v is not None
+            }
         if self.error:
             fields["error"] = self.error
         return fields

@@ -123,6 +123,10 @@ def test_the_first_sync_stores_every_listed_point_as_received(
     assert run["restore_points_seen"] == len(truth)
     assert run["restore_points_inserted"] == len(truth)
     assert run["restore_points_gone"] == 0
+    assert f"restore points (full read): {len(truth)} seen, {len(truth)} new, 0 gone" in (
+        result.summary()
+    )
+    assert result.log_fields()["restore_points"]["seen"] == len(truth)
     assert sync.queries and all(
         json.loads(q["sort"][0]) == [{"property": "creationDate", "direction": "ascending"}]
         for q in sync.queries

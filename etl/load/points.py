@@ -71,6 +71,8 @@ class PointsOutcome:
     gone: int | None = None
     """None unless a complete full read applied ``gone_at`` (0 if none was gone)."""
     rejected: int = 0
+    complete: bool = False
+    """The read (full or new) was verified complete: every point it asked for was staged."""
     note: str | None = None
     """What the run's ``error`` column says about the points (a refusal, gone_at withheld)."""
 
@@ -257,4 +259,4 @@ def merge(
     rejected = int(
         conn.execute(text(_REJECTS), {"run_id": run_id, "collection": COLLECTION}).rowcount
     )
-    return PointsOutcome(plan.read, int(seen), int(inserted), gone, rejected, note)
+    return PointsOutcome(plan.read, int(seen), int(inserted), gone, rejected, complete, note)
