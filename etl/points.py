@@ -8,7 +8,10 @@ itself is stored as received (``raw``). No I/O, no state.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import orjson
 
 from etl.errors import RecordRejected
 from etl.transform import Contract, Field, Reject, jsonb_safe, record_key
@@ -35,12 +38,12 @@ POINT_COLUMNS = tuple(f.column for f in _FIELDS)
 """The typed columns of ``vspc.restore_points`` a row holds, in order (``raw`` follows)."""
 
 PointRow = tuple[Any, ...]
-"""``POINT_COLUMNS`` values, then the record as jsonb can store it."""
+"""``POINT_COLUMNS`` values, then the record as JSON text jsonb can store."""
 
 
 def transform_point(record: object) -> PointRow | Reject:
-    """One decoded point -> its row (``POINT_COLUMNS`` values, then the raw record), or a
-    ``Reject`` whose reason names the field."""
+    """One decoded point -> its row (``POINT_COLUMNS`` values, then the record as JSON text),
+    or a ``Reject`` whose reason names the field."""
     if not isinstance(record, dict):
         kind = "an array" if isinstance(record, list) else type(record).__name__
         return Reject(None, f"the record is {kind}, not a JSON object", jsonb_safe(record))
@@ -63,8 +66,20 @@ def transform_point(record: object) -> PointRow | Reject:
                 values.append(convert(field, value))
     except RecordRejected as exc:
         return Reject(record_key(record), exc.reason, jsonb_safe(record))
-    values.append(jsonb_safe(record))
+    values.append(_raw_text(record))
     return tuple(values)
+
+
+def _raw_text(record: dict[str, Any]) -> str:
+    """The record as JSON text jsonb takes: orjson's, unless it holds what jsonb refuses (NUL,
+    lone surrogates, integers beyond 64 bits), which ``jsonb_safe`` replaces."""
+    try:
+        text = orjson.dumps(record).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        text = ""
+    if not text or "\\u0000" in text:
+        text = json.dumps(jsonb_safe(record), ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 def transform_points(records: list[Any]) -> tuple[list[PointRow], list[Reject]]:

@@ -427,7 +427,7 @@ def test_transform_point_keeps_a_good_point() -> None:
     )
     assert row[8] == parse_timestamp("2026-03-01T02:03:04.1234567+03:00")
     assert row[8].utcoffset() == timedelta(hours=3)
-    assert row[9] == record
+    assert json.loads(row[9]) == record
 
 
 @pytest.mark.parametrize("value", ["soon", "-1h", "1w"])

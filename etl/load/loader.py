@@ -76,6 +76,7 @@ class Loader:
         self.known_names = self.names.known_pages(source)
         self.points = points.PointStage(conn)
         self.points.create()
+        self._points_plan = points.PointsPlan(True, None)
         conn.commit()
         self._names_waiting: list[tuple[str, list[Any]]] = []
         self._batches: EarlyMerge | None = None
@@ -272,11 +273,23 @@ class Loader:
 
     def points_plan(self, full_every: int) -> points.PointsPlan:
         """Whether this run reads every restore point or only the new ones."""
-        return points.plan(self.conn, self.source, now=self.now, full_every=full_every)
+        self._points_plan = points.plan(self.conn, self.source, now=self.now, full_every=full_every)
+        return self._points_plan
 
     def add_points(self, records: list[Any], offset: int) -> None:
-        """Stage one page of restore points (read after the job pages: the job COPY ends)."""
+        """Stage one page of restore points (read after the job pages: the job COPY ends); a
+        *new* read skips the points already stored (``PointsPlan.known``)."""
         with self._timed("transform"):
+            known = self._points_plan.known
+            if known:
+                kept = []
+                for record in records:
+                    uid = record.get("instanceUid") if isinstance(record, dict) else None
+                    if isinstance(uid, str) and uid.lower() in known:
+                        self.points.skipped.add(uid.lower())
+                    else:
+                        kept.append(record)
+                records = kept
             rows, rejects = transform_points(records)
             for reject in rejects:
                 log.warning(
@@ -286,6 +299,8 @@ class Loader:
                     offset,
                     reject.reason,
                 )
+        if not rows and not rejects:
+            return
         with self._timed("copy"):
             self._free()
             self.stage.end_copy()
@@ -307,7 +322,7 @@ class Loader:
     def next_points_pass(self) -> None:
         """Start a re-read of the restore points; earlier passes' rows stay until one proves
         complete."""
-        self.points.pass_no += 1
+        self.points.next_pass()
 
     def merge_points(
         self, plan: points.PointsPlan, verdict: PassVerdict, *, max_delete_ratio: float
@@ -323,6 +338,7 @@ class Loader:
                 source=self.source,
                 now=self.now,
                 max_delete_ratio=max_delete_ratio,
+                skipped=self.points.skipped,
             )
 
     # -- failure -----------------------------------------------------------------------------

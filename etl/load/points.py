@@ -14,7 +14,7 @@ listed again gets ``gone_at`` null. Rows are never deleted.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,10 +40,13 @@ _STAGED = ", ".join(POINT_COLUMNS)
 
 @dataclass(frozen=True)
 class PointsPlan:
-    """The read a run makes: full, or the points created from ``since`` on."""
+    """The read a run makes: full, or the points created from ``since`` on; ``known``: the
+    uids (lower case) of the live points of the source created since then, which a *new* read
+    skips (they are stored; a full read rewrites what changed in them)."""
 
     full: bool
     since: datetime | None
+    known: frozenset[str] = frozenset()
 
     def params(self) -> dict[str, str]:
         """The query of the read: a ``creationDate`` filter for a *new* read."""
@@ -104,7 +107,15 @@ def plan(conn: Connection, source: str, *, now: datetime, full_every: int) -> Po
         return PointsPlan(True, None)
     if now - last_full >= timedelta(seconds=full_every):
         return PointsPlan(True, None)
-    return PointsPlan(False, newest - OVERLAP)
+    since = newest - OVERLAP
+    known = conn.execute(
+        text(
+            "SELECT instance_uid::text FROM vspc.restore_points WHERE source = :s "
+            "AND creation_date >= :since AND gone_at IS NULL"
+        ),
+        {"s": source, "since": since},
+    ).scalars()
+    return PointsPlan(False, since, frozenset(known))
 
 
 class PointStage:
@@ -113,6 +124,8 @@ class PointStage:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pass_no = 1
+        self.skipped: set[str] = set()
+        """Known points the current pass listed and did not stage (see ``PointsPlan.known``)."""
         self._seq = 0
 
     def create(self) -> None:
@@ -138,7 +151,7 @@ class PointStage:
             with cursor.copy(sql) as copy:
                 for row in rows:
                     self._seq += 1
-                    copy.write_row((self._seq, self.pass_no, *row[:-1], dump_json(row[-1])))
+                    copy.write_row((self._seq, self.pass_no, *row))
         if rejects:
             sql = "COPY stage_point_rejects (seq, pass_no, instance_uid, reason, raw) FROM STDIN"
             with cursor.copy(sql) as copy:
@@ -155,9 +168,9 @@ class PointStage:
                     )
 
     def distinct(self) -> int:
-        """Distinct points the current pass staged: valid uids, plus rejected records (by
-        uid, or each if it has none)."""
-        return int(
+        """Distinct points the current pass listed: those it skipped, and those it staged
+        (valid uids, plus rejected records: by uid, or each if it has none)."""
+        return len(self.skipped) + int(
             self.conn.execute(
                 text(
                     "SELECT (SELECT count(DISTINCT instance_uid) FROM stage_points "
@@ -167,6 +180,10 @@ class PointStage:
                 {"p": self.pass_no},
             ).scalar_one()
         )
+
+    def next_pass(self) -> None:
+        self.pass_no += 1
+        self.skipped = set()
 
     def keep_only_last_pass(self) -> None:
         for table in ("stage_points", "stage_point_rejects"):
@@ -190,8 +207,8 @@ UPDATE vspc.restore_points r SET gone_at = :now, last_run_id = :run_id
 FROM stage_points_gone g WHERE g.instance_uid = r.instance_uid
 """
 
-# One copy per point (the last staged); a point seen again is rewritten only in what it
-# carries (raw included) and last_run_id, and is live again.
+# One copy per point (the last staged); a point staged again (a full read stages every
+# point, a new read only those it does not know) is rewritten and live again.
 _UPSERT = f"""
 WITH latest AS (
   SELECT DISTINCT ON (instance_uid) {_STAGED}, raw FROM stage_points
@@ -231,8 +248,10 @@ def merge(
     source: str,
     now: datetime,
     max_delete_ratio: float,
+    skipped: Collection[str] = (),
 ) -> PointsOutcome:
-    """Write the staged points (inside the caller's transaction, not committed)."""
+    """Write the staged points (inside the caller's transaction, not committed); ``skipped``:
+    the known points the read listed without staging them."""
     params = {"run_id": run_id, "source": source, "now": now}
     gone: int | None = None
     note: str | None = None
@@ -255,7 +274,8 @@ def merge(
                 )
             else:
                 gone = int(conn.execute(text(_GONE), params).rowcount) if missing else 0
-    seen, inserted = conn.execute(text(_UPSERT), params).one()
+    written, inserted = conn.execute(text(_UPSERT), params).one()
+    seen = int(written) + len(skipped)
     rejected = int(
         conn.execute(text(_REJECTS), {"run_id": run_id, "collection": COLLECTION}).rowcount
     )
