@@ -25,11 +25,12 @@ from etl.load.stage import dump_json
 from etl.points import POINT_COLUMNS, PointRow
 from etl.transform import Reject
 
-OVERLAP = timedelta(hours=24)
+OVERLAP = timedelta(hours=12)
 """How far before the newest stored point a *new* read starts. The console lists some points
-hours after their creation (indexed late): a point created before the newest stored one but
-listed only since is still caught if it is at most this late. A point later still waits for
-the next full read."""
+hours after their creation (indexed late; the simulator up to 8 hours): a point created before
+the newest stored one but listed only since is still caught if it is at most this late. A
+point later still waits for the next full read. Every *new* read lists the whole window (a
+day's worth would be as many points as a 10,000-job console has jobs), so it is kept short."""
 COLLECTION = "restore_points"
 SORT_BY_CREATION = json.dumps(
     [{"property": "creationDate", "direction": "ascending"}], separators=(",", ":")
