@@ -62,6 +62,9 @@ JOB_PAGES_WAITING = 1
 the pager's requests in flight are what reads ahead."""
 NAME_PAGES_WAITING = 4
 """Name pages waiting for the loader, at most."""
+POINT_PAGES_WAITING = 32
+"""Restore point pages waiting for the loader, at most: read while the job merge runs (about
+16 MB of decoded points at 500 a page)."""
 
 
 @dataclass(frozen=True)
@@ -324,11 +327,12 @@ def _sync(
     """Read and stage, merge, write the names and the sessions, commit."""
     settings = run.settings
     _extract(run, loader, client, inbox, names, extract)
-    points_read = _read_points(run, loader, client, inbox, names, extract)
+    points_reader = _PointsReader(run, loader, client, inbox, extract)
     loader.end_staging()
     _check_cancel(run.cancel)
     names.start()  # if not started beside the job pages: read while the merge runs
     result, _ = loader.merge(extract.verdicts, max_delete_ratio=settings.vspc_max_delete_ratio)
+    points_read = points_reader.finish(names)
     if isinstance(points_read, str):
         points = PointsOutcome("refused", note=points_read)
     else:
@@ -556,67 +560,90 @@ def _extract(
         raise refusals[0]  # no platform readable: the account's role or the URL is wrong
 
 
-def _read_points(
-    run: _Run,
-    loader: Loader,
-    client: VspcClient,
-    inbox: reader.Inbox,
-    names: _NamesReader,
-    extract: _Extract,
-) -> tuple[PointsPlan, PassVerdict] | str:
-    """Read the restore points into the loader, after the jobs: every point (a full read,
-    re-read like a job collection until a pass proves complete) or only those created since
-    the newest stored one (``etl.load.points.plan``), oldest first. The plan and the last
-    pass's verdict; or, if the console refuses the path (404, 403), the warning."""
-    settings = run.settings
-    plan = loader.points_plan(settings.vspc_restore_points_full_every)
-    for attempt in range(1, settings.vspc_max_passes + 1):
-        if attempt > 1:
-            loader.next_points_pass()
-        channel = inbox.channel(JOB_PAGES_WAITING)
+class _PointsReader:
+    """The restore points, read by a thread of their own once the job pages are staged, so
+    that their requests run while the job merge keeps PostgreSQL busy; their pages wait in the
+    inbox (up to ``POINT_PAGES_WAITING``) until the merge is done, then are staged and merged.
+
+    The read is every point (a full read, re-read like a job collection until a pass proves
+    complete) or only those created since the newest stored one (``etl.load.points.plan``),
+    oldest first. A 404 or 403 on the path is a warning; any other failure fails the run.
+    """
+
+    def __init__(
+        self,
+        run: _Run,
+        loader: Loader,
+        client: VspcClient,
+        inbox: reader.Inbox,
+        extract: _Extract,
+    ) -> None:
+        self.run, self.loader, self.client, self.inbox, self.extract = (
+            run,
+            loader,
+            client,
+            inbox,
+            extract,
+        )
+        self.plan = loader.points_plan(run.settings.vspc_restore_points_full_every)
+        self._start()
+
+    def _start(self) -> None:
+        settings = self.run.settings
+        channel = self.inbox.channel(POINT_PAGES_WAITING)
         work = partial(
             reader.read_pass,
-            client,
+            self.client,
             RESTORE_POINTS,
             channel,
             page_size=settings.vspc_page_size,
             concurrency=settings.vspc_concurrency,
-            params=plan.params(),
+            params=self.plan.params(),
             sort=SORT_BY_CREATION,
         )
         reader.start(RESTORE_POINTS.name, channel, work)
-        verdict: PassVerdict | None = None
-        while verdict is None:
-            with _timed(extract.timings, "http_wait"):
-                item = inbox.get()
-            if _of(item, RESTORE_POINTS) and isinstance(item, PageRead):
-                extract.pages += 1
-                loader.add_points(item.records, item.offset)
-                _check_cancel(run.cancel)
-            elif _of(item, RESTORE_POINTS) and isinstance(item, PassEnded):
-                verdict = loader.end_points_pass(item.report)
-            elif _of(item, RESTORE_POINTS) and isinstance(item, ReadFailed):
-                if not _refused(item.error):
-                    raise item.error
-                warning = (
-                    f"restore points were not read, the stored ones left as they are: {item.error}"
-                )
-                log.warning("%s; the jobs are synced", warning)
-                return warning
-            else:
-                with _timed(extract.timings, "names"):
-                    names.take(item)
-        if verdict.complete:
-            break
-        log.warning(
-            "%s read of the restore points, pass %d of %d, is not verifiably complete: %s",
-            plan.read,
-            attempt,
-            settings.vspc_max_passes,
-            verdict.problem,
-        )
-    assert verdict is not None  # vspc_max_passes >= 1
-    return plan, verdict
+
+    def finish(self, names: _NamesReader) -> tuple[PointsPlan, PassVerdict] | str:
+        """Stage the pages (re-reading a pass that did not prove complete): the plan and the
+        last pass's verdict; or, if the console refuses the path, the warning."""
+        settings, extract = self.run.settings, self.extract
+        for attempt in range(1, settings.vspc_max_passes + 1):
+            if attempt > 1:
+                self.loader.next_points_pass()
+                self._start()
+            verdict: PassVerdict | None = None
+            while verdict is None:
+                with _timed(extract.timings, "http_wait"):
+                    item = self.inbox.get()
+                if _of(item, RESTORE_POINTS) and isinstance(item, PageRead):
+                    extract.pages += 1
+                    self.loader.add_points(item.records, item.offset)
+                    _check_cancel(self.run.cancel)
+                elif _of(item, RESTORE_POINTS) and isinstance(item, PassEnded):
+                    verdict = self.loader.end_points_pass(item.report)
+                elif _of(item, RESTORE_POINTS) and isinstance(item, ReadFailed):
+                    if not _refused(item.error):
+                        raise item.error
+                    warning = (
+                        "restore points were not read, the stored ones left as they are: "
+                        f"{item.error}"
+                    )
+                    log.warning("%s; the jobs are synced", warning)
+                    return warning
+                else:
+                    with _timed(extract.timings, "names"):
+                        names.take(item)
+            if verdict.complete:
+                break
+            log.warning(
+                "%s read of the restore points, pass %d of %d, is not verifiably complete: %s",
+                self.plan.read,
+                attempt,
+                settings.vspc_max_passes,
+                verdict.problem,
+            )
+        assert verdict is not None  # vspc_max_passes >= 1
+        return self.plan, verdict
 
 
 def _of(item: Item, collection: Collection) -> bool:

@@ -273,6 +273,8 @@ class Loader:
 
     def points_plan(self, full_every: int) -> points.PointsPlan:
         """Whether this run reads every restore point or only the new ones."""
+        self._free()
+        self.stage.end_copy()
         self._points_plan = points.plan(self.conn, self.source, now=self.now, full_every=full_every)
         return self._points_plan
 
