@@ -87,7 +87,7 @@ def iter_pages(
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
-    query = {"sort": sort, **(params or {})}
+    query = {**(params or {}), "sort": sort}
     try:
         if concurrency <= 1:
             yield from _pass(client, path, page_size, report, query, max_pages)
