@@ -17,6 +17,12 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
 every case runs with both ETLs, each on a simulator and database of its own, the two sides
 alternating who goes first: the ratio column compares them within one run, on one machine.
+Both sides then do the same work: the Windows jobs and the organizations, what the loader's
+baseline (``0ce179c``) read. The simulators serve the Windows platform only and refuse (404) the
+collections the baseline did not read (``LIKE_BASELINE_REFUSED``) and the backup agents, which
+the two sides read from different endpoints (the baseline ``/backupAgents/windows``, without
+computer names; this code ``/backupAgents``, four times the bytes per agent); this side syncs
+with ``VSPC_PLATFORMS=windows``. Each side asks once for each refused collection and skips it.
 With ``--repeat N`` each size's three cases run N times, each time on a new database, and a
 last table gives each case's median and range (one run of a case scatters by 10-20 % here).
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
@@ -46,6 +52,14 @@ from etl.db import migrate, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-api-key"
+# Collections the ETL reads that the loader's baseline did not (its management agents and
+# restore points): refused in a comparison with it, so both sides do the same work.
+LIKE_BASELINE_REFUSED = (
+    "/api/v3/infrastructure/managementAgents",
+    "/api/v3/protectedWorkloads",
+)
+# The simulator's endpoints of the backup agents: each side reads one of them, not the same.
+LIKE_BASELINE_FAULTED = ("agents", "backup_agents")
 
 
 def free_port() -> int:
@@ -55,11 +69,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def simulator(jobs: int, latency: float, timeout: float = 900) -> Iterator[str]:
-    """A ``vspc-etl simulate`` process; yields its base URL once it answers."""
+def simulator(
+    jobs: int, latency: float, like_baseline: bool = False, timeout: float = 900
+) -> Iterator[str]:
+    """A ``vspc-etl simulate`` process; yields its base URL once it answers. ``like_baseline``:
+    a console with the Windows platform only, without the collections the baseline did not
+    read and without backup agents."""
     port = free_port()
     cmd = [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--jobs", str(jobs)]
     cmd += ["--seed", "1", "--api-key", API_KEY, "--latency", str(latency)]
+    if like_baseline:
+        cmd += ["--platforms", "windows"]
+        for prefix in LIKE_BASELINE_REFUSED:
+            cmd += ["--refuse", prefix]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,6 +95,10 @@ def simulator(jobs: int, latency: float, timeout: float = 900) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the simulator for {jobs} jobs did not start")
             time.sleep(0.5)
+        if like_baseline:
+            for endpoint in LIKE_BASELINE_FAULTED:
+                fault = {"kind": "404", "path": endpoint, "times": None}
+                httpx.post(f"{url}/_sim/faults", json=fault, timeout=60).raise_for_status()
         yield url
     finally:
         proc.terminate()
@@ -120,10 +146,16 @@ _MIGRATE = (
 
 
 def sync(
-    db: URL, vspc_url: str, concurrency: int, code: Path = ROOT, **extra: str
+    db: URL,
+    vspc_url: str,
+    concurrency: int,
+    code: Path = ROOT,
+    like_baseline: bool = False,
+    **extra: str,
 ) -> dict[str, Any]:
     """One sync by the ETL in ``code`` (this checkout, or a baseline's) in a process of its own;
-    ``extra``: more environment variables."""
+    ``like_baseline``: the Windows jobs only, as the baseline read them; ``extra``: more
+    environment variables."""
     env = dict(
         os.environ,
         DATABASE_URL=db.render_as_string(hide_password=False),
@@ -135,6 +167,8 @@ def sync(
         PYTHONPATH=str(code),
         **extra,
     )
+    if like_baseline:
+        env["VSPC_PLATFORMS"] = "windows"
     proc = subprocess.run(
         [sys.executable, str(code / "bench" / "_sync_worker.py")],
         env=env,
@@ -190,6 +224,7 @@ def main() -> int:
     sides: list[tuple[str, Path]] = [("", ROOT)]
     if args.baseline is not None:
         sides = [("this", ROOT), ("baseline", args.baseline.resolve())]
+    like_baseline = args.baseline is not None
 
     print(f"CPU calibration: {calibration():.2f} s for 10 million loop iterations\n")
     print(
@@ -207,7 +242,7 @@ def main() -> int:
         order = sides if step % 2 == 0 else sides[::-1]  # neither side always goes first
         step += 1
         results = {
-            name: sync(places[name][1], places[name][0], args.concurrency, code)
+            name: sync(places[name][1], places[name][0], args.concurrency, code, like_baseline)
             for name, code in order
         }
         walls.setdefault((jobs, case), []).append(results[sides[0][0]]["wall_s"])
@@ -222,7 +257,9 @@ def main() -> int:
 
     for jobs in args.jobs:
         with ExitStack() as stack:
-            sims = {name: stack.enter_context(simulator(jobs, 0.0)) for name, _ in sides}
+            sims = {
+                name: stack.enter_context(simulator(jobs, 0.0, like_baseline)) for name, _ in sides
+            }
             for _ in range(args.repeat):
                 with ExitStack() as rep:
                     places = {
@@ -244,9 +281,10 @@ def main() -> int:
             # management agents, restore points) waits out the latency: the requests the
             # simulator answered.
             stats = httpx.get(f"{latency_sim}/_sim/stats", timeout=60).json()["requests"]
-            pages = sum(n for endpoint, n in stats.items() if endpoint not in ("token", "unknown"))
+            read = {e: n for e, n in stats.items() if e not in ("token", "unknown", "refused")}
+            pages = sum(read.values())
             bound = pages * args.latency / args.concurrency
-            note = f"{pages} pages of 7 collections; bound {bound:.2f} s"
+            note = f"{pages} pages of {len(read)} collections; bound {bound:.2f} s"
             if base is not None:
                 target = 1.3 * bound + base
                 note += f"; target 1.3 x bound + {base:.2f} s = {target:.2f} s"
@@ -256,7 +294,7 @@ def main() -> int:
         with ExitStack() as stack:
             places = {
                 name: (
-                    stack.enter_context(simulator(jobs, args.latency)),
+                    stack.enter_context(simulator(jobs, args.latency, like_baseline)),
                     stack.enter_context(database(code)),
                 )
                 for name, code in sides

@@ -1,7 +1,8 @@
 """The ``vspc-etl`` command: parses options, calls the library, turns errors into exit codes.
 
 Exit codes: 0 success (or skipped: another sync was running), 1 the run failed (nothing of it
-was committed), 2 configuration or usage error.
+was committed), 2 configuration or usage error (including a console that cannot be reached as
+configured: an unknown host, a TLS handshake or certificate refused; that run is recorded failed).
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ def sync(
             result = run_once(settings, engine=engine, progress=callback)
     finally:
         engine.dispose()
+    if result.misconfigured:
+        # Recorded failed like any run, but only the settings can fix it: say what to change.
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(EXIT_CONFIG)
     click.echo(result.summary())
     if result.status == "failed":
         sys.exit(EXIT_FAILED)

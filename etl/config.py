@@ -22,7 +22,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from etl.crontab import cron_trigger
 from etl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -147,6 +146,8 @@ class Settings(BaseSettings):
     def _crontab(cls, value: object) -> object:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        from etl.crontab import cron_trigger  # the scheduler's library, only for a schedule
+
         cron_trigger(str(value))  # checked now, so a typo fails at start
         return " ".join(str(value).split())
 

@@ -11,7 +11,9 @@
 
 A failing run is recorded and logged and the daemon goes on; so does a tick that cannot reach
 the database (the engine is created again at the next tick if it never connected), or that
-finds schema ``vspc`` missing or at another revision (said at each turn and by /readyz). Several
+finds schema ``vspc`` missing or at another revision (said at each turn and by /readyz). A run
+that fails on the settings (an unknown host, a TLS handshake refused) is recorded and logged at
+each turn too, and /readyz gives its sentence as the reason until a run gets past it. Several
 daemons may share one database: the pipeline's advisory lock lets one sync a source and the
 others record ``skipped``.
 """
@@ -76,6 +78,9 @@ class Daemon:
         self._backends: list[int] = []  # backend pids the running sync holds, oldest first
         self._ready_lock = threading.Lock()
         self._ready_cache: tuple[float, bool, dict[str, Any]] = (0.0, False, {})
+        # The last run's failure when only the settings can fix it (an unknown host, a TLS
+        # handshake refused): /readyz gives it as its reason until a run gets past it.
+        self._misconfigured: str | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -198,6 +203,8 @@ class Daemon:
             log.error("no run recorded: %s", exc)
             return
         self.metrics.observe_run(result)
+        if result.status != "skipped":
+            self._misconfigured = result.error if result.misconfigured else None
         if result.status == "success":
             self.metrics.note_success_at(time.time())
 
@@ -263,6 +270,9 @@ class Daemon:
             reason = str(exc) if isinstance(exc, LoadError) else short(exc)
             return False, {"reason": f"database unreachable: {reason}"}
         details: dict[str, Any] = {"source": source, "window_s": window}
+        misconfigured = self._misconfigured
+        if misconfigured is not None:
+            return False, {**details, "reason": misconfigured}
         if age is None:
             return False, {**details, "reason": f"no successful sync of {source} recorded yet"}
         self.metrics.note_success_at(float(finished))

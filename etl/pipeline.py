@@ -35,7 +35,14 @@ from etl.collections import (
 )
 from etl.config import Settings
 from etl.db import short
-from etl.errors import LoadError, PermissionDenied, RequestRejected, RunCancelled, VspcEtlError
+from etl.errors import (
+    ConfigError,
+    LoadError,
+    PermissionDenied,
+    RequestRejected,
+    RunCancelled,
+    VspcEtlError,
+)
 from etl.extract import ApiKeyAuth, PasswordAuth, RetryPolicy, VspcClient, reader
 from etl.extract.names import Names
 from etl.load import runs
@@ -84,6 +91,9 @@ class RunResult:
     rejected: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    misconfigured: bool = False
+    """Failed on something only the configuration can fix (an unknown host, a TLS handshake
+    or certificate refused): trying again as configured cannot succeed."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds by stage (for benchmarks and DEBUG logs): http_wait (waiting for the next page),
     transform, copy, merge."""
@@ -408,6 +418,7 @@ def _fail(run: _Run, exc: BaseException, pages: int) -> RunResult:
         pages=pages,
         duration_s=time.monotonic() - run.clock,
         error=error,
+        misconfigured=isinstance(exc, ConfigError),
     )
     log.error("run %d failed: %s", run.row.run_id, error, extra=failed.log_fields())
     return failed

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -63,17 +64,57 @@ def test_sync_bench_runs_every_case(server_url: URL) -> None:
     assert rows["10 % changed"][-1] == "100 updated"
     assert rows["unchanged"][-1] == "1,000 unchanged"
     bound = re.fullmatch(
-        r"(\d+) pages of 7 collections; bound ([0-9.]+) s; target .* s; (met|MISSED)",
+        r"(\d+) pages of (\d+) collections; bound ([0-9.]+) s; target .* s; (met|MISSED)",
         rows["+10 ms/request"][-1],
     )
     # 1,000 jobs of three platforms and their names: a page or two per collection; their
     # restore points, a first sync reads all of them: ~7 per job
     assert bound is not None and 16 <= int(bound.group(1)) <= 40
-    assert float(bound.group(2)) == round(int(bound.group(1)) * 0.01 / 4, 2)
+    # three platforms' jobs, organizations, both agent kinds, restore points
+    assert int(bound.group(2)) >= 7
+    assert float(bound.group(3)) == round(int(bound.group(1)) * 0.01 / 4, 2)
     for row in rows.values():
         assert float(row[2]) > 0  # wall seconds
         assert 20 < float(row[4]) < 1000  # peak RSS in MB, of the ETL process
     assert bench_databases(server_url) == before  # its throwaway databases are gone
+
+
+def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_only() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sync_bench
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    api = "/api/v3"
+    with (
+        sync_bench.simulator(30, 0.0, like_baseline=True) as url,
+        httpx.Client(base_url=url + api, headers={"Authorization": "Bearer bench-api-key"}) as c,
+    ):
+        jobs = c.get("/infrastructure/backupAgents/windows/jobs").json()
+        assert jobs["meta"]["pagingInfo"]["total"] == 30  # every job a Windows one
+        assert c.get("/organizations").status_code == 200
+        refused = [
+            "/infrastructure/backupAgents",
+            "/infrastructure/backupAgents/windows",
+            "/infrastructure/managementAgents",
+            "/protectedWorkloads/computersManagedByConsole/restorePoints",
+        ]
+        assert [c.get(path).status_code for path in refused] == [404] * 4
+
+
+def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL) -> None:
+    # This checkout as its own baseline: both sides read the Windows jobs and their names only.
+    out = run_bench("sync_bench.py", server_url, "--jobs", "1000", "--baseline", str(ROOT))
+    rows = table_rows(out, "1,000")
+    assert [row[1] for row in rows] == [
+        f"{case} ({side})"
+        for case in ("first sync", "10 % changed", "unchanged")
+        for side in ("this", "baseline")
+    ]
+    notes = [row[-1] for row in rows]
+    assert notes[1::2] == ["1,000 inserted", "100 updated", "1,000 unchanged"]
+    for note, expected in zip(notes[::2], notes[1::2], strict=True):
+        assert re.fullmatch(rf"{expected}; [0-9.]+ x baseline", note), note
 
 
 def test_sync_bench_repeats_on_new_databases_and_summarises(server_url: URL) -> None:
@@ -132,3 +173,19 @@ def test_reporting_bench_runs_its_pairs_and_queries(server_url: URL) -> None:
     assert queries["job_sla_current, all jobs"][-1] == "200"
     assert queries["dashboard: organization"][-1] == "4"
     assert "`UPDATE vspc.report_settings SET time_zone = 'Europe/Moscow'`" in queries
+
+
+def test_report_bench_times_one_organization_and_all(server_url: URL) -> None:
+    month = datetime.now(UTC).strftime("%Y-%m")  # the demo's short history ends now
+    out = run_bench(
+        "report_bench.py", server_url, "--jobs", "40", "--days", "2", "--month", month,
+        "--repeat", "1",
+    )  # fmt: skip
+    rows = table_rows(out, "40")
+    assert [row[:2] for row in rows] == [["40", "2"], ["40", "2"]]  # one organization per 20 jobs
+    assert rows[0][2].startswith("`--organization` (")
+    assert rows[1][2] == "`--all-organizations` (2 files)"
+    for row in rows:
+        median, most, cpu = (float(cell) for cell in row[3:])
+        assert 0 < median <= most and cpu > 0
+    assert "vspc_etl_report_bench_40" not in bench_databases(server_url)  # dropped

@@ -7,17 +7,21 @@ old revision, and the session database at head.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
@@ -286,48 +290,159 @@ def test_an_unknown_variable_gets_a_did_you_mean_and_the_command_goes_on(
 # -- the console cannot be reached as configured -------------------------------------------
 
 
+@pytest.fixture
+def self_signed_console(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A real TLS server on loopback whose certificate is self-signed (trusted by nobody):
+    its port, and a list that gets one entry per TCP connection it accepts."""
+    ca = trustme.CA()  # a CA certificate is self-signed: the server presents it as its own
+    cert, key = tmp_path / "self-signed.pem", tmp_path / "self-signed.key"
+    ca.cert_pem.write_to_path(str(cert))
+    ca.private_key_pem.write_to_path(str(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append("connection")
+            with conn, contextlib.suppress(OSError):  # the client refuses the certificate
+                conn.settimeout(5)
+                context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], accepted
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+@pytest.fixture
+def unknown_host(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``no-such-host.invalid`` (RFC 2606) does not resolve, answered here so that no query
+    leaves the machine whatever its resolver; the list gets one entry per lookup of it."""
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "no-such-host.invalid":
+            lookups.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+UNKNOWN_HOST = (
+    "The host 'no-such-host.invalid' of VSPC_URL is unknown (Name or service not known): "
+    "check the host name in VSPC_URL."
+)
+
+
+def self_signed(port: int) -> str:
+    return (
+        f"TLS verification failed for 127.0.0.1:{port} (self-signed certificate); set "
+        "VSPC_CA_BUNDLE to the console's CA certificate (PEM) or, at your own risk, "
+        "VSPC_VERIFY_TLS=false."
+    )
+
+
+def test_a_certificate_nobody_trusts_is_named_at_once(
+    runner: CliRunner, fresh_db: Engine, database_url: URL, self_signed_console: Any
+) -> None:
+    port, accepted = self_signed_console
+    env = env_for(
+        database_url, VSPC_URL=f"https://127.0.0.1:{port}", VSPC_SOURCE="tls", LOG_FORMAT="text"
+    )
+    result = runner.invoke(main, ["sync", "--no-progress"], env=env)
+    assert_misconfigured(result, fresh_db, "tls", self_signed(port))
+    assert accepted == ["connection"]  # one attempt, not eight
+
+
 def test_https_to_the_simulators_plain_http_port_is_named_at_once(
     runner: CliRunner, fresh_db: Engine, database_url: URL, sim_server: SimulatorServer
 ) -> None:
     port = sim_server.url.rsplit(":", 1)[1].rstrip("/")
-    env = env_for(database_url, VSPC_URL=f"https://127.0.0.1:{port}", VSPC_SOURCE="tls")
+    env = env_for(
+        database_url, VSPC_URL=f"https://127.0.0.1:{port}", VSPC_SOURCE="tls", LOG_FORMAT="text"
+    )
     result = runner.invoke(main, ["sync", "--no-progress"], env=env)
     sentence = (
         f"The TLS handshake with 127.0.0.1:{port} failed (wrong version number): the server "
         "there speaks plain HTTP, so VSPC_URL should start with http:// (or name the "
         "console's HTTPS port)."
     )
-    assert_failed_at_once(result, fresh_db, sentence)
+    assert_misconfigured(result, fresh_db, "tls", sentence)
 
 
 def test_an_unknown_host_is_named_at_once(
-    runner: CliRunner, fresh_db: Engine, database_url: URL
+    runner: CliRunner, fresh_db: Engine, database_url: URL, unknown_host: list[str]
 ) -> None:
-    # .invalid never resolves (RFC 6761): the resolver answers without any traffic leaving.
-    env = env_for(database_url, VSPC_URL="https://no-such-host.invalid", VSPC_SOURCE="dns")
-    result = runner.invoke(main, ["sync", "--no-progress"], env=env)
-    # The resolver's own words differ by platform ("Name or service not known" on glibc).
-    said = re.search(
-        r"\((The host 'no-such-host\.invalid' of VSPC_URL is unknown \([^)]+\): "
-        r"check the host name in VSPC_URL\.)\)$",
-        result.stdout.strip(),
+    env = env_for(
+        database_url, VSPC_URL="https://no-such-host.invalid", VSPC_SOURCE="dns", LOG_FORMAT="text"
     )
-    assert said is not None, result.output
-    assert_failed_at_once(result, fresh_db, said.group(1))
+    result = runner.invoke(main, ["sync", "--no-progress"], env=env)
+    assert_misconfigured(result, fresh_db, "dns", UNKNOWN_HOST)
+    assert unknown_host == ["no-such-host.invalid"]  # looked up once, not eight times
 
 
-def assert_failed_at_once(result: Any, engine: Engine, sentence: str) -> None:
-    """A run recorded failed with ``sentence`` after one attempt and no wait (exit 1)."""
-    assert result.exit_code == 1, result.output
+def assert_misconfigured(result: Any, engine: Engine, source: str, sentence: str) -> None:
+    """Exit 2 with ``error: <sentence>`` as the one line on stderr besides the run's own two
+    log records; no retry, no traceback; the run is recorded failed with the sentence."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
     assert "Traceback" not in result.output
-    summary = result.stdout.strip()
-    assert summary.startswith("run 1 failed in ")
-    assert summary.endswith(f"({sentence})")
-    assert float(summary.split(" in ", 1)[1].split("s:", 1)[0]) < 5  # no eight retries
-    assert "retrying" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1] == f"error: {sentence}"
+    logged = [line.split(" ", 1)[1] for line in lines[:-1]]  # LOG_FORMAT=text: time first
+    assert logged == [
+        f"INFO    etl.pipeline: run 1 started for {source}",
+        f"ERROR   etl.pipeline: run 1 failed: {sentence}",
+    ]
     with engine.connect() as conn:
         status, error = conn.execute(text("SELECT status, error FROM vspc.etl_runs")).one()
     assert (status, error) == ("failed", sentence)
+
+
+def test_the_daemon_names_an_unknown_host_at_each_turn_and_readyz_gives_it(
+    fresh_db: Engine, database_url: URL, unknown_host: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(
+        database_url,
+        VSPC_URL="https://no-such-host.invalid",
+        VSPC_API_KEY=TEST_API_KEY,
+        VSPC_SOURCE="dns",
+    )
+    daemon = Daemon(settings)
+    http = HealthServer(
+        "127.0.0.1", 0, health=daemon.health, ready=daemon.ready, metrics=daemon.metrics.render
+    ).start()
+    try:
+        with caplog.at_level("ERROR"):
+            daemon.tick()
+            daemon.tick()
+        said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert said == [f"run 1 failed: {UNKNOWN_HOST}", f"run 2 failed: {UNKNOWN_HOST}"]
+        assert unknown_host == ["no-such-host.invalid"] * 2  # once a turn
+        with pytest.raises(urllib.request.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{http.port}/readyz", timeout=5)
+        assert answer.value.code == 503
+        assert json.loads(answer.value.read())["reason"] == UNKNOWN_HOST
+    finally:
+        http.stop()
+        if daemon._engine is not None:
+            daemon._engine.dispose()
+    with fresh_db.connect() as conn:
+        rows = conn.execute(text("SELECT status, error FROM vspc.etl_runs ORDER BY run_id"))
+        assert rows.all() == [("failed", UNKNOWN_HOST)] * 2
 
 
 # -- quiet by default ----------------------------------------------------------------------

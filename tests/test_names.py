@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from etl.collections import RESTORE_POINTS
-from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient
+from etl.collections import RESTORE_POINTS, NamesRead, PageRead, ReadFailed
+from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient, reader
 from etl.extract.names import (
     AGENTS,
     AGENTS_PATH,
@@ -26,7 +26,6 @@ from etl.extract.names import (
     AgentRow,
     ManagementAgentRow,
     Names,
-    NamesFetch,
     OrganizationRow,
     agent_row,
     fetch_names,
@@ -35,7 +34,7 @@ from etl.extract.names import (
     page_digest,
 )
 from etl.load.names import NameStage
-from etl.pipeline import RunResult, run_once
+from etl.pipeline import NAME_PAGES_WAITING, RunResult, run_once
 from etl.simulator import Simulator
 from tests.conftest import no_sleep
 
@@ -409,7 +408,7 @@ def test_fetch_reads_every_page_of_both_collections() -> None:
         seen.append(request.url.path)
         return one_per_page(request)
 
-    names = NamesFetch(scripted(handler), page_size=1).result()
+    names = fetch_names(scripted(handler), page_size=1)
     assert [o.name for o in names.organizations or []] == ["n0", "n1", "n2"]
     assert [a.computer_name for a in names.agents or []] == ["n0", "n1", "n2"]
     # the pager confirms the end with an empty page after the total
@@ -455,13 +454,23 @@ def test_a_stopped_fetch_reads_no_further_page() -> None:
     assert (names.organizations, names.agents, names.pages) == ([], [], 0)
 
 
-def test_an_unexpected_error_in_the_fetch_reaches_the_caller() -> None:
+def read_names_in_a_reader(client: VspcClient, room: int) -> tuple[reader.Inbox, Any]:
+    """The names read as a sync reads them: by a reader thread into a channel of the inbox."""
+    inbox = reader.Inbox()
+    channel = inbox.channel(room)
+    work = partial(reader.read_names, client, channel, page_size=1, concurrency=1, known={})
+    return inbox, reader.start("names", channel, work)
+
+
+def test_an_unexpected_error_in_the_fetch_reaches_the_loader() -> None:
     def broken(request: httpx.Request) -> httpx.Response:
         raise ZeroDivisionError("a bug, not a console answer")
 
-    fetch = NamesFetch(scripted(broken), page_size=1)
-    with pytest.raises(ZeroDivisionError, match="a bug"):
-        fetch.result()
+    inbox, thread = read_names_in_a_reader(scripted(broken), NAME_PAGES_WAITING)
+    thread.join(5)
+    item = inbox.get()
+    assert isinstance(item, ReadFailed) and item.collection == "names"
+    assert isinstance(item.error, ZeroDivisionError) and "a bug" in str(item.error)
 
 
 def many_pages(requests: list[str]) -> Any:
@@ -478,111 +487,54 @@ def many_pages(requests: list[str]) -> Any:
     return handler
 
 
-def test_the_fetch_reads_only_a_few_pages_ahead_of_the_consumer() -> None:
-    """Memory stays flat: the thread waits for the merge instead of holding every name."""
+def test_the_fetch_reads_only_a_few_pages_ahead_of_the_loader() -> None:
+    """Memory stays flat: the reader waits for the loader instead of holding every name."""
     requests: list[str] = []
-    fetch = NamesFetch(scripted(many_pages(requests)), page_size=1, queue_pages=3)
+    inbox, thread = read_names_in_a_reader(scripted(many_pages(requests)), 3)
     consumed: list[tuple[str, str | None]] = []
     ahead: list[int] = []
-
-    def slow_consumer(kind: str, rows: list[Any]) -> None:
+    summary: Names | None = None
+    while summary is None:
+        item = inbox.get()
         if not consumed:
             time.sleep(0.5)  # time enough to read all 123 pages, were nothing holding it back
+        if isinstance(item, NamesRead):
+            summary = item.names
+            continue
+        assert isinstance(item, PageRead)
         ahead.append(len(requests) - len(consumed))
         consumed.extend(
-            (kind, getattr(r, "name", None) or getattr(r, "computer_name", None) or r.host_name)
-            for r in rows
+            (
+                item.collection,
+                getattr(r, "name", None) or getattr(r, "computer_name", None) or r.host_name,
+            )
+            for r in item.records
         )
-
-    names = fetch.drain(slow_consumer)
-    assert names.complete == {"organizations", "agents", "management_agents"}
-    assert (names.pages, names.organizations, names.agents) == (123, None, None)
+    thread.join(5)
+    assert summary.complete == {"organizations", "agents", "management_agents"}
+    assert (summary.pages, summary.organizations, summary.agents) == (123, None, None)
     assert consumed[:80] == [("organizations", f"n{i}") for i in range(40)] + [
         ("agents", f"n{i}") for i in range(40)
     ]
-    # the queue (3), the page the thread holds while waiting, the pager's page in hand, and
+    # the channel (3), the page the thread holds while waiting, the pager's page in hand, and
     # the empty last page of each collection before (no row to consume)
     assert max(ahead) <= 3 + 2 + 1
     assert len(requests) == 123
 
 
-def test_stop_releases_a_fetch_waiting_for_room_in_the_queue() -> None:
+def test_stop_releases_a_fetch_waiting_for_room_in_the_channel() -> None:
     requests: list[str] = []
-    fetch = NamesFetch(scripted(many_pages(requests)), page_size=1, queue_pages=2)
+    inbox, thread = read_names_in_a_reader(scripted(many_pages(requests)), 2)
     deadline = time.monotonic() + 5
     while len(requests) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.2)  # the thread is now blocked on the full queue
+    time.sleep(0.2)  # the thread is now blocked on the full channel
     served = len(requests)
     assert served <= 2 + 2
-    fetch.stop()
-    fetch.thread.join(timeout=2)
-    assert not fetch.thread.is_alive()
+    inbox.stop()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
     assert len(requests) == served
-
-
-def test_drain_ready_hands_over_what_is_waiting_and_never_blocks() -> None:
-    """Between two job pages the pipeline stages the name pages already read, nothing more."""
-    release = threading.Event()
-    requests: list[str] = []
-    serve = many_pages(requests)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == AGENTS_PATH:
-            release.wait(timeout=10)  # the agents are slow to come
-        return serve(request)
-
-    fetch = NamesFetch(scripted(handler), page_size=1, queue_pages=100)
-    deadline = time.monotonic() + 5
-    while len(requests) < 42 and time.monotonic() < deadline:  # 41 organization pages + 1
-        time.sleep(0.01)
-    got: list[tuple[str, int]] = []
-    started = time.monotonic()
-    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
-    assert time.monotonic() - started < 1  # the agents page in flight is not waited for
-    # the 41 waiting pages (the last one empty) in one hand-over: one COPY
-    assert got == [("organizations", 40)]
-    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
-    assert len(got) == 1  # nothing new arrived
-    release.set()
-    names = fetch.drain(lambda kind, rows: got.append((kind, len(rows))))
-    assert names.complete == {"organizations", "agents", "management_agents"}
-    assert got[1:] == [("agents", 1)] * 40 + [("agents", 0)] + [("management_agents", 1)] * 40 + [
-        ("management_agents", 0)
-    ]
-    # once the summary is in, both return at once with it
-    fetch.drain_ready(lambda kind, rows: got.append((kind, len(rows))))
-    assert fetch.drain(lambda kind, rows: got.append((kind, len(rows)))) is names
-    assert len(got) == 83
-
-
-def test_drain_ready_hands_over_at_most_queue_pages_pages_at_once() -> None:
-    """Pages waiting are grouped by collection, in reading order, ``queue_pages`` at most."""
-    # The thread's own read is refused at once (names are optional, so it just ends); the
-    # queue is then filled by hand.
-    fetch = NamesFetch(scripted(lambda request: httpx.Response(403)), page_size=1, queue_pages=3)
-    fetch.thread.join(timeout=5)
-    assert not fetch.thread.is_alive()
-    items = [
-        ("organizations", ["o1"]),
-        ("organizations", ["o2"]),
-        ("organizations", []),
-        ("organizations", ["o3"]),
-        ("agents", ["a1"]),
-        ("organizations", ["o4"]),
-    ]
-    drained = queue.Queue()  # type: ignore[var-annotated]
-    for kind, rows in items:
-        drained.put(("page", kind, rows))
-    fetch._queue = drained
-    got: list[tuple[str, list[str]]] = []
-    fetch.drain_ready(lambda kind, rows: got.append((kind, list(rows))))
-    assert got == [
-        ("organizations", ["o1", "o2"]),  # three pages: the third was empty
-        ("organizations", ["o3"]),
-        ("agents", ["a1"]),
-        ("organizations", ["o4"]),
-    ]
 
 
 def paths_of_a_sync(settings: Any, engine: Engine) -> tuple[RunResult, list[str]]:
@@ -642,32 +594,3 @@ def test_names_known_from_the_last_read_are_read_while_the_merge_runs(
             text("SELECT name FROM vspc.organizations WHERE instance_uid = :u"), {"u": org_uid}
         ).scalar_one()
     assert name == "Renamed GmbH"
-
-
-def test_drain_ready_can_wait_until_the_queue_is_full() -> None:
-    """The pipeline takes name pages only once ``queue_pages`` items wait (each hand-over
-    ends the job COPY): fewer items stay queued; the end of the fetch waits for ``drain``."""
-    fetch = NamesFetch(scripted(lambda request: httpx.Response(403)), page_size=1, queue_pages=3)
-    fetch.thread.join(timeout=5)
-    assert not fetch.thread.is_alive()
-    waiting = queue.Queue()  # type: ignore[var-annotated]
-    fetch._queue = waiting
-    got: list[tuple[str, list[str]]] = []
-
-    def take(kind: str, rows: list[Any]) -> None:
-        got.append((kind, list(rows)))
-
-    waiting.put(("page", "organizations", ["o1"]))
-    waiting.put(("page", "organizations", ["o2"]))
-    fetch.drain_ready(take, at_least=3)
-    assert got == []  # two waiting: the thread can still read ahead
-    waiting.put(("page", "agents", ["a1"]))
-    fetch.drain_ready(take, at_least=3)
-    assert got == [("organizations", ["o1", "o2"]), ("agents", ["a1"])]
-    summary = Names()
-    waiting.put(("page", "agents", ["a2"]))
-    waiting.put(("done", summary, None))
-    fetch.drain_ready(take, at_least=3)
-    assert len(got) == 2
-    assert fetch.drain(take) is summary
-    assert got[2:] == [("agents", ["a2"])]

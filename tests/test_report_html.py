@@ -38,8 +38,10 @@ from sqlalchemy.engine import URL
 
 from etl.cli import main
 from etl.load.reporting import rebuild
-from etl.report import month_window, monthly_reports, render_html
+from etl.report import missed, month_window, monthly_reports, render_html
+from etl.report.filters import NO_FILTERS, Filters
 from etl.report.html import file_name
+from etl.report.missed import MissedRow, missed_rows
 from etl.report.monthly import MonthlyReport
 from tests.test_report import current_jobs
 
@@ -281,6 +283,99 @@ def test_month_is_utc_whatever_the_report_time_zone(acme: MonthlyReport, fresh_d
     assert [(j.instance_uid, j.days) for j in again.missed_jobs] == [
         (j.instance_uid, j.days) for j in acme.missed_jobs
     ]
+
+
+# -- the jobs that missed, all days at once ---------------------------------------------
+
+
+def sla_daily_misses(conn: Connection) -> dict[tuple[uuid.UUID | None, date], int]:
+    """How many jobs missed, by organization and day of October, as sla_daily counts them."""
+    return {
+        (report.organization_uid, d.day): d.jobs_protected - d.jobs_meeting_rpo
+        for report in monthly_reports(conn, month_window("2026-10"))
+        for d in report.days
+    }
+
+
+def definition_and_fast(
+    conn: Connection, days: list[date], filters: Filters = NO_FILTERS
+) -> tuple[list[MissedRow], list[MissedRow]]:
+    expected = sla_daily_misses(conn)
+    defined = missed_rows(conn, days, expected, filters, fast=False)
+    return defined, missed_rows(conn, days, expected, filters)
+
+
+def by_day(rows: list[MissedRow]) -> list[tuple[date, set[MissedRow]]]:
+    days = sorted({r.day for r in rows})
+    return [(d, {r for r in rows if r.day == d}) for d in days]
+
+
+@pytest.fixture
+def asked_of_the_definition(monkeypatch: pytest.MonkeyPatch) -> list[list[date]]:
+    """The days ``job_sla_at`` itself is asked, call by call."""
+    asked: list[list[date]] = []
+    defined = missed._defined
+
+    def spy(conn: Connection, days: list[date], *args: Any) -> list[MissedRow]:
+        asked.append(list(days))
+        return defined(conn, days, *args)
+
+    monkeypatch.setattr(missed, "_defined", spy)
+    return asked
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [[], [(None, 48)], [(ACME, 12)], [(None, 6), (GLOBEX, 30)]],
+    ids=["24h", "48h", "acme-12h", "6h-globex-30h"],
+)
+def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
+    month: dict[str, str],
+    fresh_db: Engine,
+    policy: list[tuple[uuid.UUID | None, int]],
+    asked_of_the_definition: list[list[date]],
+) -> None:
+    if policy:
+        with fresh_db.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.sla_policy VALUES (:org, :hours) ON CONFLICT "
+                    "(organization_uid) DO UPDATE SET rpo_hours = excluded.rpo_hours"
+                ),
+                [{"org": org, "hours": hours} for org, hours in policy],
+            )
+    october_days = [on(d) for d in range(1, 32)]
+    with fresh_db.connect() as conn:
+        acme_only = Filters(organizations=(ACME,))
+        for days, filters in [
+            (october_days, NO_FILTERS),
+            (october_days, acme_only),
+            # from the 20th: J2's last success (the 19th) is older than any RPO then
+            (october_days[19:], NO_FILTERS),
+        ]:
+            defined, fast = definition_and_fast(conn, days, filters)
+            assert by_day(fast) == by_day(defined)
+            assert fast  # every policy leaves days with a job that missed
+            if filters is acme_only:
+                assert {r.organization_uid for r in fast} == {ACME}
+    # one call per set of days for the definition itself, none for the fast answers
+    assert asked_of_the_definition == [october_days, october_days, october_days[19:]]
+
+
+def test_a_day_the_counts_disagree_on_is_asked_of_job_sla_at(
+    month: dict[str, str], fresh_db: Engine, asked_of_the_definition: list[list[date]]
+) -> None:
+    october_days = [on(d) for d in range(1, 32)]
+    with fresh_db.connect() as conn:
+        expected = sla_daily_misses(conn)
+        assert expected[ACME, on(10)] == 1  # J1
+        # as if sla_daily said J1 met its RPO on the 10th (a restore point, say)
+        expected[ACME, on(10)] = 0
+        fast = missed_rows(conn, october_days, expected)
+        defined = missed_rows(conn, october_days, expected, fast=False)
+    assert asked_of_the_definition == [[on(10)], october_days]
+    assert by_day(fast) == by_day(defined)
+    assert {(r.instance_uid, r.last_success_at) for r in fast if r.day == on(10)} == {(J1, t(9, 2))}
 
 
 def test_a_running_month_is_read_up_to_now(month: dict[str, str], fresh_db: Engine) -> None:

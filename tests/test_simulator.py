@@ -869,8 +869,59 @@ def test_simulate_command_help_names_every_option() -> None:
         "--advance-every",
         "--advance-hours",
         "--latency",
+        "--refuse",
     ):
         assert option in result.output
+
+
+def test_refused_prefixes_are_404_and_every_other_path_is_served() -> None:
+    sim = Simulator(
+        platforms=WINDOWS,
+        jobs=5,
+        refuse=("/api/v3/infrastructure/managementAgents", "/api/v3/protectedWorkloads/"),
+    )
+    with SimulatorServer(sim) as running, http(base_url=running.url, headers=API_KEY) as api:
+        refused = [
+            "/api/v3/infrastructure/managementAgents",
+            "/api/v3/infrastructure/MANAGEMENTAGENTS/",
+            "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints",
+        ]
+        for path in refused:
+            response = api.get(path)
+            assert response.status_code == 404, path
+            assert error_of(response)["type"] == "logical"
+        served = [JOBS, "/api/v3/infrastructure/backupAgents", "/api/v3/organizations"]
+        assert [api.get(path).status_code for path in served] == [200, 200, 200]
+        assert api.get(JOBS).json()["meta"]["pagingInfo"]["total"] == 5
+    requests = sim.stats.snapshot()["requests"]
+    assert requests["refused"] == 3
+    assert "management_agents" not in requests and "restore_points" not in requests
+
+
+def test_simulate_command_refuses_the_prefixes_given() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
+         "--platforms", "windows", "--refuse", "/api/v3/infrastructure/managementAgents",
+         "--refuse", "/api/v3/organizations"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
+        assert url
+        with http(base_url=url.group(1), headers=API_KEY) as api:
+            assert api.get("/api/v3/infrastructure/managementAgents").status_code == 404
+            assert api.get("/api/v3/organizations").status_code == 404
+            jobs = api.get(JOBS)
+            assert jobs.status_code == 200
+            assert jobs.json()["meta"]["pagingInfo"]["total"] == 3
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize(

@@ -535,7 +535,7 @@ class VspcClient:
         if isinstance(exc, httpx.ConnectError):
             failure = _tls_verification_failure(exc)
             if failure is not None:
-                return "tls", SourceError(
+                return "tls", ConfigError(
                     f"TLS verification failed for {url.host}:{_origin(url)[2]} ({failure}); "
                     "set VSPC_CA_BUNDLE to the console's CA certificate (PEM) or, "
                     "at your own risk, VSPC_VERIFY_TLS=false."

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import re
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 
@@ -284,133 +283,6 @@ def fetch_names(
         if MANAGEMENT_AGENTS in names.complete:
             names.management_agents = kept[MANAGEMENT_AGENTS]
     return names
-
-
-class _Stopped(Exception):
-    """The consumer went away: the fetch thread ends without waiting for room in the queue."""
-
-
-class NamesFetch:
-    """:func:`fetch_names` in a thread of its own, so the HTTP reads overlap the job sync.
-
-    Pages are handed over through a queue of at most ``queue_pages`` pages: the thread reads
-    ahead that far, then waits for the consumer, so memory stays flat however many agents
-    the console has. ``drain_ready`` passes the pages already waiting to its callback without
-    blocking (the job pager calls it between pages); ``drain`` passes the rest as they arrive
-    and returns the ``Names`` summary, re-raising what the thread raised (a SourceError is
-    already a warning inside); ``result()`` drains into lists (small consoles, tests);
-    ``stop()`` asks the thread to end at the next page and does not wait.
-    """
-
-    def __init__(
-        self,
-        client: VspcClient,
-        *,
-        page_size: int,
-        concurrency: int = 1,
-        queue_pages: int = 4,
-        known: Mapping[str, Collection[bytes]] | None = None,
-    ) -> None:
-        self._stop = threading.Event()
-        self._summary: Names | None = None
-        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=queue_pages)
-        self.queue_pages = queue_pages
-
-        def put(item: tuple[str, Any, Any]) -> None:
-            while True:
-                if self._stop.is_set():
-                    raise _Stopped
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-
-        def work() -> None:
-            try:
-                names = fetch_names(
-                    client,
-                    page_size=page_size,
-                    concurrency=concurrency,
-                    stop=self._stop,
-                    emit=lambda kind, rows: put(("page", kind, rows)),
-                    known=known,
-                )
-                put(("done", names, None))
-            except _Stopped:
-                return
-            except BaseException as exc:  # handed to the caller by drain()
-                try:
-                    put(("error", exc, None))
-                except _Stopped:
-                    return
-
-        self.thread = threading.Thread(target=work, name="vspc-names", daemon=True)
-        self.thread.start()
-
-    def drain(self, on_page: Emit) -> Names:
-        """Pass every page to ``on_page`` as it arrives; the summary once both are read."""
-        while self._summary is None:
-            self._take(self._queue.get(), on_page)
-        return self._summary
-
-    def drain_ready(self, on_page: Emit, *, at_least: int = 1) -> None:
-        """Pass the pages waiting in the queue to ``on_page``; never waits for the next one.
-
-        Consecutive waiting pages of one collection go to ``on_page`` as one list (at most
-        ``queue_pages`` pages, so memory stays as bounded as the queue), in the order they
-        were read: one COPY for them instead of one each (a COPY costs a round trip however
-        few rows it holds). Nothing is handed over while fewer than ``at_least`` items wait
-        (pages, or the end of the fetch): with ``queue_pages``, only once the thread has
-        filled the queue; :meth:`drain` takes what is left.
-        """
-        if self._summary is None and self._queue.qsize() < at_least:
-            return
-        kind: str | None = None
-        rows: list[Any] = []
-        pages = 0
-        while self._summary is None:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            tag, first, second = item
-            if kind is not None and (tag != "page" or first != kind or pages == self.queue_pages):
-                on_page(kind, rows)
-                kind, rows, pages = None, [], 0
-            if tag == "page":
-                kind = first
-                rows.extend(second)
-                pages += 1
-            else:
-                self._take(item, on_page)
-        if kind is not None:
-            on_page(kind, rows)
-
-    def _take(self, item: tuple[str, Any, Any], on_page: Emit) -> None:
-        tag, first, second = item
-        if tag == "page":
-            on_page(first, second)
-        elif tag == "done":
-            self._summary = cast(Names, first)
-        else:
-            raise cast(BaseException, first)
-
-    def result(self) -> Names:
-        """Everything read, in the lists of ``Names`` (a collection not complete is None)."""
-        kept: dict[str, list[Any]] = {kind: [] for kind in KINDS}
-        names = self.drain(lambda kind, rows: kept[kind].extend(rows))
-        if ORGANIZATIONS in names.complete:
-            names.organizations = kept[ORGANIZATIONS]
-        if AGENTS in names.complete:
-            names.agents = kept[AGENTS]
-        if MANAGEMENT_AGENTS in names.complete:
-            names.management_agents = kept[MANAGEMENT_AGENTS]
-        return names
-
-    def stop(self) -> None:
-        """End the fetch at the next page boundary (it may still be reading one)."""
-        self._stop.set()
 
 
 def _read(

@@ -85,8 +85,10 @@ def _draw(fig: Figure, rpo: Axes, success: Axes, trend: Trend, title: str) -> No
     last = datetime.combine(trend.window.last, time()) + half
     rpo.set_xlim(first, last)  # type: ignore[arg-type]
     if trend.has_data:
+        # Beside the plots, not over them: the worst organizations' lines are low on the left.
         rpo.legend(
-            loc="lower left",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
             fontsize="small",
             title=f"worst {len(trend.worst)} by RPO compliance (ties: more failed runs)"
             if trend.worst

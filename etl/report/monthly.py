@@ -2,8 +2,9 @@
 
 Read from the reporting views, so the numbers are the views' numbers: the days of
 ``sla_daily`` (or, when ``report_settings.time_zone`` is not UTC, the same computation in UTC,
-``sla_daily_compute``), ``job_sla_at`` at the end of each day for the jobs that missed their
-RPO, ``job_runs`` for their failure messages. A month still running is read up to now.
+``sla_daily_compute``), the jobs that missed their RPO at the end of each day as
+``job_sla_at`` answers then (``etl.report.missed``), ``job_runs`` for their failure messages.
+A month still running is read up to now.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from uuid import UUID
 from sqlalchemy import Connection, text
 
 from etl.report.filters import NO_FILTERS, Filters, Window
+from etl.report.missed import missed_rows
 from etl.report.queries import reading
 
 _DAYS_STORED = """
@@ -43,17 +45,6 @@ SELECT s.organization_uid, count(*) AS jobs, count(DISTINCT s.backup_agent_uid) 
 FROM vspc.job_sla_at(CAST(:as_of AS timestamptz)) s
 WHERE s.is_enabled{where}
 GROUP BY s.organization_uid
-"""
-
-# Each day judged at its end, as sla_daily's jobs_meeting_rpo is: the protected jobs that
-# did not meet their RPO then. Only the days on which sla_daily counts a miss are asked.
-_MISSED = """
-SELECT g.day, s.organization_uid, s.instance_uid, s.job_name,
-  s.backup_agent_uid, s.computer_name, s.last_success_at, s.rpo_hours
-FROM unnest(CAST(:days AS date[])) g (day)
-CROSS JOIN LATERAL vspc.job_sla_at(least((g.day + 1)::timestamp AT TIME ZONE 'UTC', now())) s
-WHERE s.is_enabled AND NOT s.rpo_met{where}
-ORDER BY g.day
 """
 
 _MESSAGES = """
@@ -252,20 +243,28 @@ def monthly_reports(
                 if d.jobs_meeting_rpo < d.jobs_protected
             }
         )
-        for r in conn.execute(
-            text(_MISSED.format(where=jobs_where)), job_params | {"days": missed_days}
-        ):
-            if r.organization_uid not in reports:
+        expected = {
+            (uid, d.day): d.jobs_protected - d.jobs_meeting_rpo
+            for uid, report in reports.items()
+            for d in report.days
+        }
+        for row in missed_rows(conn, missed_days, expected, filters):
+            if row.organization_uid not in reports:
                 continue
-            job = missed.get(r.instance_uid)
+            job = missed.get(row.instance_uid)
             if job is None:
-                job = missed[r.instance_uid] = MissedJob(
-                    r.instance_uid, r.job_name, r.backup_agent_uid, r.computer_name, r.rpo_hours
+                job = missed[row.instance_uid] = MissedJob(
+                    row.instance_uid,
+                    row.job_name,
+                    row.backup_agent_uid,
+                    row.computer_name,
+                    row.rpo_hours,
                 )
-                reports[r.organization_uid].missed_jobs.append(job)
-            job.days.append(r.day)
-            job.last_success_at = r.last_success_at
-            job.job_name, job.computer_name = r.job_name, r.computer_name or job.computer_name
+                reports[row.organization_uid].missed_jobs.append(job)
+            job.days.append(row.day)
+            job.last_success_at = row.last_success_at
+            job.job_name = row.job_name
+            job.computer_name = row.computer_name or job.computer_name
 
         runs_where, run_params = filters.where("r", "jobs")
         start = datetime.combine(window.first, time(), UTC)

@@ -49,11 +49,31 @@ Control endpoints, for a simulator running in another process (no auth, JSON ans
     GET  /_sim/stats              {now, requests: {endpoint: n}, faults: {kind: n}}
 """
 
-from etl.simulator.app import Request, Response, Simulator, Stats
-from etl.simulator.data import AdvanceSummary
-from etl.simulator.faults import Fault, FaultPlan
-from etl.simulator.server import SimulatorServer
-from etl.simulator.wire import ABSENT
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from etl.simulator.app import Request, Response, Simulator, Stats
+    from etl.simulator.data import AdvanceSummary
+    from etl.simulator.faults import Fault, FaultPlan
+    from etl.simulator.server import SimulatorServer
+    from etl.simulator.wire import ABSENT
+
+# Imported on first use: ``vspc-etl`` registers the ``simulate`` command at every start, and a
+# sync has no use for the simulated console's modules.
+_HOMES = {
+    "ABSENT": "wire",
+    "AdvanceSummary": "data",
+    "Fault": "faults",
+    "FaultPlan": "faults",
+    "Request": "app",
+    "Response": "app",
+    "Simulator": "app",
+    "SimulatorServer": "server",
+    "Stats": "app",
+}
 
 __all__ = [
     "ABSENT",
@@ -66,3 +86,10 @@ __all__ = [
     "SimulatorServer",
     "Stats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

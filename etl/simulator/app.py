@@ -192,6 +192,8 @@ class Simulator:
     sharing one account log each other out (the vendor warns they do); the next request
     with such a token gets the console's 401. ``platforms`` and ``outage_rate`` shape the data
     (see :class:`World`); ``latency`` seconds are added to every answer (a console far away).
+    ``refuse`` lists path prefixes (``/api/v3/infrastructure/managementAgents``) the console
+    answers with 404, as an older console without those endpoints does.
     """
 
     def __init__(
@@ -213,6 +215,7 @@ class Simulator:
         change_rate: float = 0.01,
         platforms: Iterable[str] = wire.PLATFORMS,
         outage_rate: float = 0.0,
+        refuse: Iterable[str] = (),
     ) -> None:
         if isinstance(start, str):
             start = datetime.fromisoformat(start)
@@ -238,6 +241,7 @@ class Simulator:
         self.one_session_per_user = one_session_per_user
         self.max_page_size = max_page_size
         self.latency = latency
+        self.refused = tuple(prefix.rstrip("/").lower() for prefix in refuse)
         self._lock = threading.Lock()
         self._arrange_cache: dict[
             tuple[str, str, str], tuple[int, list[dict[str, Any]], list[bool]]
@@ -309,6 +313,9 @@ class Simulator:
         if not path.lower().startswith(API_PREFIX + "/"):
             self.stats.count("unknown")
             return error_response(404, f"The resource '{request.path}' was not found.", "logical")
+        if self._refuses(path):
+            self.stats.count("refused")
+            return error_response(404, f"The resource '{request.path}' was not found.", "logical")
         route = path[len(API_PREFIX) :]
         parts = route.split("/")
         action: tuple[str, bool] | None = None
@@ -333,6 +340,11 @@ class Simulator:
         if self.latency:
             response = replace(response, delay=response.delay + self.latency)
         return _transport_fault(response, fault)
+
+    def _refuses(self, path: str) -> bool:
+        """Whether ``path`` is one of the refused prefixes or lies below one."""
+        lowered = path.lower()
+        return any(lowered == p or lowered.startswith(f"{p}/") for p in self.refused)
 
     def _answer(
         self, request: Request, endpoint: str, action: tuple[str, bool] | None, fault: Fault | None

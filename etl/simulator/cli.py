@@ -8,8 +8,6 @@ from types import FrameType
 
 import click
 
-from etl.simulator.app import Simulator
-from etl.simulator.server import SimulatorServer
 from etl.simulator.wire import PLATFORMS
 
 
@@ -119,6 +117,14 @@ def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.FloatRange(min=0),
     help="Seconds added to every page of a job collection.",
 )
+@click.option(
+    "--refuse",
+    multiple=True,
+    metavar="PATH_PREFIX",
+    help="Answer 404 to every request whose path is PATH_PREFIX or lies below it, as an older "
+    "console without that endpoint does (e.g. /api/v3/infrastructure/managementAgents); "
+    "repeatable.",
+)
 def simulate(
     host: str,
     port: int,
@@ -137,6 +143,7 @@ def simulate(
     advance_every: float | None,
     advance_hours: float,
     latency: float,
+    refuse: tuple[str, ...],
 ) -> None:
     """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
 
@@ -146,6 +153,10 @@ def simulate(
     the restore points (/protectedWorkloads/computersManagedByConsole/restorePoints) and the
     organizations. Prints the URL and credentials to use, then serves until interrupted.
     """
+    # Here, not at the top: every ``vspc-etl`` command imports this module to register it.
+    from etl.simulator.app import Simulator
+    from etl.simulator.server import SimulatorServer
+
     sim = Simulator(
         jobs=jobs,
         seed=seed,
@@ -158,6 +169,7 @@ def simulate(
         latency=latency,
         platforms=platforms,
         outage_rate=outage_rate,
+        refuse=refuse,
     )
     if fault_rate:
         sim.faults.random(fault_rate, seed=seed)
