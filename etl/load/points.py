@@ -130,7 +130,9 @@ class PointStage:
         self._seq = 0
 
     def create(self) -> None:
-        self.conn.execute(text("DROP TABLE IF EXISTS pg_temp.stage_points, stage_point_rejects"))
+        self.conn.execute(
+            text("DROP TABLE IF EXISTS pg_temp.stage_points, pg_temp.stage_point_rejects")
+        )
         self.conn.execute(
             text(
                 "CREATE TEMP TABLE stage_points AS SELECT 0::bigint AS seq, 0 AS pass_no, "
