@@ -38,6 +38,7 @@ def main() -> int:
         "wall_s": round(wall, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "points": None if result.points is None else vars(result.points),
     }
     print(json.dumps(figures))
     return 0 if result.status == "success" else 1

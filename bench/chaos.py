@@ -1,7 +1,8 @@
 """Chaos, many times over: kill -9 at random moments, PostgreSQL restarts and killed sessions,
 a console that hangs, trickles or resets. After each blow: the old state or the new one, never
-a mix; the invariant checker clean (but for the orphan the blow left); the next run succeeds
-and the warehouse equals the console's truth.
+a mix; the invariant checker clean (but for the orphan the blow left); the next run (a full
+read of the restore points) succeeds and the warehouse equals the console's truth, its live
+restore points included.
 
     python bench/chaos.py [--kills 60] [--restarts 10] [--terminates 10] [--console 9] [--seed 1]
                           [--first-syncs]
@@ -42,7 +43,13 @@ from etl.simulator import Simulator, SimulatorServer  # noqa: E402
 from etl.testhook import VARIABLE  # noqa: E402
 from etl.verify import check_invariants  # noqa: E402
 from tests.conftest import create_database, drop_database  # noqa: E402
-from tests.warehouse import content, lost_jobs, sync_backends, wait_for  # noqa: E402
+from tests.warehouse import (  # noqa: E402
+    content,
+    lost_jobs,
+    lost_points,
+    sync_backends,
+    wait_for,
+)
 
 API_KEY = "chaos-api-key"
 
@@ -55,10 +62,14 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     lost: int = 0
+    points_lost: int = 0
 
     def row(self, name: str) -> str:
         outcomes = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items()))
-        return f"| {name} | {self.blows} | {outcomes} | {len(self.violations)} | {self.lost} |"
+        return (
+            f"| {name} | {self.blows} | {outcomes} | {len(self.violations)} | {self.lost} | "
+            f"{self.points_lost} |"
+        )
 
 
 def no_sleep(_seconds: float) -> None:
@@ -78,13 +89,25 @@ def settings_for(url: URL, server: SimulatorServer, **extra: str) -> Settings:
 
 
 def recover(tally: Tally, settings: Settings, engine: Engine, sim: Simulator, what: str) -> None:
-    """The next run must succeed and leave a sound warehouse equal to the truth."""
+    """The next run must succeed and leave a sound warehouse equal to the truth: a full read
+    of the restore points too, so that the live points must equal the console's."""
     sim.latency = 0.0
-    result = run_once(settings, engine=engine, sleep=no_sleep)
+    full = settings.model_copy(update={"vspc_restore_points_full_every": 0})
+    result = run_once(full, engine=engine, sleep=no_sleep)
     if result.status != "success" or not result.complete:
         tally.violations.append(f"{what}: the next run was {result.status}: {result.error}")
     tally.violations += [f"{what}, after the next run: {v}" for v in check_invariants(engine)]
     tally.lost += lost_jobs(engine, sim.every_job())
+    tally.points_lost += points_lost(result, engine, sim)
+
+
+def points_lost(result: RunResult, engine: Engine, sim: Simulator) -> int:
+    """After a run that read the restore points completely: the console's points the
+    warehouse lacks, and after a complete full read also the live points it no longer lists."""
+    points = result.points
+    if result.status != "success" or points is None or not points.complete:
+        return 0
+    return lost_points(engine, sim.world.restore_points(), exact=points.gone is not None)
 
 
 def forget(engine: Engine) -> None:
@@ -95,7 +118,7 @@ def forget(engine: Engine) -> None:
                 "TRUNCATE vspc.backup_agent_jobs, vspc.backup_agent_job_snapshots, "
                 "vspc.etl_rejects, vspc.job_run_facts, vspc.sla_daily_counts, "
                 "vspc.organizations, vspc.backup_agents, vspc.etl_job_fingerprints, "
-                "vspc.etl_name_pages"
+                "vspc.etl_name_pages, vspc.restore_points"
             )
         )
 
@@ -329,12 +352,12 @@ def main() -> int:
             args.restarts, rng, sim, server
         )
     rows += [tally.row(name) for name, tally in tallies.items()]
-    print("| scenario | blows | outcomes | invariant violations | jobs lost |")
-    print("|---|---:|---|---:|---:|")
+    print("| scenario | blows | outcomes | invariant violations | jobs lost | points lost |")
+    print("|---|---:|---|---:|---:|---:|")
     print("\n".join(rows))
     print(f"\n{time.monotonic() - started:.0f} s, seed {args.seed}")
     for tally in tallies.values():
-        clean = clean and not tally.violations and tally.lost == 0
+        clean = clean and not tally.violations and tally.lost == 0 and tally.points_lost == 0
         for violation in tally.violations[:10]:
             print(f"- {violation}")
     return 0 if clean else 1

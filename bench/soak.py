@@ -8,8 +8,11 @@ organizations, async polls) with 401, 429, 520, a reset connection or a 202 asyn
 run is ``run_once`` (password grant, retry waits skipped) on a throwaway database on the
 PostgreSQL named by BENCH_DATABASE_URL (default postgres@127.0.0.1:5432). After every run the
 invariant checker must pass, and after every complete run the live jobs must equal the
-console's truth; at the end the warehouse must equal the truth. Prints a Markdown summary (copy
-it into bench/RESULTS.md); exits 1 if any violation or lost job was seen.
+console's truth; after every complete read of the restore points every point the console
+lists must be stored, and after a complete full read (each virtual day's last run, and a last
+one) the live points must equal the listed ones; at the end the warehouse must equal the
+truth. Prints a Markdown summary (copy it into bench/RESULTS.md); exits 1 if any violation,
+lost job or lost restore point was seen.
 
 ``soak()`` is also the short soak of the test suite (tests/test_soak.py).
 """
@@ -31,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from etl.config import load_settings  # noqa: E402
-from etl.pipeline import run_once  # noqa: E402
+from etl.pipeline import RunResult, run_once  # noqa: E402
 from etl.simulator import Simulator, SimulatorServer  # noqa: E402
 from etl.verify import check_invariants  # noqa: E402
+from tests.warehouse import lost_points  # noqa: E402
 
 FAULTS = ("401", "429", "520", "reset", "202")
 USER, PASSWORD = "soak-user", "soak-password-4c1e"
@@ -53,12 +57,22 @@ class SoakReport:
     lost: int = 0
     final_lost: int = 0
     final_jobs: int = 0
+    full_reads: int = 0  # complete full reads of the restore points
+    points_lost: int = 0
+    final_points_lost: int = 0
+    final_points: int = 0
     versions: int = 0
     seconds: float = 0.0
 
     @property
     def clean(self) -> bool:
-        return not self.violations and self.lost == 0 and self.final_lost == 0
+        return (
+            not self.violations
+            and self.lost == 0
+            and self.final_lost == 0
+            and self.points_lost == 0
+            and self.final_points_lost == 0
+        )
 
     def markdown(self, title: str) -> str:
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
@@ -73,6 +87,10 @@ class SoakReport:
                 f"| invariant violations | {len(self.violations)} |",
                 f"| jobs lost after complete runs | {self.lost} |",
                 f"| jobs lost at the end | {self.final_lost} of {self.final_jobs} |",
+                f"| complete full reads of the restore points | {self.full_reads} |",
+                f"| restore points lost after complete reads | {self.points_lost} |",
+                f"| restore points lost at the end | {self.final_points_lost} of "
+                f"{self.final_points} |",
                 f"| versions written | {self.versions} |",
                 f"| wall time | {self.seconds:.0f} s |",
                 *(f"\nfailed {n} time(s): {error}" for error, n in self.errors.items()),
@@ -97,6 +115,19 @@ def lost(engine: Engine, sim: Simulator) -> int:
     truth = {job["instanceUid"].lower(): job for job in sim.every_job()}
     missing = sum(1 for uid, job in truth.items() if live.get(uid) != job)
     return missing + len(set(live) - set(truth))
+
+
+def points_lost(result: RunResult, engine: Engine, sim: Simulator, report: SoakReport) -> int:
+    """After a run that read the restore points completely: the console's points the warehouse
+    lacks (a *new* read stores every point listed since the last one: the overlap covers the
+    simulator's late points), and after a complete full read also the live points it no longer
+    lists."""
+    points = result.points
+    if result.status != "success" or points is None or not points.complete:
+        return 0
+    exact = points.gone is not None
+    report.full_reads += exact
+    return lost_points(engine, sim.world.restore_points(), exact=exact, source="soak")
 
 
 def soak(
@@ -129,8 +160,14 @@ def soak(
             },
             dotenv=False,
         )
+        # The ETL's clock is the real one, the console's is virtual: a day of the console's
+        # time ends with a full read of the restore points, as VSPC_RESTORE_POINTS_FULL_EVERY
+        # (24h) would make it.
+        daily = settings.model_copy(update={"vspc_restore_points_full_every": 0})
+        per_day = max(1, round(24 / hours))
         for number in range(1, runs + 1):
-            result = run_once(settings, engine=engine, sleep=no_sleep)
+            chosen = daily if number % per_day == 0 else settings
+            result = run_once(chosen, engine=engine, sleep=no_sleep)
             report.runs += 1
             report.statuses[result.status] += 1
             if result.status == "failed":
@@ -139,6 +176,7 @@ def soak(
             if result.status == "success" and result.complete:
                 report.complete += 1
                 report.lost += lost(engine, sim)
+            report.points_lost += points_lost(result, engine, sim, report)
             if number < runs:
                 sim.advance(hours)
         # The last run may have met a fault it could not get past: the next ones catch up.
@@ -149,11 +187,24 @@ def soak(
             report.runs += 1
             report.statuses[result.status] += 1
             report.violations += [f"catch-up run: {v}" for v in check_invariants(engine)]
+            report.points_lost += points_lost(result, engine, sim, report)
         stats = sim.stats.snapshot()
         report.faults.update(stats["faults"])
         report.requests = sum(n for k, n in stats["requests"].items() if k != "control")
         report.final_lost = lost(engine, sim)
         report.final_jobs = len(sim.every_job())
+        # A last complete full read: the stored points must then be exactly the console's.
+        sim.faults.clear()
+        full = run_once(daily, engine=engine, sleep=no_sleep)
+        report.runs += 1
+        report.statuses[full.status] += 1
+        report.violations += [f"last full read: {v}" for v in check_invariants(engine)]
+        if full.points is None or full.points.gone is None:
+            report.violations.append(f"the last full read did not complete: {full.error}")
+        report.final_points = len(sim.world.restore_points())
+        report.final_points_lost = lost_points(
+            engine, sim.world.restore_points(), exact=True, source="soak"
+        )
     with engine.connect() as conn:
         report.versions = int(
             conn.execute(text("SELECT count(*) FROM vspc.backup_agent_job_snapshots")).scalar_one()

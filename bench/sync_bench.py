@@ -10,7 +10,8 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
   changed   - re-sync after 10 % of the jobs changed
   unchanged - re-sync with nothing changed
   latency   - (with --latency) a first sync against a second simulator adding that many seconds
-              to every request (three platforms' jobs and the name collections), compared with
+              to every request (three platforms' jobs, the name collections and the restore
+              points), compared with
               1.3 x (all pages of all collections x latency / concurrency) + the first sync's
               wall time without latency
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
@@ -145,10 +146,16 @@ _MIGRATE = (
 
 
 def sync(
-    db: URL, vspc_url: str, concurrency: int, code: Path = ROOT, like_baseline: bool = False
+    db: URL,
+    vspc_url: str,
+    concurrency: int,
+    code: Path = ROOT,
+    like_baseline: bool = False,
+    **extra: str,
 ) -> dict[str, Any]:
     """One sync by the ETL in ``code`` (this checkout, or a baseline's) in a process of its own;
-    ``like_baseline``: the Windows jobs only, as the baseline read them."""
+    ``like_baseline``: the Windows jobs only, as the baseline read them; ``extra``: more
+    environment variables."""
     env = dict(
         os.environ,
         DATABASE_URL=db.render_as_string(hide_password=False),
@@ -158,6 +165,7 @@ def sync(
         VSPC_SOURCE="bench",
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(code),
+        **extra,
     )
     if like_baseline:
         env["VSPC_PLATFORMS"] = "windows"
@@ -270,7 +278,8 @@ def main() -> int:
 
         def bound_note(r: dict[str, Any]) -> str:
             # Every page of every collection (three platforms' jobs, organizations, agents,
-            # management agents) waits out the latency: the requests the simulator answered.
+            # management agents, restore points) waits out the latency: the requests the
+            # simulator answered.
             stats = httpx.get(f"{latency_sim}/_sim/stats", timeout=60).json()["requests"]
             read = {e: n for e, n in stats.items() if e not in ("token", "unknown", "refused")}
             pages = sum(read.values())

@@ -587,7 +587,8 @@ def verify(ctx: click.Context, source: str | None) -> None:
     """Check the warehouse's invariants; list each violation and exit 1, or exit 0 if sound.
 
     One current version per job, versions that meet exactly, jobs equal to their current
-    versions, deleted_at iff tombstone, changes only from successful runs, no orphaned run.
+    versions, deleted_at iff tombstone, changes only from successful runs, no orphaned run;
+    restore points marked gone only by a complete full read, and live only if it listed them.
     Only reads: a reader role is enough.
     """
     from etl.db import check_schema, make_engine
@@ -601,7 +602,10 @@ def verify(ctx: click.Context, source: str | None) -> None:
         counts = warehouse_counts(engine, source)
     finally:
         engine.dispose()
-    checked = f"{counts['jobs']} jobs, {counts['versions']} versions, {counts['runs']} runs"
+    checked = (
+        f"{counts['jobs']} jobs, {counts['versions']} versions, "
+        f"{counts['points']} restore points, {counts['runs']} runs"
+    )
     for violation in violations:
         click.echo(str(violation))
     if violations:

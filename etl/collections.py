@@ -68,7 +68,15 @@ SECONDARY = (
     Collection(AGENTS, AGENTS_PATH, primary=False, deletes=False),
     Collection(MANAGEMENT_AGENTS, MANAGEMENT_AGENTS_PATH, primary=False, deletes=False),
 )
-ALL = (*JOB_COLLECTIONS.values(), *SECONDARY)
+RESTORE_POINTS = Collection(
+    "restore_points",
+    "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints",
+    primary=True,
+    deletes=True,
+)
+"""Restore points: read after the jobs, in full or only the new ones (``etl.load.points``);
+a complete full read marks the points it no longer lists gone (``gone_at``), never deletes."""
+ALL = (*JOB_COLLECTIONS.values(), *SECONDARY, RESTORE_POINTS)
 
 
 def job_collections(platforms: Iterable[str]) -> tuple[Collection, ...]:

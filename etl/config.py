@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     vspc_max_passes: int = Field(default=3, ge=1, le=10)
     vspc_concurrency: int = Field(default=4, ge=1, le=32)
     vspc_platforms: str = ",".join(PLATFORMS)
+    # 0: every sync reads every restore point
+    vspc_restore_points_full_every: int = Field(default=86_400, ge=0, le=366 * 86_400)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = None  # None: json unless stderr is a terminal
     data_dir: Path = Path(".vspc-etl")
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
             )
         return ",".join(p for p in PLATFORMS if p in names)
 
-    @field_validator("sync_interval", mode="before")
+    @field_validator("sync_interval", "vspc_restore_points_full_every", mode="before")
     @classmethod
     def _duration(cls, value: object) -> int:
         return parse_duration(value)

@@ -24,6 +24,7 @@ from etl import __version__
 from etl.collections import (
     ALL,
     JOBS,
+    RESTORE_POINTS,
     Collection,
     Item,
     NamesRead,
@@ -46,6 +47,7 @@ from etl.extract import ApiKeyAuth, PasswordAuth, RetryPolicy, VspcClient, reade
 from etl.extract.names import Names
 from etl.load import runs
 from etl.load.loader import Loader, PassVerdict
+from etl.load.points import SORT_BY_CREATION, PointsOutcome, PointsPlan
 from etl.testhook import pause
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ JOB_PAGES_WAITING = 1
 the pager's requests in flight are what reads ahead."""
 NAME_PAGES_WAITING = 4
 """Name pages waiting for the loader, at most."""
+POINT_PAGES_WAITING = 32
+"""Restore point pages waiting for the loader, at most: read while the job merge runs (about
+16 MB of decoded points at 500 a page)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds by stage (for benchmarks and DEBUG logs): http_wait (waiting for the next page),
     transform, copy, merge."""
+    points: PointsOutcome | None = None
+    """How the run read the restore points and what it wrote of them."""
 
     def summary(self) -> str:
         """One line for the operator."""
@@ -102,6 +109,13 @@ class RunResult:
             f"{self.seen} jobs seen, {self.inserted} inserted, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.deleted} deleted, {self.rejected} rejected"
         )
+        points = self.points
+        if points is not None and points.seen is not None:
+            gone = "" if points.gone is None else f", {points.gone} gone"
+            head += (
+                f"; restore points ({points.read} read): {points.seen} seen, "
+                f"{points.inserted} new{gone}, {points.rejected} rejected"
+            )
         return f"{head} ({self.error})" if self.error else head
 
     def log_fields(self) -> dict[str, Any]:
@@ -121,6 +135,10 @@ class RunResult:
                 "unchanged": self.unchanged,
                 "deleted": self.deleted,
                 "rejected": self.rejected,
+            }
+        if self.points is not None:
+            fields["restore_points"] = {
+                k: v for k, v in vars(self.points).items() if k != "note" and v is not None
             }
         if self.error:
             fields["error"] = self.error
@@ -319,10 +337,16 @@ def _sync(
     """Read and stage, merge, write the names and the sessions, commit."""
     settings = run.settings
     _extract(run, loader, client, inbox, names, extract)
+    points_reader = _PointsReader(run, loader, client, inbox, extract)
     loader.end_staging()
     _check_cancel(run.cancel)
     names.start()  # if not started beside the job pages: read while the merge runs
     result, _ = loader.merge(extract.verdicts, max_delete_ratio=settings.vspc_max_delete_ratio)
+    points_read = points_reader.finish(names)
+    if isinstance(points_read, str):
+        points = PointsOutcome("refused", note=points_read)
+    else:
+        points = loader.merge_points(*points_read, max_delete_ratio=settings.vspc_max_delete_ratio)
     with _timed(extract.timings, "merge"), _timed(extract.timings, "names"):
         summary = names.finish()  # the pages still on their way, if any
     written = loader.write_names(summary, result)
@@ -337,7 +361,10 @@ def _sync(
     )
     complete = extract.complete
     notes = (
-        "; ".join(n for n in (*extract.skipped, result.withheld, *summary.warnings) if n) or None
+        "; ".join(
+            n for n in (*extract.skipped, result.withheld, points.note, *summary.warnings) if n
+        )
+        or None
     )
     with _timed(extract.timings, "merge"):
         runs.finish_success(
@@ -352,6 +379,7 @@ def _sync(
             jobs_deleted=result.deleted,
             jobs_rejected=result.rejected,
             error=notes,
+            **points.run_fields(),
         )
         pause("commit")  # chaos tests only (etl/testhook.py)
         run.conn.commit()
@@ -370,6 +398,7 @@ def _sync(
         duration_s=time.monotonic() - run.clock,
         error=notes,
         timings=extract.timings,
+        points=points,
     )
     log.info(outcome.summary(), extra=outcome.log_fields())
     return outcome
@@ -540,6 +569,97 @@ def _extract(
                 names.take(item)
     if len(refusals) == len(by_name):
         raise refusals[0]  # no platform readable: the account's role or the URL is wrong
+
+
+class _PointsReader:
+    """The restore points, read by a thread of their own once the job pages are staged, so
+    that their requests run while the job merge keeps PostgreSQL busy; their pages wait in the
+    inbox (up to ``POINT_PAGES_WAITING``) until the merge is done, then are staged and merged.
+
+    The read is every point (a full read, re-read like a job collection until a pass proves
+    complete) or only those created since the newest stored one (``etl.load.points.plan``),
+    oldest first. A 404 or 403 on the path is a warning; any other failure fails the run.
+    """
+
+    def __init__(
+        self,
+        run: _Run,
+        loader: Loader,
+        client: VspcClient,
+        inbox: reader.Inbox,
+        extract: _Extract,
+    ) -> None:
+        self.run, self.loader, self.client, self.inbox, self.extract = (
+            run,
+            loader,
+            client,
+            inbox,
+            extract,
+        )
+        self.plan = loader.points_plan(run.settings.vspc_restore_points_full_every)
+        self._start()
+
+    def _start(self) -> None:
+        settings = self.run.settings
+        channel = self.inbox.channel(POINT_PAGES_WAITING)
+        work = partial(
+            reader.read_pass,
+            self.client,
+            RESTORE_POINTS,
+            channel,
+            page_size=settings.vspc_page_size,
+            concurrency=settings.vspc_concurrency,
+            params=self.plan.params(),
+            sort=SORT_BY_CREATION,
+        )
+        reader.start(RESTORE_POINTS.name, channel, work)
+
+    def finish(self, names: _NamesReader) -> tuple[PointsPlan, PassVerdict] | str:
+        """Stage the pages (re-reading a pass that did not prove complete): the plan and the
+        last pass's verdict; or, if the console refuses the path, the warning."""
+        settings, extract = self.run.settings, self.extract
+        for attempt in range(1, settings.vspc_max_passes + 1):
+            if attempt > 1:
+                self.loader.next_points_pass()
+                self._start()
+            verdict: PassVerdict | None = None
+            while verdict is None:
+                with _timed(extract.timings, "http_wait"):
+                    item = self.inbox.get()
+                if _of(item, RESTORE_POINTS) and isinstance(item, PageRead):
+                    extract.pages += 1
+                    self.loader.add_points(item.records, item.offset)
+                    _check_cancel(self.run.cancel)
+                elif _of(item, RESTORE_POINTS) and isinstance(item, PassEnded):
+                    verdict = self.loader.end_points_pass(item.report)
+                elif _of(item, RESTORE_POINTS) and isinstance(item, ReadFailed):
+                    if not _refused(item.error):
+                        raise item.error
+                    warning = (
+                        "restore points were not read, the stored ones left as they are: "
+                        f"{item.error}"
+                    )
+                    log.warning("%s; the jobs are synced", warning)
+                    return warning
+                else:
+                    with _timed(extract.timings, "names"):
+                        names.take(item)
+            if verdict.complete:
+                break
+            log.warning(
+                "%s read of the restore points, pass %d of %d, is not verifiably complete: %s",
+                self.plan.read,
+                attempt,
+                settings.vspc_max_passes,
+                verdict.problem,
+            )
+        assert verdict is not None  # vspc_max_passes >= 1
+        return self.plan, verdict
+
+
+def _of(item: Item, collection: Collection) -> bool:
+    """Whether ``item`` came from the reader of ``collection``."""
+    return not isinstance(item, NamesRead) and item.collection == collection.name
 
 
 def _refused(error: BaseException) -> bool:

@@ -14,6 +14,11 @@
                              Mac (the collection it was read from)
     one_platform_per_job     all versions of a job have one ``system_type``: a job never moves
                              between platforms, so deletions per platform never miss one
+    point_gone_by_full_read  a restore point's ``gone_at`` is the start of a successful run of
+                             its source that read every point completely and applied gone_at
+                             (``restore_points_gone`` recorded), never before ``first_seen_at``
+    point_live_is_listed     a restore point with ``gone_at`` null was listed by the last such
+                             complete full read of its source or by a later run
 
 A run's process is alive while it holds its source's sync lock: the two-key advisory lock
 ``(SYNC_LOCK_CLASS, hashtext(source))`` of :mod:`etl.load.runs`, which PostgreSQL releases when
@@ -35,6 +40,7 @@ JOBS = "vspc.backup_agent_jobs"
 SNAPSHOTS = "vspc.backup_agent_job_snapshots"
 RUNS = "vspc.etl_runs"
 REJECTS = "vspc.etl_rejects"
+POINTS = "vspc.restore_points"
 
 _ONLY = "(CAST(:source AS text) IS NULL OR {t}.source = CAST(:source AS text))"
 _DATA_COLUMNS = [c for c in BUSINESS if c != "instance_uid"]
@@ -116,6 +122,9 @@ _CHECKS: dict[str, str] = {
               SELECT 'job ' || j.instance_uid, j.last_run_id
               FROM {JOBS} j WHERE {_ONLY.format(t="j")}
               UNION ALL
+              SELECT 'restore point ' || p.instance_uid, p.last_run_id
+              FROM {POINTS} p WHERE {_ONLY.format(t="p")}
+              UNION ALL
               SELECT 'reject ' || x.reject_id, x.run_id FROM {REJECTS} x
               WHERE CAST(:source AS text) IS NULL
                  OR x.run_id IN (SELECT run_id FROM {RUNS} WHERE source = :source)) w
@@ -135,6 +144,28 @@ _CHECKS: dict[str, str] = {
                'versions of ' || string_agg(DISTINCT s.system_type, ', ' ORDER BY s.system_type)
         FROM {SNAPSHOTS} s WHERE {_ONLY.format(t="s")}
         GROUP BY s.instance_uid HAVING count(DISTINCT s.system_type) > 1""",
+    "point_gone_by_full_read": f"""
+        SELECT p.instance_uid::text, CASE
+            WHEN p.gone_at < p.first_seen_at THEN
+              format('gone_at %s is before first_seen_at %s', p.gone_at, p.first_seen_at)
+            ELSE format('gone_at %s is the start of no successful complete full read of %s',
+                        p.gone_at, p.source) END
+        FROM {POINTS} p
+        WHERE p.gone_at IS NOT NULL AND {_ONLY.format(t="p")}
+          AND (p.gone_at < p.first_seen_at OR NOT EXISTS (
+            SELECT 1 FROM {RUNS} r
+            WHERE r.source = p.source AND r.started_at = p.gone_at AND r.status = 'success'
+              AND r.restore_points_read = 'full' AND r.restore_points_gone IS NOT NULL))""",
+    "point_live_is_listed": f"""
+        SELECT p.instance_uid::text,
+               format('gone_at is null, but complete full read %s did not list it (last '
+                      'written by run %s)', f.run_id, p.last_run_id)
+        FROM {POINTS} p
+        JOIN (SELECT r.source, max(r.run_id) AS run_id FROM {RUNS} r
+              WHERE r.status = 'success' AND r.restore_points_read = 'full'
+                AND r.restore_points_gone IS NOT NULL GROUP BY r.source) f
+          ON f.source = p.source
+        WHERE p.gone_at IS NULL AND p.last_run_id < f.run_id AND {_ONLY.format(t="p")}""",
 }
 
 # Not MVCC: pg_locks shows the locks of this instant, the rows their snapshot's.
@@ -185,18 +216,19 @@ def check_invariants(
 
 
 def warehouse_counts(db: Engine | Connection, source: str | None = None) -> dict[str, int]:
-    """How much was checked: jobs, versions, runs (of ``source``, or all)."""
+    """How much was checked: jobs, versions, restore points, runs (of ``source``, or all)."""
     sql = text(
         f"SELECT (SELECT count(*) FROM {JOBS} j WHERE {_ONLY.format(t='j')}),"
         f" (SELECT count(*) FROM {SNAPSHOTS} s WHERE {_ONLY.format(t='s')}),"
+        f" (SELECT count(*) FROM {POINTS} p WHERE {_ONLY.format(t='p')}),"
         f" (SELECT count(*) FROM {RUNS} r WHERE {_ONLY.format(t='r')})"
     )
     if isinstance(db, Engine):
         with db.connect() as conn:
-            jobs, versions, runs = conn.execute(sql, {"source": source}).one()
+            jobs, versions, points, runs = conn.execute(sql, {"source": source}).one()
     else:
-        jobs, versions, runs = db.execute(sql, {"source": source}).one()
-    return {"jobs": int(jobs), "versions": int(versions), "runs": int(runs)}
+        jobs, versions, points, runs = db.execute(sql, {"source": source}).one()
+    return {"jobs": int(jobs), "versions": int(versions), "points": int(points), "runs": int(runs)}
 
 
 def _data_violations(conn: Connection, source: str | None, limit: int) -> list[Violation]:

@@ -78,8 +78,9 @@ def test_sync_prints_a_summary(
     result = runner.invoke(main, ["sync", "--no-progress"], env=env_for(database_url, sim_server))
     assert result.exit_code == 0, result.output
     assert re.fullmatch(
-        r"run 1 success in \d+\.\ds: 3 pages, 60 jobs seen, 60 inserted, 0 updated, "
-        r"0 unchanged, 0 deleted, 0 rejected\n",
+        r"run 1 success in \d+\.\ds: 4 pages, 60 jobs seen, 60 inserted, 0 updated, "
+        r"0 unchanged, 0 deleted, 0 rejected; restore points \(full read\): (\d+) seen, "
+        r"\1 new, 0 gone, 0 rejected\n",
         result.stdout,
     )
 

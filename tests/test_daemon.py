@@ -504,6 +504,9 @@ def test_sigterm_lets_a_run_finish_within_the_grace(
 ) -> None:
     source = "daemon-grace"
     simulator.latency = 0.1
+    # The run's length is the job pages' here: the restore points (84 more pages of 5) are
+    # refused, a warning.
+    simulator.faults.add("404", path="restore_points", times=None)
     env = daemon_env(database_url, sim_server, source)
     daemon = spawn(env | {"VSPC_PAGE_SIZE": "5", "SHUTDOWN_GRACE": "20", "SYNC_INTERVAL": "1h"})
     wait_for(lambda: statuses(fresh_db, source) == ["running"], 10, "a run in progress")

@@ -275,7 +275,9 @@ def test_an_unknown_variable_gets_a_did_you_mean_and_the_command_goes_on(
     env = env_for(database_url, VSPC_PAGESIZE="10", LOG_FORMAT="text")
     result = runner.invoke(main, ["verify"], env=env)
     assert result.exit_code == 0, result.output
-    assert result.stdout == "ok: 0 jobs, 0 versions, 0 runs; every invariant holds\n"
+    assert result.stdout == (
+        "ok: 0 jobs, 0 versions, 0 restore points, 0 runs; every invariant holds\n"
+    )
     warnings = [line.split(" ", 1)[1] for line in result.stderr.splitlines()]
     assert warnings == [
         "WARNING etl.config: SYNC_INTERVALL in the env file '.env' is not a vspc-etl setting "

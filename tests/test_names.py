@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from etl.collections import NamesRead, PageRead, ReadFailed
+from etl.collections import RESTORE_POINTS, NamesRead, PageRead, ReadFailed
 from etl.extract import ApiKeyAuth, RetryPolicy, VspcClient, reader
 from etl.extract.names import (
     AGENTS,
@@ -558,7 +558,12 @@ def test_names_are_read_once_the_first_job_page_came_back(
     assert paths[0] == jobs
     assert paths.count(ORGANIZATIONS_PATH) >= 1 and paths.count(AGENTS_PATH) >= 1
     platforms = {jobs.replace("windows", p) for p in ("windows", "linux", "mac")}
-    assert set(paths) == platforms | {ORGANIZATIONS_PATH, AGENTS_PATH, MANAGEMENT_AGENTS_PATH}
+    assert set(paths) == platforms | {
+        ORGANIZATIONS_PATH,
+        AGENTS_PATH,
+        MANAGEMENT_AGENTS_PATH,
+        RESTORE_POINTS.path,
+    }
     # a console that refuses every platform's jobs sends the run home before any name is
     # asked for
     for path in ("jobs", "linux_jobs", "mac_jobs"):

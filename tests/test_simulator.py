@@ -941,3 +941,57 @@ def test_simulate_command_refuses_the_prefixes_given() -> None:
 def test_pages_encode_exactly_as_the_standard_library_would(payload: Any) -> None:
     expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     assert encode_json(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [("greaterThanOrEqual", 0)],
+        [("greaterThan", 0)],
+        [("lessThan", 0)],
+        [("lessThanOrEqual", 0)],
+        [("greaterThanOrEqual", -30), ("lessThan", 30)],
+        [("greaterThan", 10_000)],
+    ],
+)
+def test_a_creation_date_window_is_what_the_filter_says(
+    nodes: list[tuple[str, int]],
+) -> None:
+    from etl.simulator.query import arrange, parse_query
+    from etl.simulator.wire import RESTORE_POINT_FIELDS, TIMESTAMP_FIELDS
+    from etl.transform import parse_timestamp
+
+    sim = Simulator(jobs=30, seed=4)
+    sim.advance(30)
+    rows = sim.world.restore_points()
+    middle = parse_timestamp(rows[len(rows) // 2]["creationDate"])
+    ops = {
+        "greaterThanOrEqual": lambda a, b: a >= b,
+        "greaterThan": lambda a, b: a > b,
+        "lessThan": lambda a, b: a < b,
+        "lessThanOrEqual": lambda a, b: a <= b,
+    }
+    filters = [
+        {
+            "property": "creationDate",
+            "operation": op,
+            "value": (middle + timedelta(hours=h)).isoformat(),
+        }
+        for op, h in nodes
+    ]
+    expected = [
+        r
+        for r in rows
+        if all(
+            ops[op](parse_timestamp(r["creationDate"]), middle + timedelta(hours=h))
+            for op, h in nodes
+        )
+    ]
+    for sort in ([], [{"property": "creationDate", "direction": "ascending"}]):
+        query = parse_query(
+            {"filter": [json.dumps(filters)], "sort": [json.dumps(sort)]},
+            fields=RESTORE_POINT_FIELDS,
+            max_page_size=500,
+        )
+        assert arrange(rows, query, TIMESTAMP_FIELDS) == expected
+    assert 0 < len(expected) < len(rows) or nodes == [("greaterThan", 10_000)]

@@ -19,6 +19,10 @@ def test_short_soak_keeps_every_invariant_and_loses_nothing(
     assert report.lost == 0
     assert report.final_lost == 0
     assert report.final_jobs > 0
+    assert report.points_lost == 0
+    assert report.final_points_lost == 0
+    assert report.final_points > report.final_jobs
+    assert report.full_reads >= 1  # the first sync and the last at least
     assert report.runs >= 40
     assert report.statuses["success"] >= 38  # a failed run is allowed, not a broken warehouse
     assert report.complete >= 30

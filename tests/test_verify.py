@@ -72,7 +72,13 @@ def test_a_synced_warehouse_is_sound(fresh_db: Engine, history: dict[str, str]) 
     assert counts["runs"] == 3
     assert counts["jobs"] == int(history["jobs"])
     assert counts["versions"] > counts["jobs"]
-    assert warehouse_counts(fresh_db, "another-console") == {"jobs": 0, "versions": 0, "runs": 0}
+    assert counts["points"] > counts["jobs"]
+    assert warehouse_counts(fresh_db, "another-console") == {
+        "jobs": 0,
+        "versions": 0,
+        "points": 0,
+        "runs": 0,
+    }
 
 
 def test_two_current_versions(tx: Connection, history: dict[str, str]) -> None:
@@ -254,8 +260,14 @@ def test_deleted_at_must_be_the_tombstones_start(tx: Connection, history: dict[s
 
 def test_changes_of_a_run_not_recorded_success(tx: Connection, history: dict[str, str]) -> None:
     tx.execute(text("UPDATE vspc.etl_runs SET status = 'failed' WHERE run_id = 3"))
-    violations = check_invariants(tx, limit=5)
+    violations = check_invariants(tx, limit=1000)
     assert {v.invariant for v in violations} == {"change_from_success"}
+    points = [v for v in violations if v.subject.startswith("restore point ")]
+    seen = tx.execute(
+        text("SELECT count(*) FROM vspc.restore_points WHERE last_run_id = 3")
+    ).scalar_one()
+    assert len(points) == seen  # the points it wrote (new ones: none since run 2 here)
+    violations = [v for v in violations if v not in points]
     # run 3 wrote the tombstone, rewrote the deleted job's row, and nothing else
     assert [v.subject for v in violations] == [
         f"job {history['gone']}",
@@ -273,10 +285,59 @@ def test_listing_is_capped_per_invariant(tx: Connection, history: dict[str, str]
         text(
             "SELECT (SELECT count(*) FROM vspc.backup_agent_job_snapshots WHERE run_id = 1)"
             " + (SELECT count(*) FROM vspc.backup_agent_jobs WHERE last_run_id = 1)"
+            " + (SELECT count(*) FROM vspc.restore_points WHERE last_run_id = 1)"
         )
     ).scalar_one()
     assert written >= 60  # the first run wrote a version of each of the 60 jobs
     assert violations[-1].detail == f"and {written - 5} more like these"
+
+
+def test_a_point_gone_without_a_complete_full_read(tx: Connection, history: dict[str, str]) -> None:
+    uid = tx.execute(
+        text("SELECT instance_uid::text FROM vspc.restore_points ORDER BY 1 LIMIT 1")
+    ).scalar_one()
+    started = tx.execute(text("SELECT started_at FROM vspc.etl_runs WHERE run_id = 2")).scalar_one()
+    tx.execute(
+        text("UPDATE vspc.restore_points SET gone_at = :g WHERE instance_uid = :u"),
+        {"g": started, "u": uid},
+    )
+    [violation] = check_invariants(tx)
+    assert (violation.invariant, violation.subject) == ("point_gone_by_full_read", uid)
+    assert "is the start of no successful complete full read" in violation.detail
+    tx.execute(
+        text(
+            "UPDATE vspc.restore_points SET gone_at = first_seen_at - interval '1 s' "
+            "WHERE instance_uid = :u"
+        ),
+        {"u": uid},
+    )
+    [violation] = check_invariants(tx)
+    assert "is before first_seen_at" in violation.detail
+
+
+def test_a_live_point_the_last_complete_full_read_did_not_list(
+    tx: Connection, history: dict[str, str]
+) -> None:
+    # Run 3 read only the new points; called a complete full read, it did not list the others.
+    tx.execute(
+        text(
+            "UPDATE vspc.etl_runs SET restore_points_read = 'full', restore_points_gone = 0 "
+            "WHERE run_id = 3"
+        )
+    )
+    unlisted = set(
+        tx.execute(
+            text(
+                "SELECT instance_uid::text FROM vspc.restore_points "
+                "WHERE gone_at IS NULL AND last_run_id < 3"
+            )
+        ).scalars()
+    )
+    violations = check_invariants(tx, limit=100_000)
+    assert unlisted
+    assert {v.subject for v in violations} == unlisted
+    assert {v.invariant for v in violations} == {"point_live_is_listed"}
+    assert "complete full read 3 did not list it" in violations[0].detail
 
 
 def orphan(conn: Connection, status: str = "running", finished: bool = False) -> int:
@@ -345,7 +406,8 @@ def test_verify_command_exits_0_when_sound(
     assert result.exit_code == 0, result.output
     counts = warehouse_counts(fresh_db)
     assert result.stdout == (
-        f"ok: {counts['jobs']} jobs, {counts['versions']} versions, 3 runs; every invariant holds\n"
+        f"ok: {counts['jobs']} jobs, {counts['versions']} versions, {counts['points']} restore "
+        "points, 3 runs; every invariant holds\n"
     )
 
 

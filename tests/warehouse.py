@@ -37,10 +37,36 @@ def lost_jobs(engine: Engine, jobs: list[dict[str, Any]], source: str | None = N
     return sum(1 for uid, job in truth(jobs).items() if live.get(uid) != job)
 
 
-def content(engine: Engine) -> str:
-    """A digest of the data a run may change (jobs, versions, rejects), run ids aside.
+def live_points(engine: Engine, source: str | None = None) -> dict[str, Any]:
+    """uid -> raw record of every restore point with ``gone_at`` null (of ``source``, or all)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT instance_uid::text, raw FROM vspc.restore_points "
+                "WHERE gone_at IS NULL AND (CAST(:s AS text) IS NULL OR source = :s)"
+            ),
+            {"s": source},
+        ).all()
+    return {uid: raw for uid, raw in rows}
 
-    Two states with the same digest hold the same jobs, the same history and the same rejects.
+
+def lost_points(
+    engine: Engine, points: list[dict[str, Any]], *, exact: bool, source: str | None = None
+) -> int:
+    """Restore points the console lists missing from the live rows or stored differently;
+    ``exact`` (after a complete full read): also live rows the console does not list."""
+    live = live_points(engine, source)
+    listed = {point["instanceUid"].lower(): point for point in points}
+    missing = sum(1 for uid, point in listed.items() if live.get(uid) != point)
+    return missing + (len(set(live) - set(listed)) if exact else 0)
+
+
+def content(engine: Engine) -> str:
+    """A digest of the data a run may change (jobs, versions, rejects, restore points), run
+    ids aside.
+
+    Two states with the same digest hold the same jobs, the same history, the same rejects and
+    the same restore points.
     """
     queries = [
         "SELECT instance_uid::text, raw::text, deleted_at IS NULL, first_seen_at::text,"
@@ -48,6 +74,8 @@ def content(engine: Engine) -> str:
         "SELECT instance_uid::text, valid_from::text, valid_to::text, is_deleted, raw::text"
         " FROM vspc.backup_agent_job_snapshots ORDER BY 1, 2",
         "SELECT instance_uid, reason, raw::text FROM vspc.etl_rejects ORDER BY 1, 2, 3",
+        "SELECT instance_uid::text, raw::text, first_seen_at::text, gone_at::text"
+        " FROM vspc.restore_points ORDER BY 1",
     ]
     digest = hashlib.sha256()
     with engine.connect() as conn:

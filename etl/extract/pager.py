@@ -76,22 +76,24 @@ def iter_pages(
     params: Mapping[str, str] | None = None,
     max_pages: int = 1_000_000,
     concurrency: int = 1,
+    sort: str = SORT_BY_INSTANCE_UID,
 ) -> Generator[Page, None, None]:
     """Yield the pages of one pass over ``path``; ``report`` is filled in as it goes.
 
-    ``params`` add to the query (``filter``, ``select``); ``limit``, ``offset`` and ``sort``
-    are the pager's own. With ``concurrency`` > 1, the pages after the first are fetched that
-    many at a time once the first page has told the total; they are yielded as they arrive,
-    not in offset order.
+    ``params`` add to the query (``filter``, ``select``); ``limit`` and ``offset`` are the
+    pager's own, and so is ``sort`` (by ``instanceUid`` unless given). With ``concurrency`` > 1,
+    the pages after the first are fetched that many at a time once the first page has told
+    the total; they are yielded as they arrive, not in offset order.
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
+    query = {**(params or {}), "sort": sort}
     try:
         if concurrency <= 1:
-            yield from _pass(client, path, page_size, report, params, max_pages)
+            yield from _pass(client, path, page_size, report, query, max_pages)
         else:
             yield from _concurrent_pass(
-                client, path, page_size, report, params, max_pages, concurrency
+                client, path, page_size, report, query, max_pages, concurrency
             )
     finally:
         if len(set(report.totals)) > 1:
@@ -104,12 +106,9 @@ def iter_pages(
 def _fetch(
     client: VspcClient, path: str, params: Mapping[str, str] | None, page_size: int, offset: int
 ) -> _Envelope:
-    query: dict[str, str | int] = {
-        **(params or {}),
-        "limit": page_size,
-        "offset": offset,
-        "sort": SORT_BY_INSTANCE_UID,
-    }
+    given = dict(params or {})
+    sort = given.pop("sort", SORT_BY_INSTANCE_UID)
+    query: dict[str, str | int] = {**given, "limit": page_size, "offset": offset, "sort": sort}
     return _envelope(client.get_json(path, query), path, offset)
 
 

@@ -17,7 +17,7 @@ from etl.collections import Collection as ConsoleCollection
 from etl.collections import Item, NamesRead, PageRead, PassEnded, ReadFailed
 from etl.extract.client import VspcClient
 from etl.extract.names import fetch_names
-from etl.extract.pager import PassReport, iter_pages
+from etl.extract.pager import SORT_BY_INSTANCE_UID, PassReport, iter_pages
 
 
 class Stopped(Exception):
@@ -95,11 +95,20 @@ def read_pass(
     *,
     page_size: int,
     concurrency: int,
+    params: Mapping[str, str] | None = None,
+    sort: str | None = None,
 ) -> None:
-    """One pass over a primary collection: its pages, then :class:`PassEnded`."""
+    """One pass over a primary collection: its pages, then :class:`PassEnded`. ``params``
+    add to the query (a filter), ``sort`` replaces the pager's order by ``instanceUid``."""
     report = PassReport()
     pages = iter_pages(
-        client, collection.path, page_size=page_size, report=report, concurrency=concurrency
+        client,
+        collection.path,
+        page_size=page_size,
+        report=report,
+        concurrency=concurrency,
+        params=params,
+        sort=sort or SORT_BY_INSTANCE_UID,
     )
     # A stop or a failure ends the pager's threads now, not at GC.
     records = collection.records or list

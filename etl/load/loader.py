@@ -26,10 +26,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from etl.extract.pager import PassReport
-from etl.load import reporting
+from etl.load import points, reporting
 from etl.load.merge import EarlyMerge, EarlyOutcome, MergeResult, Pass, merge
 from etl.load.names import NameStage
 from etl.load.stage import Stage
+from etl.points import transform_points
 from etl.transform import WINDOWS, Contract, JobRecord, Reject, fingerprints, transform_page
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Loader:
         self.stage.create()
         self.names = NameStage(conn)
         self.known_names = self.names.known_pages(source)
+        self.points = points.PointStage(conn)
+        self.points.create()
+        self._points_plan = points.PointsPlan(True, None)
         conn.commit()
         self._names_waiting: list[tuple[str, list[Any]]] = []
         self._batches: EarlyMerge | None = None
@@ -264,6 +268,80 @@ class Loader:
                     earlier=merged.earliest_session,
                 )
         return written
+
+    # -- restore points ----------------------------------------------------------------------
+
+    def points_plan(self, full_every: int) -> points.PointsPlan:
+        """Whether this run reads every restore point or only the new ones."""
+        self._free()
+        self.stage.end_copy()
+        self._points_plan = points.plan(self.conn, self.source, now=self.now, full_every=full_every)
+        return self._points_plan
+
+    def add_points(self, records: list[Any], offset: int) -> None:
+        """Stage one page of restore points (read after the job pages: the job COPY ends); a
+        *new* read skips the points already stored (``PointsPlan.known``)."""
+        with self._timed("transform"):
+            known = self._points_plan.known
+            if known:
+                kept = []
+                for record in records:
+                    uid = record.get("instanceUid") if isinstance(record, dict) else None
+                    if isinstance(uid, str) and uid.lower() in known:
+                        self.points.skipped.add(uid.lower())
+                    else:
+                        kept.append(record)
+                records = kept
+            rows, rejects = transform_points(records)
+            for reject in rejects:
+                log.warning(
+                    "rejected restore point %s (page at offset %d): %s; it is kept in "
+                    "vspc.etl_rejects and the rest of the page is loaded",
+                    reject.instance_uid or "without instanceUid",
+                    offset,
+                    reject.reason,
+                )
+        if not rows and not rejects:
+            return
+        with self._timed("copy"):
+            self._free()
+            self.stage.end_copy()
+            self.points.add(rows, rejects)
+
+    def end_points_pass(self, report: PassReport) -> PassVerdict:
+        """Whether the pass over the restore points proves the read complete (as ``end_pass``)."""
+        distinct = self.points.distinct()
+        total = report.totals[-1] if report.totals else 0
+        problems = list(report.problems)
+        if report.consistent and distinct != total:
+            problems.append(f"read {distinct} distinct points but the console reports {total}")
+        if report.consistent and not problems:
+            if self.points.pass_no > 1:
+                self.points.keep_only_last_pass()
+            return PassVerdict(True, None, distinct)
+        return PassVerdict(False, "; ".join(problems) or "the pass did not finish", distinct)
+
+    def next_points_pass(self) -> None:
+        """Start a re-read of the restore points; earlier passes' rows stay until one proves
+        complete."""
+        self.points.next_pass()
+
+    def merge_points(
+        self, plan: points.PointsPlan, verdict: PassVerdict, *, max_delete_ratio: float
+    ) -> points.PointsOutcome:
+        """Write the staged points inside the run's transaction (see ``etl.load.points``)."""
+        with self._timed("merge"):
+            return points.merge(
+                self.conn,
+                plan=plan,
+                complete=verdict.complete,
+                problem=verdict.problem,
+                run_id=self.run_id,
+                source=self.source,
+                now=self.now,
+                max_delete_ratio=max_delete_ratio,
+                skipped=self.points.skipped,
+            )
 
     # -- failure -----------------------------------------------------------------------------
 

@@ -267,9 +267,9 @@ FROM {JOBS} j JOIN stage_gone g ON g.instance_uid = j.instance_uid
 # an instanceUid have no identity: two equal ones in one pass are two records (both kept),
 # while earlier passes' copies of them give way to the last pass that saw them.
 _REJECTS = """
-INSERT INTO vspc.etl_rejects (run_id, instance_uid, reason, raw, rejected_at)
-SELECT :run_id, instance_uid, reason, raw, now() FROM (
-  SELECT seq, instance_uid, reason, raw, CASE
+INSERT INTO vspc.etl_rejects (run_id, instance_uid, reason, raw, rejected_at, collection)
+SELECT :run_id, instance_uid, reason, raw, now(), lower(system_type) || '_jobs' FROM (
+  SELECT seq, instance_uid, reason, raw, system_type, CASE
       WHEN instance_uid IS NULL THEN pass_no = max(pass_no) OVER (PARTITION BY raw::text)
       ELSE seq = max(seq) OVER (PARTITION BY lower(instance_uid)) END AS kept
   FROM stage_rejects

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -71,10 +72,8 @@ class RestorePoints:
     def __init__(self, seed: int) -> None:
         self._salt = f"vspc-simulator/{seed}/points".encode()
         self.chains: dict[str, Chain] = {}
-        # (chain, ordinal) -> (row, microseconds from which it is listed); a point's record
-        # never changes, so it is built once (hashing and formatting ~800,000 points takes
-        # seconds), until its chain's destination changes.
-        self._made: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
+        self._chains: dict[str, _Listing] = {}
+        self._ranks = itertools.count()  # per chain: its entries as rows() last saw them
 
     def chain(
         self,
@@ -161,22 +160,47 @@ class RestorePoints:
         )
 
     def rows(self, now: datetime) -> list[dict[str, Any]]:
-        """Every point the console lists at ``now``, oldest first."""
+        """Every point the console lists at ``now``, oldest first (chains in creation order
+        for points of the same instant)."""
         limit = micros(now)
-        made: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
-        listed: list[tuple[int, int, dict[str, Any]]] = []
-        for order, chain in enumerate(self.chains.values()):
-            for us, ordinal in zip(chain.times, chain.ordinals, strict=True):
-                key = (chain.key, ordinal)
-                entry = self._made.get(key)
-                if entry is None or entry[0]["destination"] != chain.destination:
-                    entry = self._record(chain, ordinal, us)
-                made[key] = entry
-                if entry[1] <= limit:
-                    listed.append((us, order, entry[0]))
-        self._made = made
-        listed.sort(key=lambda item: (item[0], item[1]))
-        return [row for _, _, row in listed]
+        listed: list[tuple[int, int, int, dict[str, Any]]] = []
+        chains: dict[str, _Listing] = {}
+        for chain in self.chains.values():
+            # A chain unchanged since the last call (most of them) reuses its entries.
+            state = (chain.made, len(chain.times), chain.times[:1].tolist(), chain.destination)
+            cached = self._chains.get(chain.key)
+            if cached is None or cached.state != state:
+                rank = cached.rank if cached is not None else next(self._ranks)
+                entries = self._entries(chain, cached)
+                cached = _Listing(state, rank, entries, [(e[0], rank, e[1], e[2]) for e in entries])
+                cached.listed_from = max((e[3] for e in entries), default=0)
+            chains[chain.key] = cached
+            if cached.listed_from <= limit:
+                listed.extend(cached.rows)
+            else:
+                rank = cached.rank
+                listed.extend((e[0], rank, e[1], e[2]) for e in cached.entries if e[3] <= limit)
+        self._chains = chains  # chains dropped since are forgotten with their records
+        listed.sort()  # (creation, rank, ordinal) is unique: records are never compared
+        return [item[3] for item in listed]
+
+    def _entries(
+        self, chain: Chain, old: _Listing | None
+    ) -> list[tuple[int, int, dict[str, Any], int]]:
+        """(creation, ordinal, record, listed from) of each point of ``chain``; a point's
+        record never changes, so the ones ``old`` holds are kept (hashing and formatting
+        ~800,000 points takes seconds), unless the chain's destination changed."""
+        known = {}
+        if old is not None and old.state[3] == chain.destination:
+            known = {e[1]: e for e in old.entries}
+        entries = []
+        for us, ordinal in zip(chain.times, chain.ordinals, strict=True):
+            entry = known.get(ordinal)
+            if entry is None:
+                record, listed_from = self._record(chain, ordinal, us)
+                entry = (us, ordinal, record, listed_from)
+            entries.append(entry)
+        return entries
 
     def _record(self, chain: Chain, ordinal: int, us: int) -> tuple[dict[str, Any], int]:
         facts = self.facts(chain, ordinal)
@@ -206,6 +230,17 @@ class RestorePoints:
                 ):
                     waiting.append((chain.key, instant(us)))
         return waiting
+
+
+@dataclass
+class _Listing:
+    """A chain's points as ``rows`` last built them."""
+
+    state: tuple[Any, ...]
+    rank: int  # the chain's place among the chains (their creation order)
+    entries: list[tuple[int, int, dict[str, Any], int]]  # creation, ordinal, row, listed from
+    rows: list[tuple[int, int, int, dict[str, Any]]]  # creation, rank, ordinal, row
+    listed_from: int = 0  # from when every point of the chain is listed
 
 
 def _served(us: int, digits: int) -> int:

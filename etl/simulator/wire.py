@@ -4,6 +4,7 @@ timestamp form, and the vocabulary (names, paths, messages) the simulated data i
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -231,8 +232,13 @@ def spell(value: str, style: str) -> str:
 _INSTANT = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def parse_instant(text: str) -> datetime | None:
-    """A .NET round-trip timestamp as an aware datetime (digits past microseconds dropped)."""
+    """A .NET round-trip timestamp as an aware datetime (digits past microseconds dropped).
+
+    Cached: a filter or sort on ``creationDate`` reads every restore point's (the same strings
+    from one request to the next), which took the simulator a second per query at 10,000 jobs.
+    """
     match = _INSTANT.fullmatch(text)
     if match is None:
         return None
