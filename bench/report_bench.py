@@ -6,7 +6,10 @@
    reuses it with ``--keep`` (then it is left in place), and fills it with the demo:
    ``vspc-etl demo --days DAYS --jobs JOBS`` (a sync every 6 simulated hours, ending now; the
    simulator makes one organization per 20 jobs: 200 jobs, the demo's default, give 10
-   organizations, 1,000 give 50).
+   organizations, 1,000 give 50). If the warehouse holds no restore points, adds the console's:
+   one at the end of every successful session, one an hour after the start of every other
+   failed session (a retry no sync saw: it saves the job that day), and one a day per
+   computer without a job; those older than five days are merged away, as retention does.
 2. Times, each in a fresh ``vspc-etl`` process as a user runs it, ``report --format html
    --month MONTH`` (default: the month before this one, complete in the history) with
    ``--organization`` (the organization with the most jobs) and with ``--all-organizations
@@ -14,6 +17,8 @@
    includes starting Python (about 0.7 s of imports), and the median CPU time (user + system)
    of the ``vspc-etl`` process, which does not count PostgreSQL's work nor waits for a core on
    a busy machine (the load average is printed with the table).
+3. Counts, in this process, the days of the month the fast query got wrong and asked of
+   ``job_sla_at`` (all organizations' month).
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
 """
 
@@ -30,8 +35,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL, make_url
+
+from etl.report import missed, month_window, monthly_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +74,55 @@ def drop_database(server: URL, name: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# The points a console would list for the demo's sessions (see the module's docstring).
+_POINTS = """
+INSERT INTO vspc.restore_points (instance_uid, source, backup_agent_uid, job_uid,
+  creation_date, raw, first_seen_at, gone_at)
+SELECT gen_random_uuid(), p.source, p.agent, p.job, p.created, '{}', p.created,
+  CASE WHEN p.created < now() - interval '5 days' THEN p.created + interval '5 days' END
+FROM (
+  SELECT f.source, f.backup_agent_uid AS agent, f.instance_uid AS job, f.ended_at AS created
+  FROM vspc.job_run_facts f
+  WHERE f.status IN ('Success', 'Warning') AND f.ended_at IS NOT NULL
+  UNION ALL
+  SELECT f.source, f.backup_agent_uid, f.instance_uid, f.started_at + interval '1 hour'
+  FROM vspc.job_run_facts f
+  WHERE f.status = 'Failed' AND hashtext(f.instance_uid::text || f.started_at::text) % 2 = 0
+    AND f.started_at + interval '1 hour' <= now()
+  UNION ALL
+  SELECT a.source, a.instance_uid, NULL, g.day + interval '3 hours'
+  FROM vspc.backup_agents a
+  CROSS JOIN generate_series(
+    (SELECT date_trunc('day', min(started_at)) FROM vspc.job_run_facts),
+    now() - interval '1 day', interval '1 day') g (day)
+) p
+WHERE p.agent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vspc.restore_points)
+"""
+
+
+def add_points(conn: Connection) -> int:
+    """The points of the module's docstring, if the warehouse has none; how many it holds."""
+    conn.execute(text(_POINTS))
+    return int(conn.execute(text("SELECT count(*) FROM vspc.restore_points")).scalar_one())
+
+
+def fallen_back(conn: Connection, month: str) -> int:
+    """The days of ``month`` the fast query asked of ``job_sla_at``, all organizations."""
+    asked: list[date] = []
+    defined = missed._defined
+
+    def counting(c: Connection, days: list[date], *rest: object) -> list[missed.MissedRow]:
+        asked.extend(days)
+        return defined(c, days, *rest)  # type: ignore[arg-type]
+
+    missed._defined = counting  # type: ignore[assignment]
+    try:
+        monthly_reports(conn, month_window(month))
+    finally:
+        missed._defined = defined  # type: ignore[assignment]
+    return len(asked)
 
 
 def cli(env: dict[str, str], *args: str) -> tuple[float, float]:
@@ -112,6 +168,8 @@ def main() -> None:
             built, _ = cli(env, "demo", "--days", str(args.days), "--jobs", str(args.jobs))
             print(f"demo of {args.jobs} jobs over {args.days} days built in {built:.0f} s")
         engine = create_engine(url)
+        with engine.begin() as conn:
+            points = add_points(conn)
         with engine.connect() as conn:
             organizations = conn.execute(
                 text("SELECT count(*) FROM vspc.organizations")
@@ -139,6 +197,9 @@ def main() -> None:
                 env, args.repeat, *html, "--all-organizations", "--out", str(Path(tmp) / "all")
             )
             written = len(list((Path(tmp) / "all").glob("*.html")))
+        with engine.connect() as conn:
+            fell_back = fallen_back(conn, args.month)
+        engine.dispose()
     finally:
         if not args.keep:
             drop_database(server, name)
@@ -158,7 +219,8 @@ def main() -> None:
             f"| {args.jobs:,} | {organizations} | {case} | "
             f"{statistics.median(walls):.2f} | {max(walls):.2f} | {cpu:.2f} |"
         )
-    print(f"\nload average (1 min) at the end: {load:.1f}")
+    print(f"\nrestore points: {points:,}; days asked of job_sla_at: {fell_back}")
+    print(f"load average (1 min) at the end: {load:.1f}")
 
 
 if __name__ == "__main__":

@@ -188,4 +188,7 @@ def test_report_bench_times_one_organization_and_all(server_url: URL) -> None:
     for row in rows:
         median, most, cpu = (float(cell) for cell in row[3:])
         assert 0 < median <= most and cpu > 0
+    # the restore points it added, and every day of the month answered by the fast query
+    found = re.search(r"^restore points: ([\d,]+); days asked of job_sla_at: (\d+)$", out, re.M)
+    assert found and int(found[1].replace(",", "")) > 0 and found[2] == "0"
     assert "vspc_etl_report_bench_40" not in bench_databases(server_url)  # dropped

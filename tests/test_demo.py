@@ -150,6 +150,7 @@ def test_the_commands_to_try_next_run(
     assert [c[:3] for c in commands] == [
         ["vspc-etl", "report", "--days"],
         ["vspc-etl", "report", "--by"],
+        ["vspc-etl", "report", "--by"],
         ["vspc-etl", "report", "--chart"],
         ["vspc-etl", "demo"],
         ["vspc-etl", "report", "--format"],
@@ -160,10 +161,17 @@ def test_the_commands_to_try_next_run(
         result = invoke(runner, demo_db, *command[1:])
         assert result.exit_code == 0, (command, result.output)
         results.append(result)
-    report, by_day, _, again, _ = results
+    assert commands[2] == ["vspc-etl", "report", "--by", "computer"]
+    report, by_day, by_computer, _, again, _ = results
     table = report.stdout.splitlines()
     assert table[0].split()[0] == "organization" and len(table) > 3
     assert len(by_day.stdout.splitlines()) == 2 + 8  # header, rule, a week and today
+    engine = create_engine(demo_db)
+    with engine.connect() as conn:
+        computers = conn.execute(text("SELECT count(*) FROM vspc.computer_sla_current")).scalar()
+    engine.dispose()
+    assert by_computer.stdout.split()[:2] == ["organization", "computer"]
+    assert computers and len(by_computer.stdout.splitlines()) == 2 + computers
     chart = tmp_path / "sla.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
     assert "nothing to add" in again.stdout
@@ -173,6 +181,25 @@ def test_the_commands_to_try_next_run(
     page = html.unescape((tmp_path / f"sla-{month}.html").read_text())
     assert organization in page
     assert re.match(r"\d{4}-\d{2}$", month)
+
+
+def command_key(command: list[str]) -> tuple[str, ...]:
+    """A command as the README shows it: without --days, and the values of options other than
+    --by (an organization, a month, a file) left out."""
+    words = [w for i, w in enumerate(command) if "--days" not in command[max(i - 1, 0) : i + 1]]
+    return tuple(words[:2] + (words[2:4] if words[2:3] == ["--by"] else words[2:3]))
+
+
+def test_the_readme_shows_the_commands_the_demo_prints(demo_output: str) -> None:
+    lines = demo_output.splitlines()
+    printed = [shlex.split(line, comments=True) for line in lines[lines.index("try next:") + 1 :]]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("The demo ends by printing what to try next", 1)[1]
+    block = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    shown = [shlex.split(line, comments=True) for line in block.splitlines()]
+    assert sorted(command_key(c) for c in shown if c) == sorted(
+        command_key(c) for c in printed if c
+    )
 
 
 def test_demo_runs_the_whole_job(runner: CliRunner, fresh_db: Engine, database_url: URL) -> None:
@@ -192,7 +219,9 @@ def test_demo_runs_the_whole_job(runner: CliRunner, fresh_db: Engine, database_u
             text("SELECT jobs_inserted FROM vspc.etl_runs ORDER BY run_id")
         ).scalars()
         assert next(inserted) == 30
+        points = conn.execute(text("SELECT count(*) FROM vspc.restore_points")).scalar_one()
     assert f"warehouse: {live} live jobs" in result.stdout
+    assert f"history, {points} restore points, " in result.stdout
     assert len(runs_of(fresh_db, Console(30, 1).source)) == 9
 
 

@@ -362,6 +362,97 @@ def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
     assert asked_of_the_definition == [october_days, october_days, october_days[19:]]
 
 
+# -- restore points ----------------------------------------------------------------------
+# Acme's October again, with the console's restore points:
+#   J1: a point at 10th 20:00 (a session no reading saw): J1 meets its RPO on the 10th.
+#   J2: a point at 20th 23:00, merged away the 21st 12:00: it counts for the 20th only; a
+#       point at 25th 23:00, merged away the 30th 12:00: it counts for the 25th (and the 26th
+#       under 48 h) and, too old, stays J2's newest point until it is gone.
+#   PC2 (J2's computer): a point without a job at 28th 23:00: it is no job's evidence.
+POINTS = [
+    (J1, PC1, t(10, 20), None),
+    (J2, PC2, t(20, 23), t(21, 12)),
+    (J2, PC2, t(25, 23), t(30, 12)),
+    (None, PC2, t(28, 23), None),
+]
+
+
+def add_points(conn: Connection) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO vspc.restore_points (instance_uid, source, backup_agent_uid, job_uid, "
+            "creation_date, raw, first_seen_at, gone_at) VALUES "
+            "(:uid, 'hand', :agent, :job, :created, '{}', :created, :gone)"
+        ),
+        [
+            {"uid": uuid.uuid4(), "job": job, "agent": agent, "created": created, "gone": gone}
+            for job, agent, created, gone in POINTS
+        ],
+    )
+
+
+@pytest.fixture
+def month_with_points(month: dict[str, str], fresh_db: Engine) -> dict[str, str]:
+    with fresh_db.begin() as conn:
+        add_points(conn)
+    return month
+
+
+def test_restore_points_count_in_the_month(
+    month_with_points: dict[str, str], fresh_db: Engine, asked_of_the_definition: list[list[date]]
+) -> None:
+    with fresh_db.connect() as conn:
+        acme = monthly_reports(conn, month_window("2026-10"))[0]
+    # 62 job-days met on sessions, and J1's 10th, J2's 20th and 25th on points
+    assert (acme.protected_job_days, acme.met_job_days) == (76, 65)
+    documents, daily = acme.missed_jobs
+    assert documents.days == [on(d) for d in range(21, 32) if d != 25]
+    # the last day it missed, the 31st: its points were gone by then
+    assert (documents.last_success_at, documents.last_restore_point_at) == (t(19, 22, 30), None)
+    assert (documents.last_backup_at, documents.last_backup_is_point) == (t(19, 22, 30), False)
+    assert (daily.instance_uid, daily.days) == (J1, [on(11)])
+    assert (daily.last_success_at, daily.last_restore_point_at) == (t(9, 2), t(10, 20))
+    assert (daily.last_backup_at, daily.last_backup_is_point) == (t(10, 20), True)
+    assert asked_of_the_definition == []  # every day answered by the fast query
+    words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_html(acme)))
+    assert "PC-ACCOUNTING Daily C: 24 h 1 2026-10-10 20:00 restore point" in words
+    assert "Restore points count" in words
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [[], [(None, 48)], [(ACME, 12)], [(None, 6), (GLOBEX, 30)]],
+    ids=["24h", "48h", "acme-12h", "6h-globex-30h"],
+)
+def test_the_jobs_that_missed_with_restore_points_are_job_sla_at_s(
+    month_with_points: dict[str, str],
+    fresh_db: Engine,
+    policy: list[tuple[uuid.UUID | None, int]],
+    asked_of_the_definition: list[list[date]],
+) -> None:
+    if policy:
+        with fresh_db.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vspc.sla_policy VALUES (:org, :hours) ON CONFLICT "
+                    "(organization_uid) DO UPDATE SET rpo_hours = excluded.rpo_hours"
+                ),
+                [{"org": org, "hours": hours} for org, hours in policy],
+            )
+    october_days = [on(d) for d in range(1, 32)]
+    with fresh_db.connect() as conn:
+        for days in (october_days, october_days[20:]):
+            defined, fast = definition_and_fast(conn, days)
+            assert by_day(fast) == by_day(defined)
+            missed_on = {(r.instance_uid, r.day): r for r in fast}
+            # saved by a point: J1 the 10th, J2 the 25th; not by the computer's point
+            # without a job: J2 the 28th
+            assert (J1, on(10)) not in missed_on and (J2, on(25)) not in missed_on
+            assert missed_on[J2, on(28)].last_restore_point_at == t(25, 23)
+            assert missed_on[J2, on(30)].last_restore_point_at is None  # merged away
+    assert asked_of_the_definition == [october_days, october_days[20:]]  # no day fell back
+
+
 def test_a_day_the_counts_disagree_on_is_asked_of_job_sla_at(
     month: dict[str, str], fresh_db: Engine, asked_of_the_definition: list[list[date]]
 ) -> None:
@@ -567,7 +658,7 @@ def test_report_in_a_real_browser(acme_page: Path, tmp_path: Path) -> None:
         "Success rate 80.5% 62 of 77 backup sessions succeeded",
         "Protected computers 2",
         "Protected jobs 2",
-        "PC-ACCOUNTING Daily C: 24 h 2 2026-10-09 02:00",
+        "PC-ACCOUNTING Daily C: 24 h 2 2026-10-09 02:00 session",
         "Failed \u00d712 Network path not found",
         "Warning \u00d71 Low free space",
     ):

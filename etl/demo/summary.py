@@ -35,6 +35,9 @@ def describe_warehouse(conn: Connection, source: str) -> str:
     versions = conn.execute(
         text("SELECT count(*) FROM vspc.backup_agent_job_snapshots WHERE source = :s"), params
     ).scalar_one()
+    points = conn.execute(
+        text("SELECT count(*) FROM vspc.restore_points WHERE source = :s"), params
+    ).scalar_one()
     rejects = conn.execute(
         text(
             "SELECT count(*) FROM vspc.etl_rejects WHERE run_id IN "
@@ -54,7 +57,7 @@ def describe_warehouse(conn: Connection, source: str) -> str:
     return "\n".join(
         [
             f"warehouse: {live} live jobs, {deleted} deleted, {versions} versions in history, "
-            f"{rejects} rejected records",
+            f"{points} restore points, {rejects} rejected records",
             "live jobs by status: " + ", ".join(f"{s} {n}" for s, n in statuses),
             f"sessions since the first sync: {sessions}, {failed} of them failed",
         ]
@@ -78,6 +81,7 @@ def try_next(conn: Connection, source: str, prog: str, now: datetime) -> str:
     commands = [
         (f"{prog} report{days}", f"SLA by organization, the last {shown} days"),
         (f"{prog} report --by day{days}", "day by day"),
+        (f"{prog} report --by computer", "is every computer protected? (now)"),
         (f"{prog} report --chart sla.png{days}", "the same days as a chart"),
         (f"{prog} demo", "later on: the history goes on up to then"),
     ]

@@ -3,16 +3,17 @@
 ``job_sla_at`` once per day reads every job's versions and sessions for each day, whatever the
 organization asked for: thirty calls for a month. ``missed_rows`` asks one query instead, over
 the selected jobs only: each live, enabled job at each day's end with its latest successful
-session by then. Each day's answer is checked against ``sla_daily``'s count of jobs that
-missed; a day where they differ (the definition of meeting the RPO counts more than sessions,
-say) is asked of ``job_sla_at`` itself, so the list agrees with the definition.
+session and its newest restore point by then, both counted as ``job_sla_at`` counts them.
+Each day's answer is checked against ``sla_daily``'s count of jobs that missed; a day where
+they differ (a row written while the report read, say) is asked of ``job_sla_at`` itself, so
+the list agrees with the definition.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from etl.report.filters import NO_FILTERS, Filters
 # RPO then; asked only for the days the query below gets wrong.
 _MISSED = """
 SELECT g.day, s.organization_uid, s.instance_uid, s.job_name,
-  s.backup_agent_uid, s.computer_name, s.last_success_at, s.rpo_hours
+  s.backup_agent_uid, s.computer_name, s.last_success_at, s.last_restore_point_at, s.rpo_hours
 FROM unnest(CAST(:days AS date[])) g (day)
 CROSS JOIN LATERAL vspc.job_sla_at(least((g.day + 1)::timestamp AT TIME ZONE 'UTC', now())) s
 WHERE s.is_enabled AND NOT s.rpo_met{where}
@@ -34,9 +35,12 @@ ORDER BY g.day
 
 # The same answer for all days at once, the selected jobs only: the versions live at each
 # day's end t (as job_sla_at reads them), each with its latest success by t (the successful
-# session started last among those ended by t, as job_sla_at takes it). Successes that ended
-# before the first t minus the longest RPO cannot meet any RPO: they are looked up, for the
-# jobs that missed, only to say when the last one was (_LAST_SUCCESS).
+# session started last among those ended by t, as job_sla_at takes it) and its restore points.
+# A point counts at t if it was created by t and not merged away by t. A point that outlived
+# its creation by the longest RPO is carried like a success: once it is gone it is too old to
+# meet any RPO anyway. A briefer one is looked up per job and day, by (job_uid, creation_date).
+# Evidence from before the first t minus the longest RPO cannot meet any RPO: for the jobs
+# that missed it is looked up only to say when it was (_LAST_SUCCESS, the point's probe).
 _MISSED_FAST = """
 WITH days AS (
   SELECT g.day, least((g.day + 1)::timestamp AT TIME ZONE 'UTC', now()) AS t
@@ -57,38 +61,67 @@ WITH days AS (
     AND s.valid_from <= CAST(:until AS timestamptz)
     AND (s.valid_to IS NULL OR s.valid_to > CAST(:first AS date)::timestamp AT TIME ZONE 'UTC')
     AND s.valid_from <= d.t AND (s.valid_to IS NULL OR s.valid_to > d.t)
+), points AS (
+  SELECT p.job_uid, p.creation_date, p.gone_at,
+    p.gone_at < p.creation_date + make_interval(hours => CAST(:longest AS integer)) AS brief
+  FROM vspc.restore_points p
+  WHERE p.job_uid IS NOT NULL AND p.creation_date > CAST(:since AS timestamptz)
+    AND p.creation_date <= CAST(:until AS timestamptz)
+), brief AS MATERIALIZED (
+  SELECT job_uid, creation_date, gone_at FROM points WHERE brief
 ), events AS (
-  SELECT l.instance_uid, l.t AS at, true AS judged, NULL::timestamptz AS started_at, l.day
+  SELECT l.instance_uid, l.t AS at, true AS judged, NULL::timestamptz AS started_at,
+    NULL::timestamptz AS created, l.day
   FROM live l
   UNION ALL
-  SELECT f.instance_uid, f.ended_at, false, f.started_at, NULL
+  SELECT f.instance_uid, f.ended_at, false, f.started_at, NULL, NULL
   FROM vspc.job_run_facts f
   -- every job's: a join to the few live jobs, misjudged, can cost seconds; other jobs'
   -- successes only make partitions of their own, which nothing reads
   WHERE f.status IN ('Success', 'Warning') AND f.ended_at > CAST(:since AS timestamptz)
     AND f.ended_at <= CAST(:until AS timestamptz)
+  UNION ALL
+  SELECT p.job_uid, p.creation_date, false, NULL, p.creation_date, NULL
+  FROM points p WHERE p.brief IS NOT TRUE
 ), carried AS (
-  -- a success ending exactly at a day's end counts for that day: it sorts first
-  SELECT e.instance_uid, e.day, e.judged, max(e.started_at) OVER (
-    PARTITION BY e.instance_uid ORDER BY e.at, e.judged ROWS UNBOUNDED PRECEDING
-  ) AS ok_started
+  -- a success ending or a point created exactly at a day's end counts for that day: it
+  -- sorts first
+  SELECT e.instance_uid, e.day, e.judged,
+    max(e.started_at) OVER w AS ok_started, max(e.created) OVER w AS point_at
   FROM events e
+  WINDOW w AS (PARTITION BY e.instance_uid ORDER BY e.at, e.judged ROWS UNBOUNDED PRECEDING)
+), missed AS (
+  SELECT l.day, l.t, l.organization_uid, l.instance_uid, l.name AS job_name,
+    l.backup_agent_uid, ok.ended_at AS last_success_at, rpo.hours AS rpo_hours
+  FROM carried c
+  JOIN live l ON l.instance_uid = c.instance_uid AND l.day = c.day
+  LEFT JOIN vspc.job_run_facts ok
+    ON ok.started_at = c.ok_started AND ok.instance_uid = c.instance_uid
+  CROSS JOIN LATERAL (
+    SELECT coalesce(
+      (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid = l.organization_uid),
+      (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid IS NULL),
+      24) AS hours
+  ) rpo
+  WHERE c.judged
+    AND NOT coalesce(greatest(ok.ended_at, c.point_at) > l.t - make_interval(hours => rpo.hours),
+                     false)
+    AND NOT EXISTS (
+      SELECT 1 FROM brief b WHERE b.job_uid = l.instance_uid AND b.creation_date <= l.t
+        AND b.gone_at > l.t AND b.creation_date > l.t - make_interval(hours => rpo.hours))
 )
-SELECT l.day, l.organization_uid, l.instance_uid, l.name AS job_name, l.backup_agent_uid,
-  a.computer_name, ok.ended_at AS last_success_at, rpo.hours AS rpo_hours
-FROM carried c
-JOIN live l ON l.instance_uid = c.instance_uid AND l.day = c.day
-LEFT JOIN vspc.job_run_facts ok
-  ON ok.started_at = c.ok_started AND ok.instance_uid = c.instance_uid
-LEFT JOIN vspc.backup_agents a ON a.instance_uid = l.backup_agent_uid
-CROSS JOIN LATERAL (
-  SELECT coalesce(
-    (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid = l.organization_uid),
-    (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid IS NULL),
-    24) AS hours
-) rpo
-WHERE c.judged AND NOT coalesce(ok.ended_at > l.t - make_interval(hours => rpo.hours), false)
-ORDER BY l.day
+-- the few that missed: their newest point at t, as job_sla_at probes it, to show
+SELECT m.day, m.organization_uid, m.instance_uid, m.job_name, m.backup_agent_uid,
+  a.computer_name, m.last_success_at, rp.created AS last_restore_point_at, m.rpo_hours
+FROM missed m
+LEFT JOIN vspc.backup_agents a ON a.instance_uid = m.backup_agent_uid
+LEFT JOIN LATERAL (
+  SELECT p.creation_date AS created FROM vspc.restore_points p
+  WHERE p.job_uid = m.instance_uid AND p.creation_date <= m.t
+    AND (p.gone_at IS NULL OR p.gone_at > m.t)
+  ORDER BY p.creation_date DESC LIMIT 1
+) rp ON true
+ORDER BY m.day
 """
 
 _LONGEST_RPO = "SELECT greatest(24, (SELECT max(rpo_hours) FROM vspc.sla_policy))"
@@ -115,7 +148,15 @@ class MissedRow:
     backup_agent_uid: UUID | None
     computer_name: str | None
     last_success_at: datetime | None
+    last_restore_point_at: datetime | None
     rpo_hours: int
+
+    @property
+    def last_backup_at(self) -> datetime | None:
+        """The newer evidence of a backup: the RPO is judged on it."""
+        return max(
+            (at for at in (self.last_success_at, self.last_restore_point_at) if at), default=None
+        )
 
 
 def missed_rows(
@@ -137,9 +178,8 @@ def missed_rows(
     where, params = filters.where("s", "jobs")
     if not fast:
         return _defined(conn, days, where, params)
-    since = datetime.combine(days[0] + timedelta(days=1), time(), UTC) - timedelta(
-        hours=conn.execute(text(_LONGEST_RPO)).scalar_one()
-    )
+    longest = conn.execute(text(_LONGEST_RPO)).scalar_one()
+    since = datetime.combine(days[0] + timedelta(days=1), time(), UTC) - timedelta(hours=longest)
     # The planner cannot see how few versions each day holds: its estimate would have the
     # query JIT-compiled, for longer than the query runs. Only this transaction's.
     conn.execute(text("SET LOCAL jit = off"))
@@ -153,6 +193,7 @@ def missed_rows(
                 "first": days[0],
                 "last": days[-1],
                 "since": since,
+                "longest": longest,
                 "until": datetime.combine(days[-1] + timedelta(days=1), time(), UTC),
             },
         )
@@ -162,7 +203,9 @@ def missed_rows(
         answer = conn.execute(text(_LAST_SUCCESS), {"jobs": unknown, "before": since})
         last: dict[UUID, datetime] = {uid: ended for uid, ended in answer}
         rows = [
-            r if r.last_success_at is not None else _with_last(r, last.get(r.instance_uid))
+            r
+            if r.last_success_at is not None
+            else replace(r, last_success_at=last.get(r.instance_uid))
             for r in rows
         ]
     found = Counter((r.organization_uid, r.day) for r in rows)
@@ -172,19 +215,6 @@ def missed_rows(
         return rows
     kept = [r for r in rows if r.day not in set(wrong)]
     return sorted(kept + _defined(conn, wrong, where, params), key=lambda r: r.day)
-
-
-def _with_last(row: MissedRow, last_success_at: datetime | None) -> MissedRow:
-    return MissedRow(
-        row.day,
-        row.organization_uid,
-        row.instance_uid,
-        row.job_name,
-        row.backup_agent_uid,
-        row.computer_name,
-        last_success_at,
-        row.rpo_hours,
-    )
 
 
 def _defined(
@@ -199,6 +229,7 @@ def _defined(
             r.backup_agent_uid,
             r.computer_name,
             r.last_success_at,
+            r.last_restore_point_at,
             r.rpo_hours,
         )
         for r in conn.execute(text(_MISSED.format(where=where)), params | {"days": days})

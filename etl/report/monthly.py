@@ -98,8 +98,24 @@ class MissedJob:
     computer_name: str | None
     rpo_hours: int
     days: list[date] = field(default_factory=list)
-    last_success_at: datetime | None = None  # as of the last day it missed
+    # as of the last day it missed: its latest successful session's end, its newest restore
+    # point's creation
+    last_success_at: datetime | None = None
+    last_restore_point_at: datetime | None = None
     messages: list[Message] = field(default_factory=list)
+
+    @property
+    def last_backup_at(self) -> datetime | None:
+        """The newer of the two, the evidence the RPO is judged on."""
+        return max(
+            (at for at in (self.last_success_at, self.last_restore_point_at) if at), default=None
+        )
+
+    @property
+    def last_backup_is_point(self) -> bool:
+        """Whether a restore point (rather than a session) is the newer evidence."""
+        point, session = self.last_restore_point_at, self.last_success_at
+        return point is not None and (session is None or point > session)
 
 
 @dataclass(frozen=True)
@@ -263,6 +279,7 @@ def monthly_reports(
                 reports[row.organization_uid].missed_jobs.append(job)
             job.days.append(row.day)
             job.last_success_at = row.last_success_at
+            job.last_restore_point_at = row.last_restore_point_at
             job.job_name = row.job_name
             job.computer_name = row.computer_name or job.computer_name
 
