@@ -51,7 +51,7 @@ def embedded_url(data_dir: Path) -> URL:
                 "installed; set DATABASE_URL"
             ) from None
         pgdata.mkdir(parents=True, exist_ok=True)
-        log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s", pgdata)
+        log.debug("DATABASE_URL is not set: using the embedded PostgreSQL in %s", pgdata)
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions of its own
