@@ -35,6 +35,9 @@ def main() -> int:
         add_rate=0.0,
         delete_rate=0.0,
         platforms=("windows",),  # the history below is built for Windows jobs
+        # The history brings its own restore points, consistent with its jobs; the simulator's
+        # belong to its agents, of other organizations than the jobs it is given here.
+        refuse=("/api/v3/protectedWorkloads",),
     )
     # The shape: jobs over 50 organizations (the simulator makes one per 20 jobs).
     companies = [o["instanceUid"] for o in sim.organizations()][: args.orgs]

@@ -15,7 +15,9 @@
    time; and for every 20th job a computer of its own with a daily point (11:00 after the
    job's hour) of no job the console lists. Those computers are not in the agents collection
    (the simulator's agents belong to other organizations than the jobs it is given here:
-   their points would add organizations to every day).
+   their points would add organizations to every day; for the same reason the syncs below find
+   the simulator's restore points refused, and what reading points adds to a sync is
+   bench/points_bench.py's to measure).
 3. Syncs, each in a fresh ETL process (``bench/_reporting_worker.py``) after a CHECKPOINT (as
    in production, where one comes every few minutes): a first (initial) sync; then A/B pairs,
    each on two copies of that warehouse and two identical simulators, with and without the
