@@ -146,12 +146,19 @@ def test_a_later_sync_reads_only_the_new_points(
     expected = {u for u, p in truth.items() if parse_timestamp(p["creationDate"]) >= since}
     result = sync()
     assert result.status == "success"
-    filters = {q["filter"][0] for q in sync.queries}
-    assert len(filters) == 1
-    [node] = json.loads(filters.pop())
-    assert node["property"] == "creationDate"
-    assert node["operation"] == "greaterThanOrEqual"
-    assert parse_timestamp(node["value"]) == since
+    overlap, listing, fetches = shapes(sync.queries)
+    assert [(n["operation"], parse_timestamp(n["value"])) for n in overlap] == [
+        ("greaterThanOrEqual", since),
+        ("lessThan", newest),
+    ]
+    assert [(n["operation"], parse_timestamp(n["value"])) for n in listing] == [
+        ("greaterThanOrEqual", newest)
+    ]
+    # Fetched by uid: exactly the points of the overlap window the first sync did not store.
+    window = {
+        u for u, p in truth.items() if since <= parse_timestamp(p["creationDate"]) < newest
+    }
+    assert {u.lower() for chunk in fetches for u in chunk} == window - before
     run = run_row(fresh_db, result.run_id)
     assert run["restore_points_read"] == "new"
     assert run["restore_points_seen"] == len(expected) < len(truth) / 3
@@ -159,6 +166,28 @@ def test_a_later_sync_reads_only_the_new_points(
     assert new and run["restore_points_inserted"] == len(new)
     assert set(stored(fresh_db)) == before | new
     assert run["restore_points_gone"] is None
+
+
+def shapes(
+    queries: list[dict[str, list[str]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[list[str]]]:
+    """The filters of a *new* read's requests: the overlap's (asserted uid-only and the same
+    on every page), the full listing's, and the uids of each fetch by uid (in order)."""
+    overlaps, listings, fetches = set(), set(), []
+    for q in queries:
+        assert json.loads(q["sort"][0]) == [{"property": "creationDate", "direction": "ascending"}]
+        nodes = json.loads(q["filter"][0])
+        if "select" in q:
+            assert json.loads(q["select"][0]) == [{"propertyPath": "instanceUid"}]
+            overlaps.add(q["filter"][0])
+        elif nodes[0]["property"] == "instanceUid":
+            assert [n["operation"] for n in nodes] == ["in"]
+            assert int(q["offset"][0]) == 0
+            fetches.append(nodes[0]["value"])
+        else:
+            listings.add(q["filter"][0])
+    assert len(overlaps) == 1 and len(listings) == 1
+    return json.loads(overlaps.pop()), json.loads(listings.pop()), fetches
 
 
 def test_a_point_indexed_late_is_caught_by_the_overlap(

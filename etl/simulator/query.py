@@ -79,7 +79,8 @@ def arrange(
     window = _window(rows, query, timestamps)
     if window is not None:
         return window
-    chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in query.filter)]
+    nodes = [_prepared(node, timestamps) for node in query.filter]
+    chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in nodes)]
     for prop, descending in reversed(query.sort):
         chosen.sort(
             key=lambda row, p=prop: _sort_key(row.get(p), p, timestamps),  # type: ignore[misc]
@@ -203,6 +204,20 @@ def _normal(value: Any, prop: str, timestamps: Collection[str]) -> Any:
     return value
 
 
+def _prepared(node: dict[str, Any], timestamps: Collection[str]) -> dict[str, Any]:
+    """``node`` with its value normalized once (``_wanted``), not once per row: an ``in``
+    of a few dozen uids over 100,000 rows would otherwise cost the simulator seconds."""
+    if node["operation"] in _LOGICAL:
+        return {**node, "items": [_prepared(item, timestamps) for item in node["items"]]}
+    wanted = _normal(node["value"], node["property"], timestamps)
+    if node["operation"] == "in":
+        try:
+            wanted = frozenset(wanted)
+        except TypeError:  # an unhashable item (an object): compared one by one
+            pass
+    return {**node, "_wanted": wanted}
+
+
 def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[str]) -> bool:
     op = node["operation"]
     if op in _LOGICAL:
@@ -215,7 +230,7 @@ def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[s
         }[op]
     prop = node["property"]
     actual = _normal(row.get(prop), prop, timestamps)
-    wanted = _normal(node["value"], prop, timestamps)
+    wanted = node["_wanted"] if "_wanted" in node else _normal(node["value"], prop, timestamps)
     try:
         if op == "equals":
             return bool(actual == wanted)
