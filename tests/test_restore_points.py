@@ -7,6 +7,7 @@ by a complete full read within the ratio, rejects, refusals and failures.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from etl.errors import ConfigError
-from etl.load.points import OVERLAP
+from etl.load.points import IN_CHUNK, OVERLAP, SORT_BY_CREATION, PointsPlan
 from etl.pipeline import RunResult, make_http_client, run_once
 from etl.points import transform_point
 from etl.simulator import Simulator, SimulatorServer
@@ -155,9 +156,7 @@ def test_a_later_sync_reads_only_the_new_points(
         ("greaterThanOrEqual", newest)
     ]
     # Fetched by uid: exactly the points of the overlap window the first sync did not store.
-    window = {
-        u for u, p in truth.items() if since <= parse_timestamp(p["creationDate"]) < newest
-    }
+    window = {u for u, p in truth.items() if since <= parse_timestamp(p["creationDate"]) < newest}
     assert {u.lower() for chunk in fetches for u in chunk} == window - before
     run = run_row(fresh_db, result.run_id)
     assert run["restore_points_read"] == "new"
@@ -214,8 +213,53 @@ def test_a_point_indexed_late_is_caught_by_the_overlap(
     assert created < newest
     result = sync()
     assert run_row(fresh_db, result.run_id)["restore_points_read"] == "new"
-    assert late <= set(stored(fresh_db))
-    assert set(listed(console)) <= set(stored(fresh_db))
+    _, _, fetches = shapes(sync.queries)
+    assert late <= {u.lower() for chunk in fetches for u in chunk}  # found by uid, fetched
+    points, truth = stored(fresh_db), listed(console)
+    assert all(points[u]["raw"] == truth[u] for u in late)  # whole, not the uid-only listing
+    assert set(truth) <= set(points)
+
+
+def test_the_unknown_points_of_the_overlap_are_fetched_by_uid_in_chunks(
+    sync: Sync, console: Simulator, fresh_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync()
+    console.advance(2)
+    sync()
+    points = stored(fresh_db)
+    newest = max(p["creation_date"] for p in points.values())
+    window = sorted(u for u, p in points.items() if newest - OVERLAP <= p["creation_date"] < newest)
+    assert len(window) >= 9
+    lost = set(window[:9])  # as if the console had listed them only now
+    with fresh_db.begin() as conn:
+        conn.execute(
+            text("DELETE FROM vspc.restore_points WHERE instance_uid::text = ANY(:u)"),
+            {"u": sorted(lost)},
+        )
+    monkeypatch.setattr("etl.pipeline.IN_CHUNK", 4)
+    result = sync()
+    _, _, fetches = shapes(sync.queries)
+    assert sorted(len(chunk) for chunk in fetches) == [1, 4, 4]
+    assert {u.lower() for chunk in fetches for u in chunk} == lost
+    run = run_row(fresh_db, result.run_id)
+    assert run["restore_points_read"] == "new" and run["restore_points_inserted"] == 9
+    truth = listed(console)
+    after = stored(fresh_db)
+    assert all(after[u]["raw"] == truth[u] for u in lost)
+    assert set(truth) <= set(after)
+
+
+def test_a_fetch_by_uid_keeps_its_query_string_under_2048_characters() -> None:
+    uids = [str(uuid.UUID(int=(1 << 128) - 1 - i)) for i in range(IN_CHUNK)]
+    params = {
+        **PointsPlan.fetch_params(uids),
+        "sort": SORT_BY_CREATION,
+        "limit": "500",
+        "offset": "0",
+    }
+    query = httpx.URL("https://console.example:1280/", params=params).query
+    assert 1500 < len(query) < 2048
+    assert json.loads(parse_qs(query.decode())["filter"][0])[0]["value"] == uids
 
 
 def test_gone_at_is_set_only_by_a_complete_full_read(

@@ -12,6 +12,7 @@ import bisect
 import itertools
 import json
 import operator
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,13 +73,53 @@ def parse_query(
     return Query(limit, offset, tuple(filters), tuple(sort), select)
 
 
+class Index:
+    """What a console's indexes give for one state of a collection, built once and kept while
+    the rows do not change: each row's instant for a timestamp property, and the positions of
+    the rows by ``instanceUid``. Without it, every new filter would parse or compare every
+    row again (~0.3 s per query over 100,000 restore points, on the cores the ETL runs on)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = rows
+        self._lock = threading.Lock()
+        self._instants: dict[str, list[datetime | None]] = {}
+        self._uids: dict[str, list[int]] | None = None
+
+    def instants(self, prop: str) -> list[datetime | None]:
+        with self._lock:
+            found = self._instants.get(prop)
+        if found is None:
+            found = [_instant(row.get(prop)) for row in self.rows]
+            with self._lock:
+                self._instants[prop] = found
+        return found
+
+    def by_uid(self) -> dict[str, list[int]]:
+        """Case-folded ``instanceUid`` -> the positions of the rows that have it."""
+        uids = self._uids
+        if uids is None:
+            uids = {}
+            for position, row in enumerate(self.rows):
+                uid = row.get("instanceUid")
+                if isinstance(uid, str):
+                    uids.setdefault(uid.casefold(), []).append(position)
+            self._uids = uids
+        return uids
+
+
 def arrange(
-    rows: Sequence[dict[str, Any]], query: Query, timestamps: Collection[str]
+    rows: Sequence[dict[str, Any]],
+    query: Query,
+    timestamps: Collection[str],
+    index: Index | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows that pass the filter, in the requested order (stored order when unsorted)."""
-    window = _window(rows, query, timestamps)
+    """The rows that pass the filter, in the requested order (stored order when unsorted);
+    ``index``, if given, is of ``rows`` and only makes the answer faster."""
+    window = _window(rows, query, timestamps, index)
     if window is not None:
         return window
+    if index is not None:
+        rows = _by_uid(index, query)
     nodes = [_prepared(node, timestamps) for node in query.filter]
     chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in nodes)]
     for prop, descending in reversed(query.sort):
@@ -97,8 +138,29 @@ _BISECT: dict[str, Callable[[list[datetime], datetime], int]] = {
 }
 
 
+def _by_uid(index: Index, query: Query) -> Sequence[dict[str, Any]]:
+    """The rows a filter can match, in stored order: when it holds an ``in`` of strings on
+    ``instanceUid`` (at the top, so every match must pass it), only the rows with one of those
+    uids (the filter is still applied to them); else all of them."""
+    for node in query.filter:
+        values = node.get("value")
+        if (
+            node.get("operation") == "in"
+            and node.get("property") == "instanceUid"
+            and isinstance(values, list)
+            and all(isinstance(v, str) for v in values)
+        ):
+            uids = index.by_uid()
+            positions = sorted(p for v in set(values) for p in uids.get(v.casefold(), ()))
+            return [index.rows[p] for p in positions]
+    return index.rows
+
+
 def _window(
-    rows: Sequence[dict[str, Any]], query: Query, timestamps: Collection[str]
+    rows: Sequence[dict[str, Any]],
+    query: Query,
+    timestamps: Collection[str],
+    index: Index | None = None,
 ) -> list[dict[str, Any]] | None:
     """The same answer as the general path, found by bisection, when the rows are stored in
     ascending order of one timestamp, the query sorts by it ascending (or not at all) and
@@ -110,7 +172,8 @@ def _window(
     prop = props.pop()
     if prop not in timestamps or query.sort not in ((), ((prop, False),)):
         return None
-    found = [_instant(row.get(str(prop))) for row in rows]
+    prop = str(prop)
+    found = Index(rows).instants(prop) if index is None else index.instants(prop)
     given = [_instant(node.get("value")) for node in query.filter]
     keys = [k for k in found if k is not None]
     bounds = [b for b in given if b is not None]
@@ -209,13 +272,7 @@ def _prepared(node: dict[str, Any], timestamps: Collection[str]) -> dict[str, An
     of a few dozen uids over 100,000 rows would otherwise cost the simulator seconds."""
     if node["operation"] in _LOGICAL:
         return {**node, "items": [_prepared(item, timestamps) for item in node["items"]]}
-    wanted = _normal(node["value"], node["property"], timestamps)
-    if node["operation"] == "in":
-        try:
-            wanted = frozenset(wanted)
-        except TypeError:  # an unhashable item (an object): compared one by one
-            pass
-    return {**node, "_wanted": wanted}
+    return {**node, "_wanted": _normal(node["value"], node["property"], timestamps)}
 
 
 def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[str]) -> bool:
