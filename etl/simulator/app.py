@@ -578,12 +578,13 @@ class Simulator:
         return rows, floats
 
     def _index(self, endpoint: str, version: int) -> Index:
-        """The rows of ``endpoint`` and their index, built once per version of the world."""
+        """The rows of ``endpoint`` and their index, built once per version of the world (from
+        the previous one: most rows are unchanged)."""
         with self._lock:
             cached = self._indexes.get(endpoint)
         if cached is not None and cached[0] == version:
             return cached[1]
-        index = Index(self.world.rows(endpoint))
+        index = Index(self.world.rows(endpoint), cached[1] if cached is not None else None)
         with self._lock:
             self._indexes[endpoint] = (version, index)
         return index

@@ -77,21 +77,35 @@ class Index:
     """What a console's indexes give for one state of a collection, built once and kept while
     the rows do not change: each row's instant for a timestamp property, and the positions of
     the rows by ``instanceUid``. Without it, every new filter would parse or compare every
-    row again (~0.3 s per query over 100,000 restore points, on the cores the ETL runs on)."""
+    row again (~0.4 s per query over 100,000 restore points, on the cores the ETL runs on).
+    The instants of the ``previous`` state's values are reused (a value is parsed once)."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[dict[str, Any]], previous: Index | None = None) -> None:
         self.rows = rows
         self._lock = threading.Lock()
         self._instants: dict[str, list[datetime | None]] = {}
+        self._parsed: dict[str, dict[str, datetime | None]] = {}
+        self._previous = previous._parsed if previous is not None else {}
         self._uids: dict[str, list[int]] | None = None
 
     def instants(self, prop: str) -> list[datetime | None]:
         with self._lock:
             found = self._instants.get(prop)
         if found is None:
-            found = [_instant(row.get(prop)) for row in self.rows]
+            known = self._previous.get(prop, {})
+            parsed: dict[str, datetime | None] = {}
+            found = []
+            for row in self.rows:
+                value = row.get(prop)
+                if isinstance(value, str):
+                    instant = known[value] if value in known else parse_instant(value)
+                    parsed[value] = instant
+                    found.append(instant)
+                else:
+                    found.append(None)
             with self._lock:
                 self._instants[prop] = found
+                self._parsed[prop] = parsed
         return found
 
     def by_uid(self) -> dict[str, list[int]]:
