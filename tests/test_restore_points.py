@@ -513,3 +513,21 @@ def test_an_invalid_full_every_is_a_config_error_naming_it(database_url: Any, va
 def test_full_every_is_a_duration(database_url: Any, value: str, seconds: int) -> None:
     settings = make_settings(database_url, None, VSPC_RESTORE_POINTS_FULL_EVERY=value)
     assert settings.vspc_restore_points_full_every == seconds
+
+
+def test_a_short_page_of_the_overlap_makes_the_new_read_read_again(
+    sync: Sync, console: Simulator, fresh_db: Engine
+) -> None:
+    sync()
+    console.advance(6)
+    before = set(stored(fresh_db))
+    console.faults.add("short", path="restore_points", times=1, count=0)
+    result = sync()
+    assert result.status == "success"
+    overlaps = [q for q in sync.queries if "select" in q]
+    assert [int(q["offset"][0]) for q in overlaps] == [0, 0]  # the pass, then its re-read
+    run = run_row(fresh_db, result.run_id)
+    truth = listed(console)
+    assert run["restore_points_read"] == "new"
+    assert run["restore_points_inserted"] == len(set(truth) - before) > 0
+    assert set(truth) <= set(stored(fresh_db))
