@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import httpx
 import pytest
@@ -531,3 +531,38 @@ def test_a_short_page_of_the_overlap_makes_the_new_read_read_again(
     assert run["restore_points_read"] == "new"
     assert run["restore_points_inserted"] == len(set(truth) - before) > 0
     assert set(truth) <= set(stored(fresh_db))
+
+
+def test_a_bad_uid_in_the_overlap_is_a_reject_and_never_sent_in_a_filter(
+    database_url: Any, console_server: SimulatorServer, console: Simulator, fresh_db: Engine
+) -> None:
+    settings = make_settings(
+        database_url,
+        None,
+        VSPC_URL=console_server.url,
+        VSPC_API_KEY=KEY,
+        VSPC_SOURCE="points",
+    )
+    assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
+    console.advance(3)
+    sent: list[str] = []
+
+    def note(request: httpx.Request) -> None:
+        if request.url.path == POINTS_PATH:
+            sent.append(request.url.query.decode())
+
+    damage = Damaging({0: {"instanceUid": "not-a-uid"}})
+    with make_http_client(settings, transport=damage, event_hooks={"request": [note]}) as http:
+        result = run_once(settings, engine=fresh_db, http=http, sleep=no_sleep)
+    assert result.status == "success" and result.points is not None
+    assert result.points.read == "new" and result.points.rejected >= 1
+    assert not any("not-a-uid" in unquote(q) for q in sent)
+    with fresh_db.connect() as conn:
+        reasons = conn.execute(
+            text(
+                "SELECT reason FROM vspc.etl_rejects WHERE run_id = :r AND instance_uid = "
+                "'not-a-uid'"
+            ),
+            {"r": result.run_id},
+        ).scalars()
+        assert [r.split(":")[0] for r in reasons] == ["field instanceUid"]

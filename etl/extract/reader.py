@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 
@@ -134,7 +135,8 @@ def read_new_points(
 ) -> None:
     """A *new* read of the restore points as one pass: the overlap listed by ``overlap`` (uids
     only; its pages handed over holding only the known points, which the loader counts as
-    listed without staging them, and records without a usable uid, which it rejects), then
+    listed without staging them, and records without a valid uid, which it rejects: a console
+    may refuse one in a filter), then
     the points of ``params`` in full, then the overlap's unknown points (``known``: lower-case
     uids) in full, ``chunk`` at a time by the query ``fetch`` gives; last a
     :class:`PassEnded` whose total is the overlap's and the listing's together."""
@@ -154,7 +156,7 @@ def read_new_points(
             listed = []
             for record in page.items:
                 uid = record.get("instanceUid") if isinstance(record, dict) else None
-                if isinstance(uid, str) and uid.lower() not in known:
+                if isinstance(uid, str) and uid.lower() not in known and _is_uid(uid):
                     unknown[uid] = None
                 else:
                     listed.append(record)
@@ -201,6 +203,14 @@ def read_new_points(
             f"{fetched} came back when fetched by uid"
         )
     inbox.put(PassEnded(collection.name, whole))
+
+
+def _is_uid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_names(
