@@ -1,7 +1,8 @@
 """One sync in a process of its own, for bench/sync_bench.py: prints a JSON line of figures.
 
 Run as ``python bench/_sync_worker.py``; settings come from the environment like ``vspc-etl sync``.
-Peak RSS is this process's own (ru_maxrss), so the simulator and PostgreSQL are not counted.
+Peak RSS and CPU time (of the run, all threads) are this process's own, so the simulator's and
+PostgreSQL's are not counted.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ def main() -> int:
     settings = load_settings(dotenv=False)
     engine = make_engine(settings)
     tune_gc()  # what `vspc-etl sync` does before the run
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = run_once(settings, engine=engine)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     engine.dispose()
     figures = {
         "status": result.status,
@@ -36,6 +37,7 @@ def main() -> int:
         "updated": result.updated,
         "unchanged": result.unchanged,
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "points": None if result.points is None else vars(result.points),

@@ -11,7 +11,8 @@ first sync, then for ``--days`` days the simulator's clock advances a day and bo
 as the warehouse keeps those retention merged away). Then each pair: the clock advances 15
 minutes, both sides sync (each a fresh ETL process, ``bench/_sync_worker.py``, the default
 ``VSPC_RESTORE_POINTS_FULL_EVERY``: the points side reads only the new points), alternating who
-goes first; the pair's ratio is the points side's wall time over the other's. Last, pairs
+goes first; the pair's ratio is the points side's wall time over the other's, and its CPU
+ratio the same for the ETL process's CPU time (steadier on a shared machine). Last, pairs
 where the points side makes a full read (``VSPC_RESTORE_POINTS_FULL_EVERY=0``). Prints Markdown
 tables (copy them into bench/RESULTS.md). All traffic stays on 127.0.0.1.
 """
@@ -85,9 +86,13 @@ def main() -> int:
             with_points(VSPC_RESTORE_POINTS_FULL_EVERY="0")
             without_points()
         print(f"{stored(with_db):,} restore points stored after {args.days} days\n")
-        print("| case | pair | points side s | without s | ratio | points read | seen | new |")
-        print("|---|---:|---:|---:|---:|---|---:|---:|")
+        print(
+            "| case | pair | points side s | without s | ratio | ETL CPU s, points side "
+            "| without | CPU ratio | points read | seen | new |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
         ratios: dict[str, list[float]] = {}
+        cpu_ratios: dict[str, list[float]] = {}
         cases = [("15-minute sync", {}, args.pairs)]
         cases.append(("full read", {"VSPC_RESTORE_POINTS_FULL_EVERY": "0"}, args.full_pairs))
         for case, env, pairs in cases:
@@ -98,18 +103,26 @@ def main() -> int:
                 else:
                     b, a = without_points(), with_points(**env)
                 ratio = a["wall_s"] / b["wall_s"]
+                cpu_ratio = a["cpu_s"] / b["cpu_s"]
                 ratios.setdefault(case, []).append(ratio)
+                cpu_ratios.setdefault(case, []).append(cpu_ratio)
                 p = a["points"]
                 print(
                     f"| {case} | {pair + 1} | {a['wall_s']:.2f} | {b['wall_s']:.2f} | "
-                    f"{ratio:.2f} | {p['read']} | {p['seen']:,} | {p['inserted']:,} |",
+                    f"{ratio:.2f} | {a['cpu_s']:.2f} | {b['cpu_s']:.2f} | {cpu_ratio:.2f} | "
+                    f"{p['read']} | {p['seen']:,} | {p['inserted']:,} |",
                     flush=True,
                 )
-        print("\n| case | pairs | ratios | median ratio |")
-        print("|---|---:|---|---:|")
+        print("\n| case | pairs | ratios | median ratio | median CPU ratio |")
+        print("|---|---:|---|---:|---:|")
         for case, values in ratios.items():
             listed = ", ".join(f"{v:.2f}" for v in values)
-            print(f"| {case} | {len(values)} | {listed} | **{statistics.median(values):.2f}** |")
+            cpu = statistics.median(cpu_ratios[case])
+            print(
+                f"| {case} | {len(values)} | {listed} | **{statistics.median(values):.2f}** "
+                f"| {cpu:.2f} |"
+            )
+        print(f"\nCPU calibration at the end: {calibration():.2f} s")
     return 0
 
 

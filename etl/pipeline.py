@@ -47,7 +47,7 @@ from etl.extract import ApiKeyAuth, PasswordAuth, RetryPolicy, VspcClient, reade
 from etl.extract.names import Names
 from etl.load import runs
 from etl.load.loader import Loader, PassVerdict
-from etl.load.points import SORT_BY_CREATION, PointsOutcome, PointsPlan
+from etl.load.points import IN_CHUNK, SORT_BY_CREATION, PointsOutcome, PointsPlan
 from etl.testhook import pause
 
 log = logging.getLogger(__name__)
@@ -577,8 +577,10 @@ class _PointsReader:
     inbox (up to ``POINT_PAGES_WAITING``) until the merge is done, then are staged and merged.
 
     The read is every point (a full read, re-read like a job collection until a pass proves
-    complete) or only those created since the newest stored one (``etl.load.points.plan``),
-    oldest first. A 404 or 403 on the path is a warning; any other failure fails the run.
+    complete) or only those created since the newest stored one less the overlap
+    (``etl.load.points.plan``), oldest first: the overlap by uid, its few unknown points
+    fetched in full (``reader.read_new_points``). A 404 or 403 on the path is a warning; any
+    other failure fails the run.
     """
 
     def __init__(
@@ -600,18 +602,34 @@ class _PointsReader:
         self._start()
 
     def _start(self) -> None:
-        settings = self.run.settings
+        settings, plan = self.run.settings, self.plan
         channel = self.inbox.channel(POINT_PAGES_WAITING)
-        work = partial(
+        overlap = plan.overlap_params()
+        work: Callable[[], None] = partial(
             reader.read_pass,
             self.client,
             RESTORE_POINTS,
             channel,
             page_size=settings.vspc_page_size,
             concurrency=settings.vspc_concurrency,
-            params=self.plan.params(),
+            params=plan.params(),
             sort=SORT_BY_CREATION,
         )
+        if overlap is not None:
+            work = partial(
+                reader.read_new_points,
+                self.client,
+                RESTORE_POINTS,
+                channel,
+                page_size=settings.vspc_page_size,
+                concurrency=settings.vspc_concurrency,
+                sort=SORT_BY_CREATION,
+                params=plan.params(),
+                overlap=overlap,
+                known=plan.known,
+                fetch=plan.fetch_params,
+                chunk=IN_CHUNK,
+            )
         reader.start(RESTORE_POINTS.name, channel, work)
 
     def finish(self, names: _NamesReader) -> tuple[PointsPlan, PassVerdict] | str:

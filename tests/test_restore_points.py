@@ -7,16 +7,17 @@ by a complete full read within the ratio, rejects, refusals and failures.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
 from etl.errors import ConfigError
-from etl.load.points import OVERLAP
+from etl.load.points import IN_CHUNK, OVERLAP, SORT_BY_CREATION, PointsPlan
 from etl.pipeline import RunResult, make_http_client, run_once
 from etl.points import transform_point
 from etl.simulator import Simulator, SimulatorServer
@@ -146,12 +147,17 @@ def test_a_later_sync_reads_only_the_new_points(
     expected = {u for u, p in truth.items() if parse_timestamp(p["creationDate"]) >= since}
     result = sync()
     assert result.status == "success"
-    filters = {q["filter"][0] for q in sync.queries}
-    assert len(filters) == 1
-    [node] = json.loads(filters.pop())
-    assert node["property"] == "creationDate"
-    assert node["operation"] == "greaterThanOrEqual"
-    assert parse_timestamp(node["value"]) == since
+    overlap, listing, fetches = shapes(sync.queries)
+    assert [(n["operation"], parse_timestamp(n["value"])) for n in overlap] == [
+        ("greaterThanOrEqual", since),
+        ("lessThan", newest),
+    ]
+    assert [(n["operation"], parse_timestamp(n["value"])) for n in listing] == [
+        ("greaterThanOrEqual", newest)
+    ]
+    # Fetched by uid: exactly the points of the overlap window the first sync did not store.
+    window = {u for u, p in truth.items() if since <= parse_timestamp(p["creationDate"]) < newest}
+    assert {u.lower() for chunk in fetches for u in chunk} == window - before
     run = run_row(fresh_db, result.run_id)
     assert run["restore_points_read"] == "new"
     assert run["restore_points_seen"] == len(expected) < len(truth) / 3
@@ -159,6 +165,28 @@ def test_a_later_sync_reads_only_the_new_points(
     assert new and run["restore_points_inserted"] == len(new)
     assert set(stored(fresh_db)) == before | new
     assert run["restore_points_gone"] is None
+
+
+def shapes(
+    queries: list[dict[str, list[str]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[list[str]]]:
+    """The filters of a *new* read's requests: the overlap's (asserted uid-only and the same
+    on every page), the full listing's, and the uids of each fetch by uid (in order)."""
+    overlaps, listings, fetches = set(), set(), []
+    for q in queries:
+        assert json.loads(q["sort"][0]) == [{"property": "creationDate", "direction": "ascending"}]
+        nodes = json.loads(q["filter"][0])
+        if "select" in q:
+            assert json.loads(q["select"][0]) == [{"propertyPath": "instanceUid"}]
+            overlaps.add(q["filter"][0])
+        elif nodes[0]["property"] == "instanceUid":
+            assert [n["operation"] for n in nodes] == ["in"]
+            assert int(q["offset"][0]) == 0
+            fetches.append(nodes[0]["value"])
+        else:
+            listings.add(q["filter"][0])
+    assert len(overlaps) == 1 and len(listings) == 1
+    return json.loads(overlaps.pop()), json.loads(listings.pop()), fetches
 
 
 def test_a_point_indexed_late_is_caught_by_the_overlap(
@@ -185,8 +213,53 @@ def test_a_point_indexed_late_is_caught_by_the_overlap(
     assert created < newest
     result = sync()
     assert run_row(fresh_db, result.run_id)["restore_points_read"] == "new"
-    assert late <= set(stored(fresh_db))
-    assert set(listed(console)) <= set(stored(fresh_db))
+    _, _, fetches = shapes(sync.queries)
+    assert late <= {u.lower() for chunk in fetches for u in chunk}  # found by uid, fetched
+    points, truth = stored(fresh_db), listed(console)
+    assert all(points[u]["raw"] == truth[u] for u in late)  # whole, not the uid-only listing
+    assert set(truth) <= set(points)
+
+
+def test_the_unknown_points_of_the_overlap_are_fetched_by_uid_in_chunks(
+    sync: Sync, console: Simulator, fresh_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync()
+    console.advance(2)
+    sync()
+    points = stored(fresh_db)
+    newest = max(p["creation_date"] for p in points.values())
+    window = sorted(u for u, p in points.items() if newest - OVERLAP <= p["creation_date"] < newest)
+    assert len(window) >= 9
+    lost = set(window[:9])  # as if the console had listed them only now
+    with fresh_db.begin() as conn:
+        conn.execute(
+            text("DELETE FROM vspc.restore_points WHERE instance_uid::text = ANY(:u)"),
+            {"u": sorted(lost)},
+        )
+    monkeypatch.setattr("etl.pipeline.IN_CHUNK", 4)
+    result = sync()
+    _, _, fetches = shapes(sync.queries)
+    assert sorted(len(chunk) for chunk in fetches) == [1, 4, 4]
+    assert {u.lower() for chunk in fetches for u in chunk} == lost
+    run = run_row(fresh_db, result.run_id)
+    assert run["restore_points_read"] == "new" and run["restore_points_inserted"] == 9
+    truth = listed(console)
+    after = stored(fresh_db)
+    assert all(after[u]["raw"] == truth[u] for u in lost)
+    assert set(truth) <= set(after)
+
+
+def test_a_fetch_by_uid_keeps_its_query_string_under_2048_characters() -> None:
+    uids = [str(uuid.UUID(int=(1 << 128) - 1 - i)) for i in range(IN_CHUNK)]
+    params = {
+        **PointsPlan.fetch_params(uids),
+        "sort": SORT_BY_CREATION,
+        "limit": "500",
+        "offset": "0",
+    }
+    query = httpx.URL("https://console.example:1280/", params=params).query
+    assert 1500 < len(query) < 2048
+    assert json.loads(parse_qs(query.decode())["filter"][0])[0]["value"] == uids
 
 
 def test_gone_at_is_set_only_by_a_complete_full_read(
@@ -440,3 +513,56 @@ def test_an_invalid_full_every_is_a_config_error_naming_it(database_url: Any, va
 def test_full_every_is_a_duration(database_url: Any, value: str, seconds: int) -> None:
     settings = make_settings(database_url, None, VSPC_RESTORE_POINTS_FULL_EVERY=value)
     assert settings.vspc_restore_points_full_every == seconds
+
+
+def test_a_short_page_of_the_overlap_makes_the_new_read_read_again(
+    sync: Sync, console: Simulator, fresh_db: Engine
+) -> None:
+    sync()
+    console.advance(6)
+    before = set(stored(fresh_db))
+    console.faults.add("short", path="restore_points", times=1, count=0)
+    result = sync()
+    assert result.status == "success"
+    overlaps = [q for q in sync.queries if "select" in q]
+    assert [int(q["offset"][0]) for q in overlaps] == [0, 0]  # the pass, then its re-read
+    run = run_row(fresh_db, result.run_id)
+    truth = listed(console)
+    assert run["restore_points_read"] == "new"
+    assert run["restore_points_inserted"] == len(set(truth) - before) > 0
+    assert set(truth) <= set(stored(fresh_db))
+
+
+def test_a_bad_uid_in_the_overlap_is_a_reject_and_never_sent_in_a_filter(
+    database_url: Any, console_server: SimulatorServer, console: Simulator, fresh_db: Engine
+) -> None:
+    settings = make_settings(
+        database_url,
+        None,
+        VSPC_URL=console_server.url,
+        VSPC_API_KEY=KEY,
+        VSPC_SOURCE="points",
+    )
+    assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
+    console.advance(3)
+    sent: list[str] = []
+
+    def note(request: httpx.Request) -> None:
+        if request.url.path == POINTS_PATH:
+            sent.append(request.url.query.decode())
+
+    damage = Damaging({0: {"instanceUid": "not-a-uid"}})
+    with make_http_client(settings, transport=damage, event_hooks={"request": [note]}) as http:
+        result = run_once(settings, engine=fresh_db, http=http, sleep=no_sleep)
+    assert result.status == "success" and result.points is not None
+    assert result.points.read == "new" and result.points.rejected >= 1
+    assert not any("not-a-uid" in unquote(q) for q in sent)
+    with fresh_db.connect() as conn:
+        reasons = conn.execute(
+            text(
+                "SELECT reason FROM vspc.etl_rejects WHERE run_id = :r AND instance_uid = "
+                "'not-a-uid'"
+            ),
+            {"r": result.run_id},
+        ).scalars()
+        assert [r.split(":")[0] for r in reasons] == ["field instanceUid"]

@@ -995,3 +995,34 @@ def test_a_creation_date_window_is_what_the_filter_says(
         )
         assert arrange(rows, query, TIMESTAMP_FIELDS) == expected
     assert 0 < len(expected) < len(rows) or nodes == [("greaterThan", 10_000)]
+
+
+def test_restore_points_by_uid_and_by_window_are_the_same_with_the_index() -> None:
+    """The index the server keeps per state of the world answers as the plain scan does:
+    an ``in`` on ``instanceUid`` (any case, unknown uids, with another condition, under a
+    logical operator) and a creation window."""
+    from etl.simulator.query import Index, arrange, parse_query
+    from etl.simulator.wire import RESTORE_POINT_FIELDS, TIMESTAMP_FIELDS
+
+    sim = Simulator(jobs=30, seed=4)
+    sim.advance(30)
+    rows = sim.world.restore_points()
+    index = Index(rows)
+    picked = [rows[i]["instanceUid"] for i in (0, 7, len(rows) // 2, len(rows) - 1)]
+    wanted = [picked[0].upper(), *picked[1:], "00000000-0000-0000-0000-00000000abcd"]
+    by_uid = {"property": "instanceUid", "operation": "in", "value": wanted}
+    middle = rows[len(rows) // 2]["creationDate"]
+    before = {"property": "creationDate", "operation": "lessThan", "value": middle}
+    cases = [
+        ([by_uid], [r for r in rows if r["instanceUid"] in picked]),
+        ([by_uid, before], [r for r in rows if r["instanceUid"] in picked[:2]]),
+        ([{"operation": "or", "items": [by_uid]}], [r for r in rows if r["instanceUid"] in picked]),
+        ([{**before, "operation": "greaterThanOrEqual"}], rows[len(rows) // 2 :]),
+    ]
+    for filters, expected in cases:
+        query = parse_query(
+            {"filter": [json.dumps(filters)]}, fields=RESTORE_POINT_FIELDS, max_page_size=500
+        )
+        assert arrange(rows, query, TIMESTAMP_FIELDS, index) == expected
+        assert arrange(rows, query, TIMESTAMP_FIELDS) == expected
+    assert len([r for r in rows if r["instanceUid"] in picked]) == 4

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Collection, Mapping
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 
 from etl.collections import Collection as ConsoleCollection
@@ -116,6 +117,100 @@ def read_pass(
         for page in pages:
             inbox.put(PageRead(collection.name, records(page.items), page.offset, page.total))
     inbox.put(PassEnded(collection.name, report))
+
+
+def read_new_points(
+    client: VspcClient,
+    collection: ConsoleCollection,
+    inbox: Channel,
+    *,
+    page_size: int,
+    concurrency: int,
+    sort: str,
+    params: Mapping[str, str],
+    overlap: Mapping[str, str],
+    known: Collection[str],
+    fetch: Callable[[Sequence[str]], Mapping[str, str]],
+    chunk: int,
+) -> None:
+    """A *new* read of the restore points as one pass: the overlap listed by ``overlap`` (uids
+    only; its pages handed over holding only the known points, which the loader counts as
+    listed without staging them, and records without a valid uid, which it rejects: a console
+    may refuse one in a filter), then
+    the points of ``params`` in full, then the overlap's unknown points (``known``: lower-case
+    uids) in full, ``chunk`` at a time by the query ``fetch`` gives; last a
+    :class:`PassEnded` whose total is the overlap's and the listing's together."""
+    window = PassReport()
+    unknown: dict[str, None] = {}  # in the order listed, each once
+    pages = iter_pages(
+        client,
+        collection.path,
+        page_size=page_size,
+        report=window,
+        concurrency=concurrency,
+        params=overlap,
+        sort=sort,
+    )
+    with closing(pages):
+        for page in pages:
+            listed = []
+            for record in page.items:
+                uid = record.get("instanceUid") if isinstance(record, dict) else None
+                if isinstance(uid, str) and uid.lower() not in known and _is_uid(uid):
+                    unknown[uid] = None
+                else:
+                    listed.append(record)
+            inbox.put(PageRead(collection.name, listed, page.offset, page.total))
+    listing = PassReport()
+    pages = iter_pages(
+        client,
+        collection.path,
+        page_size=page_size,
+        report=listing,
+        concurrency=concurrency,
+        params=params,
+        sort=sort,
+    )
+    with closing(pages):
+        for page in pages:
+            inbox.put(PageRead(collection.name, page.items, page.offset, page.total))
+    reports = [window, listing]
+    wanted = list(unknown)
+    fetched = 0
+    for start_at in range(0, len(wanted), chunk):
+        report = PassReport()
+        reports.append(report)
+        query = fetch(wanted[start_at : start_at + chunk])
+        pages = iter_pages(
+            client, collection.path, page_size=page_size, report=report, params=query, sort=sort
+        )
+        with closing(pages):
+            for page in pages:
+                fetched += len(page.items)
+                inbox.put(PageRead(collection.name, page.items, page.offset, page.total))
+    whole = PassReport(
+        pages=sum(r.pages for r in reports),
+        items=sum(r.items for r in reports),
+        totals=[sum(r.totals[-1] if r.totals else 0 for r in (window, listing))],
+        finished=all(r.finished for r in reports),
+    )
+    for report in reports:
+        for problem in report.problems:
+            whole.note(problem)
+    if fetched != len(wanted):
+        whole.note(
+            f"{len(wanted)} point(s) of the overlap not stored yet were listed, "
+            f"{fetched} came back when fetched by uid"
+        )
+    inbox.put(PassEnded(collection.name, whole))
+
+
+def _is_uid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_names(

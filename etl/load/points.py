@@ -3,8 +3,9 @@
 
 A run reads either every point the console lists (*full*: the first sync, after a full read
 that could not apply ``gone_at``, and whenever the last full read of the source is
-``VSPC_RESTORE_POINTS_FULL_EVERY`` old) or only the points
-created since the newest stored one, less ``OVERLAP`` (*new*). Pages are COPYed into the temp
+``VSPC_RESTORE_POINTS_FULL_EVERY`` old) or only the points created since the newest stored
+one, less ``OVERLAP`` (*new*: the points before the newest stored one only by uid, then the
+unknown ones among them in full, see ``PointsPlan``). Pages are COPYed into the temp
 tables ``stage_points`` and ``stage_point_rejects``; the merge upserts them in one statement
 inside the run's transaction. Only a full read proved complete may set ``gone_at`` on the
 stored points it did not list (with the ``VSPC_MAX_DELETE_RATIO`` guard of the jobs); a point
@@ -26,11 +27,17 @@ from etl.points import POINT_COLUMNS, PointRow
 from etl.transform import Reject
 
 OVERLAP = timedelta(hours=12)
-"""How far before the newest stored point a *new* read starts. The console lists some points
+"""How far before the newest stored point a *new* read looks. The console lists some points
 hours after their creation (indexed late; the simulator up to 8 hours): a point created before
 the newest stored one but listed only since is still caught if it is at most this late. A
-point later still waits for the next full read. Every *new* read lists the whole window (a
-day's worth would be as many points as a 10,000-job console has jobs), so it is kept short."""
+point later still waits for the next full read. Every *new* read lists the uids of the whole
+window (``UID_ONLY``), so it is kept short."""
+IN_CHUNK = 30
+"""Uids per ``in`` filter when a *new* read fetches the unknown points of the overlap: 30 keep
+the query string under 2,048 characters, the default limit of the web server in front of the
+console."""
+UID_ONLY = json.dumps([{"propertyPath": "instanceUid"}], separators=(",", ":"))
+"""The ``select`` of the overlap listing: only each point's uid."""
 COLLECTION = "restore_points"
 SORT_BY_CREATION = json.dumps(
     [{"property": "creationDate", "direction": "ascending"}], separators=(",", ":")
@@ -43,20 +50,43 @@ _STAGED = ", ".join(POINT_COLUMNS)
 class PointsPlan:
     """The read a run makes: full, or the points created from ``since`` on; ``known``: the
     uids (lower case) of the live points of the source created since then, which a *new* read
-    skips (they are stored; a full read rewrites what changed in them)."""
+    skips (they are stored; a full read rewrites what changed in them).
+
+    A *new* read makes three kinds of request: the points created from ``newest`` (the newest
+    stored creation) on, in full (``params``); the uids only of those created from ``since``
+    to ``newest`` (``overlap_params``: the window where a late-indexed point can appear, all
+    but a few of them known); and, in full, the few of those it does not know
+    (``fetch_params``, ``IN_CHUNK`` uids at a time)."""
 
     full: bool
     since: datetime | None
     known: frozenset[str] = frozenset()
+    newest: datetime | None = None
 
     def params(self) -> dict[str, str]:
-        """The query of the read: a ``creationDate`` filter for a *new* read."""
+        """The query of the read listed in full: every point for a full read, those created
+        from ``newest`` on for a *new* read."""
         if self.full or self.since is None:
             return {}
-        value = self.since.astimezone(UTC).isoformat(timespec="microseconds")
-        value = value.replace("+00:00", "Z")
-        node = {"property": "creationDate", "operation": "greaterThanOrEqual", "value": value}
-        return {"filter": json.dumps([node], separators=(",", ":"))}
+        start = self.newest if self.newest is not None else self.since
+        return {"filter": _filter(_created("greaterThanOrEqual", start))}
+
+    def overlap_params(self) -> dict[str, str] | None:
+        """The query listing the uids of the points created from ``since`` to ``newest``
+        (None for a full read)."""
+        if self.full or self.since is None or self.newest is None:
+            return None
+        window = [
+            _created("greaterThanOrEqual", self.since),
+            _created("lessThan", self.newest),
+        ]
+        return {"filter": _filter(*window), "select": UID_ONLY}
+
+    @staticmethod
+    def fetch_params(uids: Sequence[str]) -> dict[str, str]:
+        """The query fetching the points ``uids`` (at most ``IN_CHUNK``) in full."""
+        node = {"property": "instanceUid", "operation": "in", "value": list(uids)}
+        return {"filter": _filter(node)}
 
     @property
     def read(self) -> str:
@@ -116,7 +146,16 @@ def plan(conn: Connection, source: str, *, now: datetime, full_every: int) -> Po
         ),
         {"s": source, "since": since},
     ).scalars()
-    return PointsPlan(False, since, frozenset(known))
+    return PointsPlan(False, since, frozenset(known), newest)
+
+
+def _created(operation: str, instant: datetime) -> dict[str, str]:
+    value = instant.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return {"property": "creationDate", "operation": operation, "value": value}
+
+
+def _filter(*nodes: dict[str, Any]) -> str:
+    return json.dumps(list(nodes), separators=(",", ":"))
 
 
 class PointStage:

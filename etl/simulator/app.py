@@ -23,7 +23,7 @@ import orjson
 from etl.simulator import wire
 from etl.simulator.data import DEFAULT_START, AdvanceSummary, World
 from etl.simulator.faults import Fault, FaultPlan
-from etl.simulator.query import Query, QueryError, arrange, parse_query, project
+from etl.simulator.query import Index, Query, QueryError, arrange, parse_query, project
 from etl.simulator.wire import TIMESTAMP_FIELDS
 
 API_PREFIX = "/api/v3"
@@ -246,6 +246,7 @@ class Simulator:
         self._arrange_cache: dict[
             tuple[str, str, str], tuple[int, list[dict[str, Any]], list[bool]]
         ] = {}
+        self._indexes: dict[str, tuple[int, Index]] = {}
         self._access: dict[str, _Session] = {}  # access token -> its session
         self._refresh: dict[str, str] = {}  # token -> user
         self._actions: dict[str, _Action] = {}
@@ -567,13 +568,26 @@ class Simulator:
             cached = self._arrange_cache.get(key)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
-        rows = arrange(self.world.rows(endpoint), query, TIMESTAMP_FIELDS)
+        index = self._index(endpoint, version)
+        rows = arrange(index.rows, query, TIMESTAMP_FIELDS, index)
         floats = [_has_float(row) for row in rows]
         with self._lock:
             if len(self._arrange_cache) > 16:
                 self._arrange_cache.clear()
             self._arrange_cache[key] = (version, rows, floats)
         return rows, floats
+
+    def _index(self, endpoint: str, version: int) -> Index:
+        """The rows of ``endpoint`` and their index, built once per version of the world (from
+        the previous one: most rows are unchanged)."""
+        with self._lock:
+            cached = self._indexes.get(endpoint)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        index = Index(self.world.rows(endpoint), cached[1] if cached is not None else None)
+        with self._lock:
+            self._indexes[endpoint] = (version, index)
+        return index
 
     def _shift(self, endpoint: str, query: Query, op: str) -> None:
         """Move items between pages: an item appears at, or vanishes from, the very front."""

@@ -12,6 +12,7 @@ import bisect
 import itertools
 import json
 import operator
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,14 +73,69 @@ def parse_query(
     return Query(limit, offset, tuple(filters), tuple(sort), select)
 
 
+class Index:
+    """What a console's indexes give for one state of a collection, built once and kept while
+    the rows do not change: each row's instant for a timestamp property, and whether they
+    ascend. Without it, every new filter would parse and check every row again (~0.4 s per
+    query over 100,000 restore points, on the cores the ETL runs on).
+    The instants of the ``previous`` state's values are reused (a value is parsed once)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], previous: Index | None = None) -> None:
+        self.rows = rows
+        self._lock = threading.Lock()
+        self._instants: dict[str, list[datetime | None]] = {}
+        self._parsed: dict[str, dict[str, datetime | None]] = {}
+        self._previous = previous._parsed if previous is not None else {}
+        self._ordered: dict[str, list[datetime] | None] = {}
+
+    def instants(self, prop: str) -> list[datetime | None]:
+        with self._lock:
+            found = self._instants.get(prop)
+        if found is None:
+            known = self._previous.get(prop, {})
+            parsed: dict[str, datetime | None] = {}
+            found = []
+            for row in self.rows:
+                value = row.get(prop)
+                if isinstance(value, str):
+                    instant = known[value] if value in known else parse_instant(value)
+                    parsed[value] = instant
+                    found.append(instant)
+                else:
+                    found.append(None)
+            with self._lock:
+                self._instants[prop] = found
+                self._parsed[prop] = parsed
+        return found
+
+    def ordered(self, prop: str) -> list[datetime] | None:
+        """The rows' instants of ``prop`` if every row has one and they ascend, else None."""
+        with self._lock:
+            if prop in self._ordered:
+                return self._ordered[prop]
+        found = self.instants(prop)
+        keys: list[datetime] | None = [k for k in found if k is not None]
+        if len(keys or ()) < len(found) or any(b < a for a, b in itertools.pairwise(keys or ())):
+            keys = None
+        with self._lock:
+            self._ordered[prop] = keys
+        return keys
+
+
 def arrange(
-    rows: Sequence[dict[str, Any]], query: Query, timestamps: Collection[str]
+    rows: Sequence[dict[str, Any]],
+    query: Query,
+    timestamps: Collection[str],
+    index: Index | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows that pass the filter, in the requested order (stored order when unsorted)."""
-    window = _window(rows, query, timestamps)
+    """The rows that pass the filter, in the requested order (stored order when unsorted);
+    ``index``, if given, is of ``rows`` and only makes the answer faster."""
+    window = _window(rows, query, timestamps, index)
     if window is not None:
         return window
-    chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in query.filter)]
+    rows = _by_uid(rows, query)
+    nodes = [_prepared(node, timestamps) for node in query.filter]
+    chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in nodes)]
     for prop, descending in reversed(query.sort):
         chosen.sort(
             key=lambda row, p=prop: _sort_key(row.get(p), p, timestamps),  # type: ignore[misc]
@@ -96,8 +152,33 @@ _BISECT: dict[str, Callable[[list[datetime], datetime], int]] = {
 }
 
 
+def _by_uid(rows: Sequence[dict[str, Any]], query: Query) -> Sequence[dict[str, Any]]:
+    """The rows a filter can match, in stored order: when it holds an ``in`` of strings on
+    ``instanceUid`` (at the top, so every match must pass it), only the rows with one of those
+    uids, found by one quick scan (the filter is still applied to them); else all of them."""
+    for node in query.filter:
+        values = node.get("value")
+        if (
+            node.get("operation") == "in"
+            and node.get("property") == "instanceUid"
+            and isinstance(values, list)
+            and all(isinstance(v, str) for v in values)
+        ):
+            exact, folded = set(values), {v.casefold() for v in values}
+            return [
+                row
+                for row in rows
+                if isinstance(uid := row.get("instanceUid"), str)
+                and (uid in exact or uid.casefold() in folded)
+            ]
+    return rows
+
+
 def _window(
-    rows: Sequence[dict[str, Any]], query: Query, timestamps: Collection[str]
+    rows: Sequence[dict[str, Any]],
+    query: Query,
+    timestamps: Collection[str],
+    index: Index | None = None,
 ) -> list[dict[str, Any]] | None:
     """The same answer as the general path, found by bisection, when the rows are stored in
     ascending order of one timestamp, the query sorts by it ascending (or not at all) and
@@ -109,13 +190,11 @@ def _window(
     prop = props.pop()
     if prop not in timestamps or query.sort not in ((), ((prop, False),)):
         return None
-    found = [_instant(row.get(str(prop))) for row in rows]
+    prop = str(prop)
+    keys = (index if index is not None else Index(rows)).ordered(prop)
     given = [_instant(node.get("value")) for node in query.filter]
-    keys = [k for k in found if k is not None]
     bounds = [b for b in given if b is not None]
-    if len(keys) < len(found) or len(bounds) < len(given):
-        return None
-    if any(b < a for a, b in itertools.pairwise(keys)):
+    if keys is None or len(bounds) < len(given):
         return None
     low, high = 0, len(rows)
     for node, bound in zip(query.filter, bounds, strict=True):
@@ -203,6 +282,14 @@ def _normal(value: Any, prop: str, timestamps: Collection[str]) -> Any:
     return value
 
 
+def _prepared(node: dict[str, Any], timestamps: Collection[str]) -> dict[str, Any]:
+    """``node`` with its value normalized once (``_wanted``), not once per row: an ``in``
+    of a few dozen uids over 100,000 rows would otherwise cost the simulator seconds."""
+    if node["operation"] in _LOGICAL:
+        return {**node, "items": [_prepared(item, timestamps) for item in node["items"]]}
+    return {**node, "_wanted": _normal(node["value"], node["property"], timestamps)}
+
+
 def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[str]) -> bool:
     op = node["operation"]
     if op in _LOGICAL:
@@ -215,7 +302,7 @@ def _matches(row: dict[str, Any], node: dict[str, Any], timestamps: Collection[s
         }[op]
     prop = node["property"]
     actual = _normal(row.get(prop), prop, timestamps)
-    wanted = _normal(node["value"], prop, timestamps)
+    wanted = node["_wanted"] if "_wanted" in node else _normal(node["value"], prop, timestamps)
     try:
         if op == "equals":
             return bool(actual == wanted)
