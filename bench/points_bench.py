@@ -31,8 +31,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sync_bench import calibration, database, simulator, sync
+from sync_bench import API_KEY, calibration, database, simulator, sync
 
+POINTS_PATH = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
 REFUSE = {"kind": "404", "path": "restore_points", "times": None}
 
 
@@ -64,6 +65,15 @@ def main() -> int:
 
         def advance(hours: float) -> None:
             httpx.post(f"{url}/_sim/advance", params={"hours": hours}, timeout=600)
+            # A console answers from its own database, on its own machine; the simulator
+            # builds its listing of every retained point for each new state of its world, on
+            # the cores the ETL runs on. One untimed request builds it before the timed syncs.
+            httpx.get(
+                f"{url}{POINTS_PATH}",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=600,
+            ).raise_for_status()
 
         def with_points(**env: str) -> dict[str, Any]:
             result = sync(with_db, url, args.concurrency, **env)
