@@ -65,6 +65,7 @@ __all__ = [
     "Field",
     "JobRecord",
     "Reject",
+    "is_uuid",
     "jsonb_safe",
     "normalize_enum",
     "parse_timestamp",
@@ -387,6 +388,12 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _INT32 = (-(2**31), 2**31 - 1, "32-bit")  # PostgreSQL integer
 _INT64 = (-(2**63), 2**63 - 1, "64-bit")  # PostgreSQL bigint
 _EXACT_FLOAT = 2**53
+
+
+def is_uuid(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a UUID in the form this contract accepts (canonical, hyphenated,
+    any case): what ``_to_uuid`` lets through."""
+    return type(value) is str and _UUID.fullmatch(value) is not None
 
 
 def _to_uuid(field: Field, value: object) -> str:

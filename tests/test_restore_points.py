@@ -533,8 +533,18 @@ def test_a_short_page_of_the_overlap_makes_the_new_read_read_again(
     assert set(truth) <= set(stored(fresh_db))
 
 
+@pytest.mark.parametrize(
+    "bad",
+    # the second is a UUID to Python's uuid.UUID, not in the form the contract accepts
+    ["not-a-uid", "{1b4e28ba-2fa1-11d2-883f-0016d3cca427}"],
+    ids=["not-a-uid", "braced"],
+)
 def test_a_bad_uid_in_the_overlap_is_a_reject_and_never_sent_in_a_filter(
-    database_url: Any, console_server: SimulatorServer, console: Simulator, fresh_db: Engine
+    database_url: Any,
+    console_server: SimulatorServer,
+    console: Simulator,
+    fresh_db: Engine,
+    bad: str,
 ) -> None:
     settings = make_settings(
         database_url,
@@ -551,18 +561,15 @@ def test_a_bad_uid_in_the_overlap_is_a_reject_and_never_sent_in_a_filter(
         if request.url.path == POINTS_PATH:
             sent.append(request.url.query.decode())
 
-    damage = Damaging({0: {"instanceUid": "not-a-uid"}})
+    damage = Damaging({0: {"instanceUid": bad}})
     with make_http_client(settings, transport=damage, event_hooks={"request": [note]}) as http:
         result = run_once(settings, engine=fresh_db, http=http, sleep=no_sleep)
     assert result.status == "success" and result.points is not None
     assert result.points.read == "new" and result.points.rejected >= 1
-    assert not any("not-a-uid" in unquote(q) for q in sent)
+    assert not any(bad in unquote(q) for q in sent)
     with fresh_db.connect() as conn:
         reasons = conn.execute(
-            text(
-                "SELECT reason FROM vspc.etl_rejects WHERE run_id = :r AND instance_uid = "
-                "'not-a-uid'"
-            ),
-            {"r": result.run_id},
+            text("SELECT reason FROM vspc.etl_rejects WHERE run_id = :r AND instance_uid = :bad"),
+            {"r": result.run_id, "bad": bad},
         ).scalars()
         assert [r.split(":")[0] for r in reasons] == ["field instanceUid"]

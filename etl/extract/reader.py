@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 
@@ -19,6 +18,7 @@ from etl.collections import Item, NamesRead, PageRead, PassEnded, ReadFailed
 from etl.extract.client import VspcClient
 from etl.extract.names import fetch_names
 from etl.extract.pager import SORT_BY_INSTANCE_UID, PassReport, iter_pages
+from etl.transform import is_uuid
 
 
 class Stopped(Exception):
@@ -156,7 +156,7 @@ def read_new_points(
             listed = []
             for record in page.items:
                 uid = record.get("instanceUid") if isinstance(record, dict) else None
-                if isinstance(uid, str) and uid.lower() not in known and _is_uid(uid):
+                if is_uuid(uid) and uid.lower() not in known:
                     unknown[uid] = None
                 else:
                     listed.append(record)
@@ -203,14 +203,6 @@ def read_new_points(
             f"{fetched} came back when fetched by uid"
         )
     inbox.put(PassEnded(collection.name, whole))
-
-
-def _is_uid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_names(
