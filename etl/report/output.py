@@ -115,31 +115,24 @@ _SLA = [
     Column("meeting RPO", _field("jobs_meeting_rpo")),
     Column("RPO compliance", _field("rpo_compliance", percent)),
 ]
+_ORGANIZATION = Column(
+    "organization",
+    lambda r: name_or_uid(r["organization_name"], r["organization_uid"]),
+    name=True,
+    right=False,
+)
+_COMPUTER = Column(
+    "computer",
+    lambda r: name_or_uid(r["computer_name"], r["backup_agent_uid"]),
+    name=True,
+    right=False,
+)
 LAYOUTS: dict[str, list[Column]] = {
-    "organization": [
-        Column(
-            "organization",
-            lambda r: name_or_uid(r["organization_name"], r["organization_uid"]),
-            name=True,
-            right=False,
-        ),
-        *_SLA,
-        *_COUNTS,
-    ],
+    "organization": [_ORGANIZATION, *_SLA, *_COUNTS],
     "day": [Column("day", _field("day", str), right=False), *_SLA, *_COUNTS],
     "job": [
-        Column(
-            "organization",
-            lambda r: name_or_uid(r["organization_name"], r["organization_uid"]),
-            name=True,
-            right=False,
-        ),
-        Column(
-            "computer",
-            lambda r: name_or_uid(r["computer_name"], r["backup_agent_uid"]),
-            name=True,
-            right=False,
-        ),
+        _ORGANIZATION,
+        _COMPUTER,
         Column(
             "job", lambda r: name_or_uid(r["job_name"], r["instance_uid"]), name=True, right=False
         ),
@@ -151,18 +144,8 @@ LAYOUTS: dict[str, list[Column]] = {
         Column("success rate", _field("success_rate", percent)),
     ],
     "computer": [
-        Column(
-            "organization",
-            lambda r: name_or_uid(r["organization_name"], r["organization_uid"]),
-            name=True,
-            right=False,
-        ),
-        Column(
-            "computer",
-            lambda r: name_or_uid(r["computer_name"], r["backup_agent_uid"]),
-            name=True,
-            right=False,
-        ),
+        _ORGANIZATION,
+        _COMPUTER,
         Column("platform", _field("system_type"), right=False),
         Column("jobs", _field("jobs")),
         Column("failing", _field("failing_jobs")),
