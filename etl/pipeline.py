@@ -604,27 +604,30 @@ class _PointsReader:
     def _start(self) -> None:
         settings, plan = self.run.settings, self.plan
         channel = self.inbox.channel(POINT_PAGES_WAITING)
+        page_size, concurrency = settings.vspc_page_size, settings.vspc_concurrency
         overlap = plan.overlap_params()
-        work: Callable[[], None] = partial(
-            reader.read_pass,
-            self.client,
-            RESTORE_POINTS,
-            channel,
-            page_size=settings.vspc_page_size,
-            concurrency=settings.vspc_concurrency,
-            params=plan.params(),
-            sort=SORT_BY_CREATION,
-        )
-        if overlap is not None:
+        work: Callable[[], None]
+        if overlap is None:  # a full read: one pass, like a job collection's
+            work = partial(
+                reader.read_pass,
+                self.client,
+                RESTORE_POINTS,
+                channel,
+                page_size=page_size,
+                concurrency=concurrency,
+                params=plan.params(),
+                sort=SORT_BY_CREATION,
+            )
+        else:
             work = partial(
                 reader.read_new_points,
                 self.client,
                 RESTORE_POINTS,
                 channel,
-                page_size=settings.vspc_page_size,
-                concurrency=settings.vspc_concurrency,
-                sort=SORT_BY_CREATION,
+                page_size=page_size,
+                concurrency=concurrency,
                 params=plan.params(),
+                sort=SORT_BY_CREATION,
                 overlap=overlap,
                 known=plan.known,
                 fetch=plan.fetch_params,
