@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
@@ -169,3 +170,14 @@ def seed_jobs() -> list[dict[str, Any]]:
     """The two example jobs of the vendor's page, backslashes escaped as a real server sends."""
     path = Path(__file__).parent / "data" / "seed_response.json"
     return list(json.loads(path.read_text(encoding="utf-8"))["data"])
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner in an empty directory (no stray .env) with a clean environment
+    (a module that needs another cleaning defines its own)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
+            monkeypatch.delenv(name)
+    return CliRunner()

@@ -29,16 +29,6 @@ def env_for(
     return env | extra
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """A CLI runner in an empty directory (no stray .env) with a clean environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
-    return CliRunner()
-
-
 def test_every_command_has_help_and_is_documented(runner: CliRunner) -> None:
     readme = (ROOT / "README.md").read_text()
     for name, command in main.commands.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import itertools
 import json
-import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -32,16 +31,6 @@ from tests.conftest import TEST_API_KEY, create_database, drop_database, make_se
 
 SOURCE = Console(jobs=40, seed=3).source
 DEMO = ["demo", "--jobs", "40", "--seed", "3"]
-
-
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """A CLI runner in an empty directory (no stray .env) with a clean environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
-    return CliRunner()
 
 
 def env_for(url: URL) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -37,15 +36,6 @@ from tests.history import (
 )
 
 DAYS = "21"  # day 0 of the history is twenty days ago: 21 days reach it, today included
-
-
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
-    return CliRunner()
 
 
 @pytest.fixture

@@ -14,12 +14,10 @@ The fixed history (days of tests/history.py, RPO 24 h, UTC):
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -368,15 +366,6 @@ def test_computer_sla_current(computers: Connection) -> None:
     ]
     # the point without a job protects the computer, not J1 (its own point is 30 h old)
     assert tuple(job) == (ago(30), False)
-
-
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
-    return CliRunner()
 
 
 def test_report_by_computer(runner: CliRunner, computers: Connection, database_url: URL) -> None:
