@@ -19,7 +19,6 @@ jobs (J1, J2) on two computers are protected.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -185,15 +184,6 @@ def load(conn: Connection) -> None:
 
 
 @pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("VSPC_", "DATABASE_URL", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
-    return CliRunner()
-
-
-@pytest.fixture
 def month(fresh_db: Engine, database_url: URL) -> dict[str, str]:
     """October 2026 loaded; the CLI's environment."""
     with fresh_db.begin() as conn:
@@ -324,19 +314,19 @@ def asked_of_the_definition(monkeypatch: pytest.MonkeyPatch) -> list[list[date]]
     return asked
 
 
-@pytest.mark.parametrize(
+# RPO policies the fast path is checked under: the default, another default, one
+# organization's own, and both at once.
+POLICIES = pytest.mark.parametrize(
     "policy",
     [[], [(None, 48)], [(ACME, 12)], [(None, 6), (GLOBEX, 30)]],
     ids=["24h", "48h", "acme-12h", "6h-globex-30h"],
 )
-def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
-    month: dict[str, str],
-    fresh_db: Engine,
-    policy: list[tuple[uuid.UUID | None, int]],
-    asked_of_the_definition: list[list[date]],
-) -> None:
+
+
+def set_policy(engine: Engine, policy: list[tuple[uuid.UUID | None, int]]) -> None:
+    """``sla_policy`` rows: (organization or None for the default, RPO hours)."""
     if policy:
-        with fresh_db.begin() as conn:
+        with engine.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO vspc.sla_policy VALUES (:org, :hours) ON CONFLICT "
@@ -344,6 +334,16 @@ def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
                 ),
                 [{"org": org, "hours": hours} for org, hours in policy],
             )
+
+
+@POLICIES
+def test_the_jobs_that_missed_are_job_sla_at_s_day_by_day(
+    month: dict[str, str],
+    fresh_db: Engine,
+    policy: list[tuple[uuid.UUID | None, int]],
+    asked_of_the_definition: list[list[date]],
+) -> None:
+    set_policy(fresh_db, policy)
     october_days = [on(d) for d in range(1, 32)]
     with fresh_db.connect() as conn:
         acme_only = Filters(organizations=(ACME,))
@@ -419,26 +419,14 @@ def test_restore_points_count_in_the_month(
     assert "Restore points count" in words
 
 
-@pytest.mark.parametrize(
-    "policy",
-    [[], [(None, 48)], [(ACME, 12)], [(None, 6), (GLOBEX, 30)]],
-    ids=["24h", "48h", "acme-12h", "6h-globex-30h"],
-)
+@POLICIES
 def test_the_jobs_that_missed_with_restore_points_are_job_sla_at_s(
     month_with_points: dict[str, str],
     fresh_db: Engine,
     policy: list[tuple[uuid.UUID | None, int]],
     asked_of_the_definition: list[list[date]],
 ) -> None:
-    if policy:
-        with fresh_db.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO vspc.sla_policy VALUES (:org, :hours) ON CONFLICT "
-                    "(organization_uid) DO UPDATE SET rpo_hours = excluded.rpo_hours"
-                ),
-                [{"org": org, "hours": hours} for org, hours in policy],
-            )
+    set_policy(fresh_db, policy)
     october_days = [on(d) for d in range(1, 32)]
     with fresh_db.connect() as conn:
         for days in (october_days, october_days[20:]):
