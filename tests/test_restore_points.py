@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from etl.config import Settings
 from etl.errors import ConfigError
 from etl.load.points import IN_CHUNK, OVERLAP, SORT_BY_CREATION, PointsPlan
 from etl.pipeline import RunResult, make_http_client, run_once
@@ -39,6 +40,13 @@ def console_server(console: Simulator) -> Any:
         yield server
 
 
+def console_settings(database_url: Any, server: SimulatorServer, **env: Any) -> Settings:
+    """Settings of a sync of source ``points`` from ``server``, plus ``env``."""
+    return make_settings(
+        database_url, None, VSPC_URL=server.url, VSPC_API_KEY=KEY, VSPC_SOURCE="points", **env
+    )
+
+
 class Sync:
     """Runs syncs against the console; remembers the restore-point requests' queries."""
 
@@ -49,15 +57,7 @@ class Sync:
         self.queries: list[dict[str, list[str]]] = []
 
     def __call__(self, **env: Any) -> RunResult:
-        settings = make_settings(
-            self.database_url,
-            None,
-            VSPC_URL=self.server.url,
-            VSPC_API_KEY=KEY,
-            VSPC_SOURCE="points",
-            VSPC_MAX_ATTEMPTS=2,
-            **env,
-        )
+        settings = console_settings(self.database_url, self.server, VSPC_MAX_ATTEMPTS=2, **env)
         self.queries = []
 
         def note(request: httpx.Request) -> None:
@@ -394,14 +394,7 @@ class Damaging(httpx.BaseTransport):
 def test_bad_points_are_rejects_naming_the_field_and_the_rest_loads(
     database_url: Any, console_server: SimulatorServer, console: Simulator, fresh_db: Engine
 ) -> None:
-    settings = make_settings(
-        database_url,
-        None,
-        VSPC_URL=console_server.url,
-        VSPC_API_KEY=KEY,
-        VSPC_SOURCE="points",
-        VSPC_CONCURRENCY=1,
-    )
+    settings = console_settings(database_url, console_server, VSPC_CONCURRENCY=1)
     damage = {0: {"instanceUid": "not-a-uid"}, 1: {"creationDate": "yesterday"}}
     with make_http_client(settings, transport=Damaging(damage)) as http:
         result = run_once(settings, engine=fresh_db, http=http, sleep=no_sleep)
@@ -427,9 +420,7 @@ def test_job_rejects_name_their_collection(
     database_url: Any, console_server: SimulatorServer, console: Simulator, fresh_db: Engine
 ) -> None:
     console.mutate(console.jobs("windows")[0]["instanceUid"], restorePoints="four")
-    settings = make_settings(
-        database_url, None, VSPC_URL=console_server.url, VSPC_API_KEY=KEY, VSPC_SOURCE="points"
-    )
+    settings = console_settings(database_url, console_server)
     result = run_once(settings, engine=fresh_db, sleep=no_sleep)
     assert result.rejected == 1
     with fresh_db.connect() as conn:
@@ -546,13 +537,7 @@ def test_a_bad_uid_in_the_overlap_is_a_reject_and_never_sent_in_a_filter(
     fresh_db: Engine,
     bad: str,
 ) -> None:
-    settings = make_settings(
-        database_url,
-        None,
-        VSPC_URL=console_server.url,
-        VSPC_API_KEY=KEY,
-        VSPC_SOURCE="points",
-    )
+    settings = console_settings(database_url, console_server)
     assert run_once(settings, engine=fresh_db, sleep=no_sleep).status == "success"
     console.advance(3)
     sent: list[str] = []
