@@ -39,7 +39,7 @@ from sqlalchemy import Connection, TextClause, text
 
 from etl.load.reporting import SESSIONS_OF_NEW
 from etl.load.schema import BUSINESS
-from etl.load.stage import distinct_keys
+from etl.load.stage import distinct_keys, write_rejects_sql
 from etl.testhook import pause
 
 log = logging.getLogger(__name__)
@@ -263,18 +263,8 @@ SELECT j.source, {", ".join(f"j.{c}" for c in BUSINESS)}, :now, NULL, true, :run
 FROM {JOBS} j JOIN stage_gone g ON g.instance_uid = j.instance_uid
 """
 
-# A re-read stages the same bad record again: keep a job's latest copy once. Records without
-# an instanceUid have no identity: two equal ones in one pass are two records (both kept),
-# while earlier passes' copies of them give way to the last pass that saw them.
-_REJECTS = """
-INSERT INTO vspc.etl_rejects (run_id, instance_uid, reason, raw, rejected_at, collection)
-SELECT :run_id, instance_uid, reason, raw, now(), lower(system_type) || '_jobs' FROM (
-  SELECT seq, instance_uid, reason, raw, system_type, CASE
-      WHEN instance_uid IS NULL THEN pass_no = max(pass_no) OVER (PARTITION BY raw::text)
-      ELSE seq = max(seq) OVER (PARTITION BY lower(instance_uid)) END AS kept
-  FROM stage_rejects
-) latest WHERE kept ORDER BY seq
-"""
+# Each job's reject names the collection of its platform (windows_jobs, ...).
+_REJECTS = write_rejects_sql("stage_rejects", "lower(system_type) || '_jobs'")
 
 
 @dataclass(frozen=True)

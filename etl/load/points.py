@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from etl.load.stage import dump_json
+from etl.load.stage import dump_json, write_rejects_sql
 from etl.points import POINT_COLUMNS, PointRow
 from etl.transform import Reject
 
@@ -267,17 +267,7 @@ WITH latest AS (
 SELECT count(*), count(*) FILTER (WHERE inserted) FROM written
 """
 
-# A re-read stages the same bad record again: keep one copy per uid (the last), and records
-# without a uid of the last pass that staged them.
-_REJECTS = """
-INSERT INTO vspc.etl_rejects (run_id, instance_uid, reason, raw, rejected_at, collection)
-SELECT :run_id, instance_uid, reason, raw, now(), :collection FROM (
-  SELECT seq, instance_uid, reason, raw, CASE
-      WHEN instance_uid IS NULL THEN pass_no = max(pass_no) OVER (PARTITION BY raw::text)
-      ELSE seq = max(seq) OVER (PARTITION BY lower(instance_uid)) END AS kept
-  FROM stage_point_rejects
-) latest WHERE kept ORDER BY seq
-"""
+_REJECTS = write_rejects_sql("stage_point_rejects", ":collection")
 
 
 def merge(

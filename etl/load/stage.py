@@ -365,6 +365,25 @@ class Stage:
         return distinct_keys(self.conn, self.pass_of(system_type), system_type)
 
 
+def write_rejects_sql(table: str, collection: str) -> str:
+    """The statement that writes a run's staged rejects of ``table`` (a temp table with
+    ``seq, pass_no, instance_uid, reason, raw``) to ``vspc.etl_rejects``, with the SQL
+    expression ``collection`` as their collection; parameter ``:run_id``.
+
+    A re-read stages the same bad record again: a record's latest copy is kept once. Records
+    without an instanceUid have no identity: two equal ones in one pass are two records (both
+    kept), while earlier passes' copies of them give way to the last pass that saw them."""
+    return f"""
+INSERT INTO vspc.etl_rejects (run_id, instance_uid, reason, raw, rejected_at, collection)
+SELECT :run_id, instance_uid, reason, raw, now(), {collection} FROM (
+  SELECT *, CASE
+      WHEN instance_uid IS NULL THEN pass_no = max(pass_no) OVER (PARTITION BY raw::text)
+      ELSE seq = max(seq) OVER (PARTITION BY lower(instance_uid)) END AS kept
+  FROM {table}
+) latest WHERE kept ORDER BY seq
+"""
+
+
 def distinct_keys(
     conn: Connection, pass_no: int | None = None, system_type: str | None = None
 ) -> int:
