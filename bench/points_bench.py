@@ -38,6 +38,9 @@ from sync_bench import API_KEY, calibration, database, simulator, sync
 
 POINTS_PATH = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
 REFUSE = {"kind": "404", "path": "restore_points", "times": None}
+SINCE_2000 = json.dumps(
+    [{"property": "creationDate", "operation": "greaterThan", "value": "2000-01-01T00:00:00Z"}]
+)
 ANY_UID = json.dumps(
     [{"property": "instanceUid", "operation": "in", "value": [str(uuid.UUID(int=0))]}]
 )
@@ -78,8 +81,13 @@ def main() -> int:
             # A console answers from its own database, on its own machine; the simulator
             # builds its listing of every retained point for each new state of its world, on
             # the cores the ETL runs on. One untimed request builds it before the timed syncs.
-            # The same for its index of the points' uids (a new read fetches a few by uid).
-            for params in ({"limit": "1"}, {"limit": "1", "filter": ANY_UID}):
+            # The same for its indexes of the points' creation times and uids (a new read
+            # asks for a window of creation times, then fetches a few points by uid).
+            for params in (
+                {"limit": "1"},
+                {"limit": "1", "filter": SINCE_2000},
+                {"limit": "1", "filter": ANY_UID},
+            ):
                 httpx.get(
                     f"{url}{POINTS_PATH}",
                     params=params,

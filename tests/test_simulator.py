@@ -958,6 +958,20 @@ def test_simulate_command_refuses_the_prefixes_given() -> None:
             process.wait()
 
 
+def test_a_page_holding_a_float_is_written_as_the_standard_library_writes_it(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    """Whether a page holds a float is learnt from the rows it serves (kept for a second read
+    of the same listing), or from the selected properties only."""
+    sim.world.rows("jobs")[3]["share"] = float("nan")  # orjson would write null
+    select = json.dumps([{"propertyPath": "instanceUid"}])
+    for _ in range(2):
+        assert '"share":NaN' in client.get(JOBS, params={"limit": 5}).text
+        assert "share" not in client.get(JOBS, params={"limit": 5, "offset": 5}).text
+        chosen = client.get(JOBS, params={"limit": 5, "select": select}).json()["data"]
+        assert [set(row) for row in chosen] == [{"instanceUid"}] * 5
+
+
 @pytest.mark.parametrize(
     "payload",
     [
