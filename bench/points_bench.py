@@ -20,9 +20,12 @@ tables (copy them into bench/RESULTS.md). All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+import uuid
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,27 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from etl.collections import job_collections
+from etl.extract.names import AGENTS_PATH, MANAGEMENT_AGENTS_PATH, ORGANIZATIONS_PATH
+from etl.extract.pager import SORT_BY_INSTANCE_UID
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_bench import API_KEY, calibration, database, simulator, sync
 
 POINTS_PATH = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
 REFUSE = {"kind": "404", "path": "restore_points", "times": None}
+WARMED = [
+    *(c.path for c in job_collections(("windows", "linux", "mac"))),
+    ORGANIZATIONS_PATH,
+    AGENTS_PATH,
+    MANAGEMENT_AGENTS_PATH,
+]
+SINCE_2000 = json.dumps(
+    [{"property": "creationDate", "operation": "greaterThan", "value": "2000-01-01T00:00:00Z"}]
+)
+ANY_UID = json.dumps(
+    [{"property": "instanceUid", "operation": "in", "value": [str(uuid.UUID(int=0))]}]
+)
 
 
 def stored(db: URL) -> int:
@@ -56,7 +75,11 @@ def main() -> int:
     args = parser.parse_args()
     print(f"CPU calibration: {calibration():.2f} s for 10 million loop iterations\n")
     with ExitStack() as stack:
-        url = stack.enter_context(simulator(args.jobs, 0.0))
+        # The console's clock ends near the real one, as a console's does: the points a sync
+        # writes are recent, and only a late point of a completed day recomputes sla_daily.
+        quarters = args.pairs + args.full_pairs
+        start = datetime.now(UTC) - timedelta(days=args.days, minutes=15 * quarters + 5)
+        url = stack.enter_context(simulator(args.jobs, 0.0, start=start))
         with_db = stack.enter_context(database())
         without_db = stack.enter_context(database())
 
@@ -65,15 +88,32 @@ def main() -> int:
 
         def advance(hours: float) -> None:
             httpx.post(f"{url}/_sim/advance", params={"hours": hours}, timeout=600)
+            # The simulator arranges each collection anew for each new state of its world; the
+            # first sync after a step would pay for it and the second not. One untimed page of
+            # each collection as the syncs ask for it arranges them before either side syncs.
+            for path in WARMED:
+                httpx.get(
+                    f"{url}{path}",
+                    params={"limit": "1", "sort": SORT_BY_INSTANCE_UID},
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                    timeout=600,
+                ).raise_for_status()
             # A console answers from its own database, on its own machine; the simulator
             # builds its listing of every retained point for each new state of its world, on
             # the cores the ETL runs on. One untimed request builds it before the timed syncs.
-            httpx.get(
-                f"{url}{POINTS_PATH}",
-                params={"limit": 1},
-                headers={"Authorization": f"Bearer {API_KEY}"},
-                timeout=600,
-            ).raise_for_status()
+            # The same for its indexes of the points' creation times and uids (a new read
+            # asks for a window of creation times, then fetches a few points by uid).
+            for params in (
+                {"limit": "1"},
+                {"limit": "1", "filter": SINCE_2000},
+                {"limit": "1", "filter": ANY_UID},
+            ):
+                httpx.get(
+                    f"{url}{POINTS_PATH}",
+                    params=params,
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                    timeout=600,
+                ).raise_for_status()
 
         def with_points(**env: str) -> dict[str, Any]:
             result = sync(with_db, url, args.concurrency, **env)

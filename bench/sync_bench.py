@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,21 @@ def free_port() -> int:
 
 @contextmanager
 def simulator(
-    jobs: int, latency: float, like_baseline: bool = False, timeout: float = 900
+    jobs: int,
+    latency: float,
+    like_baseline: bool = False,
+    timeout: float = 900,
+    start: datetime | None = None,
 ) -> Iterator[str]:
     """A ``vspc-etl simulate`` process; yields its base URL once it answers. ``like_baseline``:
     a console with the Windows platform only, without the collections the baseline did not
-    read and without backup agents."""
+    read and without backup agents; ``start``: its clock at start (the simulator's default
+    if None)."""
     port = free_port()
     cmd = [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--jobs", str(jobs)]
     cmd += ["--seed", "1", "--api-key", API_KEY, "--latency", str(latency)]
+    if start is not None:
+        cmd += ["--start", start.isoformat()]
     if like_baseline:
         cmd += ["--platforms", "windows"]
         for prefix in LIKE_BASELINE_REFUSED:

@@ -192,3 +192,32 @@ def test_report_bench_times_one_organization_and_all(server_url: URL) -> None:
     found = re.search(r"^restore points: ([\d,]+); days asked of job_sla_at: (\d+)$", out, re.M)
     assert found and int(found[1].replace(",", "")) > 0 and found[2] == "0"
     assert "vspc_etl_report_bench_40" not in bench_databases(server_url)  # dropped
+
+
+def test_points_bench_pairs_syncs_with_and_without_restore_points(server_url: URL) -> None:
+    """Its pairs are a *new* read of the points beside a refused one, then a full read; each
+    ratio is the points side's time over the other's, and the summary their median."""
+    out = run_bench(
+        "points_bench.py", server_url, "--jobs", "200", "--days", "1", "--pairs", "3",
+        "--full-pairs", "1",
+    )  # fmt: skip
+    stored = re.search(r"([\d,]+) restore points stored after 1 days", out)
+    assert stored is not None and int(stored.group(1).replace(",", "")) > 200
+    rows = table_rows(out, "15-minute sync") + table_rows(out, "full read")
+    pairs = [row for row in rows if len(row) == 11]
+    summary = {row[0]: row for row in rows if len(row) == 5}
+    assert [(row[0], row[1], row[8]) for row in pairs] == [
+        ("15-minute sync", "1", "new"),
+        ("15-minute sync", "2", "new"),
+        ("15-minute sync", "3", "new"),
+        ("full read", "1", "full"),
+    ]
+    for row in pairs:  # the ratio of the unrounded times: within what rounding allows
+        a, b, ratio = float(row[2]), float(row[3]), float(row[4])
+        assert (a - 0.005) / (b + 0.005) - 0.005 <= ratio <= (a + 0.005) / (b - 0.005) + 0.005
+    # a full read sees every stored live point, a new read the window's only
+    assert int(pairs[3][9].replace(",", "")) > int(pairs[0][9].replace(",", "")) > 0
+    ratios = [float(row[4]) for row in pairs[:3]]
+    assert summary["15-minute sync"][2] == ", ".join(f"{r:.2f}" for r in ratios)
+    assert summary["15-minute sync"][3] == f"**{sorted(ratios)[1]:.2f}**"
+    assert summary["full read"][1] == "1"

@@ -816,6 +816,40 @@ def test_simulate_command_serves_until_sigterm() -> None:
             process.wait()
 
 
+def test_simulate_command_starts_its_clock_where_asked() -> None:
+    """``--start`` sets the console's clock: its newest restore point and run lie just before
+    it; a value without an offset is refused, naming the option."""
+    points = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
+    newest = json.dumps([{"property": "creationDate", "direction": "descending"}])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "10",
+         "--start", "2025-03-10T12:00:00+01:00"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
+        assert url
+        with http(base_url=url.group(1), headers=API_KEY) as api:
+            point = api.get(points, params={"limit": 1, "sort": newest}).json()["data"][0]
+            runs = [job["lastRun"] for job in api.get(JOBS).json()["data"] if job["lastRun"]]
+        start = datetime.fromisoformat("2025-03-10T11:00:00+00:00")
+        created = datetime.fromisoformat(point["creationDate"])
+        assert start - timedelta(days=2) < created <= start
+        instants = [datetime.fromisoformat(r) for r in runs]
+        assert instants and max(instants) <= start < max(instants) + timedelta(days=1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    refused = CliRunner().invoke(simulate, ["--port", "0", "--start", "2025-03-10T12:00:00"])
+    assert refused.exit_code == 2
+    assert "--start" in refused.output and "with an offset" in refused.output
+
+
 def test_simulate_command_ends_sessions_as_asked() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
@@ -922,6 +956,20 @@ def test_simulate_command_refuses_the_prefixes_given() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_page_holding_a_float_is_written_as_the_standard_library_writes_it(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    """Whether a page holds a float is learnt from the rows it serves (kept for a second read
+    of the same listing), or from the selected properties only."""
+    sim.world.rows("jobs")[3]["share"] = float("nan")  # orjson would write null
+    select = json.dumps([{"propertyPath": "instanceUid"}])
+    for _ in range(2):
+        assert '"share":NaN' in client.get(JOBS, params={"limit": 5}).text
+        assert "share" not in client.get(JOBS, params={"limit": 5, "offset": 5}).text
+        chosen = client.get(JOBS, params={"limit": 5, "select": select}).json()["data"]
+        assert [set(row) for row in chosen] == [{"instanceUid"}] * 5
 
 
 @pytest.mark.parametrize(

@@ -139,14 +139,16 @@ def plan(conn: Connection, source: str, *, now: datetime, full_every: int) -> Po
     if now - last_full >= timedelta(seconds=full_every):
         return PointsPlan(True, None)
     since = newest - OVERLAP
+    # One string rather than a row per uid: a 12-hour window holds ~15,000 points at 10,000
+    # jobs, and one row each costs ~0.1 s.
     known = conn.execute(
         text(
-            "SELECT instance_uid::text FROM vspc.restore_points WHERE source = :s "
-            "AND creation_date >= :since AND gone_at IS NULL"
+            "SELECT string_agg(instance_uid::text, ',') FROM vspc.restore_points "
+            "WHERE source = :s AND creation_date >= :since AND gone_at IS NULL"
         ),
         {"s": source, "since": since},
-    ).scalars()
-    return PointsPlan(False, since, frozenset(known), newest)
+    ).scalar_one()
+    return PointsPlan(False, since, frozenset(known.split(",") if known else ()), newest)
 
 
 def _created(operation: str, instant: datetime) -> dict[str, str]:

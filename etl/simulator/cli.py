@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import datetime
 from types import FrameType
 
 import click
@@ -125,6 +126,13 @@ def _platform_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     "console without that endpoint does (e.g. /api/v3/infrastructure/managementAgents); "
     "repeatable.",
 )
+@click.option(
+    "--start",
+    metavar="INSTANT",
+    help="The console's clock at start, an ISO 8601 instant with its offset (e.g. "
+    "2026-11-01T00:00:00Z). Default: 2026-11-01T00:00:00Z, so that a seed always gives the "
+    "same data.",
+)
 def simulate(
     host: str,
     port: int,
@@ -144,6 +152,7 @@ def simulate(
     advance_hours: float,
     latency: float,
     refuse: tuple[str, ...],
+    start: str | None,
 ) -> None:
     """Serve a simulated Veeam Service Provider Console REST API v3 over plain HTTP.
 
@@ -156,6 +165,8 @@ def simulate(
     # Here, not at the top: every ``vspc-etl`` command imports this module to register it.
     from etl.simulator.app import Simulator
     from etl.simulator.server import SimulatorServer
+
+    begin = _instant(start) if start is not None else None
 
     sim = Simulator(
         jobs=jobs,
@@ -170,6 +181,7 @@ def simulate(
         platforms=platforms,
         outage_rate=outage_rate,
         refuse=refuse,
+        start=begin,
     )
     if fault_rate:
         sim.faults.random(fault_rate, seed=seed)
@@ -201,6 +213,19 @@ def simulate(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _instant(value: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 instant with an offset (e.g. 2026-11-01T00:00:00Z)",
+            param_hint="--start",
+        )
+    return instant
 
 
 if __name__ == "__main__":

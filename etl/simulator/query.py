@@ -87,6 +87,23 @@ class Index:
         self._parsed: dict[str, dict[str, datetime | None]] = {}
         self._previous = previous._parsed if previous is not None else {}
         self._ordered: dict[str, list[datetime] | None] = {}
+        self._uids: dict[str, list[int]] | None = None
+
+    def positions(self, uids: Collection[str]) -> list[int]:
+        """The positions of the rows whose ``instanceUid`` is one of ``uids`` (any case), in
+        stored order: a console's key index, built on first use."""
+        with self._lock:
+            found = self._uids
+        if found is None:
+            found = {}
+            for at, row in enumerate(self.rows):
+                uid = row.get("instanceUid")
+                if isinstance(uid, str):
+                    found.setdefault(uid.casefold(), []).append(at)
+            with self._lock:
+                self._uids = found
+        folded = {uid.casefold() for uid in uids}
+        return sorted(at for uid in folded for at in found.get(uid, ()))
 
     def instants(self, prop: str) -> list[datetime | None]:
         with self._lock:
@@ -133,7 +150,7 @@ def arrange(
     window = _window(rows, query, timestamps, index)
     if window is not None:
         return window
-    rows = _by_uid(rows, query)
+    rows = _by_uid(rows, query, index)
     nodes = [_prepared(node, timestamps) for node in query.filter]
     chosen = [row for row in rows if all(_matches(row, node, timestamps) for node in nodes)]
     for prop, descending in reversed(query.sort):
@@ -152,10 +169,13 @@ _BISECT: dict[str, Callable[[list[datetime], datetime], int]] = {
 }
 
 
-def _by_uid(rows: Sequence[dict[str, Any]], query: Query) -> Sequence[dict[str, Any]]:
+def _by_uid(
+    rows: Sequence[dict[str, Any]], query: Query, index: Index | None = None
+) -> Sequence[dict[str, Any]]:
     """The rows a filter can match, in stored order: when it holds an ``in`` of strings on
     ``instanceUid`` (at the top, so every match must pass it), only the rows with one of those
-    uids, found by one quick scan (the filter is still applied to them); else all of them."""
+    uids, found by ``index`` or one quick scan (the filter is still applied to them); else all
+    of them."""
     for node in query.filter:
         values = node.get("value")
         if (
@@ -164,6 +184,8 @@ def _by_uid(rows: Sequence[dict[str, Any]], query: Query) -> Sequence[dict[str, 
             and isinstance(values, list)
             and all(isinstance(v, str) for v in values)
         ):
+            if index is not None:
+                return [rows[at] for at in index.positions(values)]
             exact, folded = set(values), {v.casefold() for v in values}
             return [
                 row
