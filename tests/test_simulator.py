@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -794,26 +796,39 @@ def test_control_endpoints(server: SimulatorServer, sim: Simulator) -> None:
         assert stats["faults"] == {"429": 1, "503": 1}
 
 
-def test_simulate_command_serves_until_sigterm() -> None:
+@contextmanager
+def simulate_command(*args: str) -> Iterator[str]:
+    """``vspc-etl simulate ARGS`` on a free port, in a process of its own: yields the line it
+    prints first, then ends it with SIGTERM, which must make it exit 0."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "10"],  # 7 Windows
+        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        url = re.search(r"VSPC_URL=(\S+)", line)
-        assert url and "VSPC_API_KEY=sim-api-key" in line and "VSPC_PASSWORD=sim-password" in line
-        with http(headers=API_KEY) as api:
-            response = api.get(url.group(1) + JOBS)
-        assert response.json()["meta"]["pagingInfo"]["total"] == 7  # 7 + 2 Linux + 1 Mac
+        yield process.stdout.readline()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def served_at(line: str) -> str:
+    """The VSPC_URL the simulator's first line gives."""
+    url = re.search(r"VSPC_URL=(\S+)", line)
+    assert url
+    return url.group(1)
+
+
+def test_simulate_command_serves_until_sigterm() -> None:
+    with simulate_command("--jobs", "10") as line:  # 7 Windows
+        assert "VSPC_API_KEY=sim-api-key" in line and "VSPC_PASSWORD=sim-password" in line
+        with http(headers=API_KEY) as api:
+            response = api.get(served_at(line) + JOBS)
+        assert response.json()["meta"]["pagingInfo"]["total"] == 7  # 7 + 2 Linux + 1 Mac
 
 
 def test_simulate_command_starts_its_clock_where_asked() -> None:
@@ -821,58 +836,32 @@ def test_simulate_command_starts_its_clock_where_asked() -> None:
     it; a value without an offset is refused, naming the option."""
     points = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
     newest = json.dumps([{"property": "creationDate", "direction": "descending"}])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "10",
-         "--start", "2025-03-10T12:00:00+01:00"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
-        assert url
-        with http(base_url=url.group(1), headers=API_KEY) as api:
-            point = api.get(points, params={"limit": 1, "sort": newest}).json()["data"][0]
-            runs = [job["lastRun"] for job in api.get(JOBS).json()["data"] if job["lastRun"]]
-        start = datetime.fromisoformat("2025-03-10T11:00:00+00:00")
-        created = datetime.fromisoformat(point["creationDate"])
-        assert start - timedelta(days=2) < created <= start
-        instants = [datetime.fromisoformat(r) for r in runs]
-        assert instants and max(instants) <= start < max(instants) + timedelta(days=1)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        simulate_command("--jobs", "10", "--start", "2025-03-10T12:00:00+01:00") as line,
+        http(base_url=served_at(line), headers=API_KEY) as api,
+    ):
+        point = api.get(points, params={"limit": 1, "sort": newest}).json()["data"][0]
+        runs = [job["lastRun"] for job in api.get(JOBS).json()["data"] if job["lastRun"]]
+    start = datetime.fromisoformat("2025-03-10T11:00:00+00:00")
+    created = datetime.fromisoformat(point["creationDate"])
+    assert start - timedelta(days=2) < created <= start
+    instants = [datetime.fromisoformat(r) for r in runs]
+    assert instants and max(instants) <= start < max(instants) + timedelta(days=1)
     refused = CliRunner().invoke(simulate, ["--port", "0", "--start", "2025-03-10T12:00:00"])
     assert refused.exit_code == 2
     assert "--start" in refused.output and "with an offset" in refused.output
 
 
 def test_simulate_command_ends_sessions_as_asked() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
-         "--token-uses", "1", "--one-session-per-user"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
-        assert url
-        with http(base_url=url.group(1)) as api:
-            first = password_grant(api).json()["access_token"]
-            second = password_grant(api).json()["access_token"]
-            assert api.get(JOBS, headers={"Authorization": f"Bearer {first}"}).status_code == 401
-            bearer = {"Authorization": f"Bearer {second}"}
-            assert [api.get(JOBS, headers=bearer).status_code for _ in range(2)] == [200, 401]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        simulate_command("--jobs", "3", "--token-uses", "1", "--one-session-per-user") as line,
+        http(base_url=served_at(line)) as api,
+    ):
+        first = password_grant(api).json()["access_token"]
+        second = password_grant(api).json()["access_token"]
+        assert api.get(JOBS, headers={"Authorization": f"Bearer {first}"}).status_code == 401
+        bearer = {"Authorization": f"Bearer {second}"}
+        assert [api.get(JOBS, headers=bearer).status_code for _ in range(2)] == [200, 401]
 
 
 def test_simulate_command_reports_a_taken_port() -> None:
@@ -904,6 +893,7 @@ def test_simulate_command_help_names_every_option() -> None:
         "--advance-hours",
         "--latency",
         "--refuse",
+        "--start",
     ):
         assert option in result.output
 
@@ -933,29 +923,19 @@ def test_refused_prefixes_are_404_and_every_other_path_is_served() -> None:
 
 
 def test_simulate_command_refuses_the_prefixes_given() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etl.simulator.cli", "--port", "0", "--jobs", "3",
-         "--platforms", "windows", "--refuse", "/api/v3/infrastructure/managementAgents",
-         "--refuse", "/api/v3/organizations"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        url = re.search(r"VSPC_URL=(\S+)", process.stdout.readline())
-        assert url
-        with http(base_url=url.group(1), headers=API_KEY) as api:
-            assert api.get("/api/v3/infrastructure/managementAgents").status_code == 404
-            assert api.get("/api/v3/organizations").status_code == 404
-            jobs = api.get(JOBS)
-            assert jobs.status_code == 200
-            assert jobs.json()["meta"]["pagingInfo"]["total"] == 3
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        simulate_command(
+            "--jobs", "3", "--platforms", "windows",
+            "--refuse", "/api/v3/infrastructure/managementAgents",
+            "--refuse", "/api/v3/organizations",
+        ) as line,
+        http(base_url=served_at(line), headers=API_KEY) as api,
+    ):  # fmt: skip
+        assert api.get("/api/v3/infrastructure/managementAgents").status_code == 404
+        assert api.get("/api/v3/organizations").status_code == 404
+        jobs = api.get(JOBS)
+        assert jobs.status_code == 200
+        assert jobs.json()["meta"]["pagingInfo"]["total"] == 3
 
 
 def test_a_page_holding_a_float_is_written_as_the_standard_library_writes_it(

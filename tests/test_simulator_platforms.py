@@ -7,9 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +18,7 @@ from click.testing import CliRunner
 from etl.simulator import Simulator, SimulatorServer
 from etl.simulator.cli import simulate
 from etl.simulator.data import World, job_counts
+from tests.test_simulator import served_at, simulate_command
 
 API = "/api/v3"
 API_KEY = {"Authorization": "Bearer sim-api-key"}
@@ -528,39 +526,14 @@ def test_control_endpoint_serves_each_platforms_truth(
 
 
 def test_simulate_command_serves_the_platforms_asked_for() -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etl.simulator.cli",
-            "--port",
-            "0",
-            "--jobs",
-            "20",
-            "--platforms",
-            "linux,Mac",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+    with simulate_command("--jobs", "20", "--platforms", "linux,Mac") as line:
         assert "20 jobs (linux,mac)" in line
-        url = re.search(r"VSPC_URL=(\S+)", line)
-        assert url
-        with http(base_url=url.group(1) + API, headers=API_KEY) as api:
+        with http(base_url=served_at(line) + API, headers=API_KEY) as api:
             totals = {
                 name: api.get(PATHS[name]).json()["meta"]["pagingInfo"]["total"]
                 for name in ("jobs", "linux_jobs", "mac_jobs", "agents")
             }
         assert totals == {"jobs": 0, "linux_jobs": 14, "mac_jobs": 6, "agents": 0}
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_simulate_command_refuses_an_unknown_platform() -> None:
