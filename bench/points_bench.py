@@ -42,18 +42,25 @@ from sync_bench import API_KEY, calibration, database, simulator, sync
 
 POINTS_PATH = "/api/v3/protectedWorkloads/computersManagedByConsole/restorePoints"
 REFUSE = {"kind": "404", "path": "restore_points", "times": None}
-WARMED = [
-    *(c.path for c in job_collections(("windows", "linux", "mac"))),
-    ORGANIZATIONS_PATH,
-    AGENTS_PATH,
-    MANAGEMENT_AGENTS_PATH,
+_ANY_UID = [{"property": "instanceUid", "operation": "in", "value": [str(uuid.UUID(int=0))]}]
+_SINCE_2000 = [
+    {"property": "creationDate", "operation": "greaterThan", "value": "2000-01-01T00:00:00Z"}
 ]
-SINCE_2000 = json.dumps(
-    [{"property": "creationDate", "operation": "greaterThan", "value": "2000-01-01T00:00:00Z"}]
-)
-ANY_UID = json.dumps(
-    [{"property": "instanceUid", "operation": "in", "value": [str(uuid.UUID(int=0))]}]
-)
+WARM_UP: list[tuple[str, dict[str, str]]] = [
+    *(
+        (path, {"limit": "1", "sort": SORT_BY_INSTANCE_UID})
+        for path in (
+            *(c.path for c in job_collections(("windows", "linux", "mac"))),
+            ORGANIZATIONS_PATH,
+            AGENTS_PATH,
+            MANAGEMENT_AGENTS_PATH,
+        )
+    ),
+    (POINTS_PATH, {"limit": "1"}),
+    (POINTS_PATH, {"limit": "1", "filter": json.dumps(_SINCE_2000)}),
+    (POINTS_PATH, {"limit": "1", "filter": json.dumps(_ANY_UID)}),
+]
+"""The untimed requests after each clock step (see ``advance``)."""
 
 
 def stored(db: URL) -> int:
@@ -91,25 +98,13 @@ def main() -> int:
             # The simulator arranges each collection anew for each new state of its world; the
             # first sync after a step would pay for it and the second not. One untimed page of
             # each collection as the syncs ask for it arranges them before either side syncs.
-            for path in WARMED:
+            # A console answers from its own indexed database, on its own machine; the
+            # simulator also builds its indexes of the points' creation times and uids for each
+            # state, on the cores the ETL runs on: a new read asks for a window of creation
+            # times, then a few points by uid, so one untimed request of each shape too.
+            for path, params in WARM_UP:
                 httpx.get(
                     f"{url}{path}",
-                    params={"limit": "1", "sort": SORT_BY_INSTANCE_UID},
-                    headers={"Authorization": f"Bearer {API_KEY}"},
-                    timeout=600,
-                ).raise_for_status()
-            # A console answers from its own database, on its own machine; the simulator
-            # builds its listing of every retained point for each new state of its world, on
-            # the cores the ETL runs on. One untimed request builds it before the timed syncs.
-            # The same for its indexes of the points' creation times and uids (a new read
-            # asks for a window of creation times, then fetches a few points by uid).
-            for params in (
-                {"limit": "1"},
-                {"limit": "1", "filter": SINCE_2000},
-                {"limit": "1", "filter": ANY_UID},
-            ):
-                httpx.get(
-                    f"{url}{POINTS_PATH}",
                     params=params,
                     headers={"Authorization": f"Bearer {API_KEY}"},
                     timeout=600,

@@ -116,15 +116,15 @@ def encode_json(payload: Any, floats: bool | None = None) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _page_floats(
+def _page_has_float(
     rows: list[dict[str, Any]], floats: list[bool | None], start: int, end: int
-) -> list[bool]:
-    """Whether each row of ``rows[start:end]`` holds a float, walking only those not walked
-    before (``floats`` keeps the answers: a second read of the same listing walks none)."""
+) -> bool:
+    """Whether a row of ``rows[start:end]`` holds a float, walking only the rows not walked
+    before (``floats`` keeps each row's answer: a second read of the same listing walks none)."""
     for at in range(start, min(end, len(rows))):
         if floats[at] is None:
             floats[at] = _has_float(rows[at])
-    return [bool(f) for f in floats[start:end]]
+    return any(floats[start:end])
 
 
 def _has_float(value: Any) -> bool:
@@ -554,7 +554,7 @@ class Simulator:
             page = page[: len(page) // 2 if count is None else min(count, len(page) - 1)]
         data = [project(row, query.select) for row in page]
         if query.select is None:
-            with_floats = any(_page_floats(rows, floats, offset, offset + len(page)))
+            with_floats = _page_has_float(rows, floats, offset, offset + len(page))
         else:  # a few properties of each row: walked here
             with_floats = _has_float(data)
         total = 0 if kind == "total_zero" else len(rows)
@@ -572,7 +572,7 @@ class Simulator:
         self, endpoint: str, query: Query
     ) -> tuple[list[dict[str, Any]], list[bool | None]]:
         """Filtered, sorted rows, and whether each holds a float (None until a page served
-        whole holds it, see ``_page_floats``), cached until the world changes.
+        whole holds it, see ``_page_has_float``), cached until the world changes.
 
         Sorting 100,000 jobs for every page would make the simulator, not the extractor, the
         bottleneck of a benchmark; so would looking for floats in every page of every read
