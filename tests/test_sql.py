@@ -45,7 +45,7 @@ FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 WHERE c.relnamespace = 'vspc'::regnamespace AND NOT t.tgisinternal
 """
 
-HEAD_OBJECTS = {"function": 11, "view": 4, "trigger": 9}
+HEAD_OBJECTS = {"function": 12, "view": 4, "trigger": 9}
 
 
 def catalog(conn: Connection) -> dict[str, tuple[str, str | None]]:

@@ -1,0 +1,244 @@
+"""Late restore points counted into the stored days instead of recomputing them.
+
+A sync that first sees points of a completed day (a late-indexed point, the first sync after
+midnight) made the restore-points trigger recompute that day for every organization. The new
+function ``sla_daily_add_points`` adds just-inserted points to the stored rows instead:
+``restore_points_created`` of the day and organization each counts for, and
+``jobs_meeting_rpo`` of the days a point is the only evidence for its job within RPO. The
+trigger uses it for an INSERT of up to 1,000 points when every completed day is stored; any
+other write still recomputes. The stored numbers do not change. Downgrade restores the
+trigger function of revision 0010 verbatim and drops the new function.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-07
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SLA_DAILY_ADD_POINTS = r"""
+-- Counts restore points just inserted into the completed days already stored, without
+-- recomputing them: what sla_daily_compute would now answer differs only where the new points
+-- are counted. A point is created on its local day and counts there for the organization of
+-- its job's version live at that day's end, or, without a job the warehouse knows, of its
+-- computer. A point is evidence for a job at a day's end t when created in (t - RPO, t] and not
+-- merged away by t (a point merged away later than the longest RPO after its creation always
+-- is, see sla_daily_compute): the job now meets the RPO that day if it is live and enabled
+-- then and nothing else (a successful session's end, another point) was evidence already.
+-- Only for days through the last stored one; the caller (restore_points_changed) recomputes
+-- instead when days are missing or the points are many.
+CREATE OR REPLACE FUNCTION vspc.sla_daily_add_points(added uuid[])
+RETURNS integer
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  tz text := coalesce((SELECT time_zone FROM vspc.report_settings LIMIT 1), 'UTC');
+  default_rpo integer := coalesce(
+    (SELECT p.rpo_hours FROM vspc.sla_policy p WHERE p.organization_uid IS NULL), 24);
+  max_rpo interval := make_interval(hours => greatest(
+    coalesce((SELECT max(p.rpo_hours) FROM vspc.sla_policy p), 24), default_rpo));
+  first_day date;
+  last_day date;
+  meeting integer;
+  created integer;
+BEGIN
+  LOCK TABLE vspc.sla_daily_counts IN EXCLUSIVE MODE;
+  first_day := least(
+    (SELECT (min(valid_from) AT TIME ZONE tz)::date FROM vspc.backup_agent_job_snapshots),
+    (SELECT (min(started_at) AT TIME ZONE tz)::date FROM vspc.job_run_facts));
+  last_day := (SELECT max(day) FROM vspc.sla_daily_counts);
+  IF first_day IS NULL OR last_day IS NULL THEN
+    RETURN 0;
+  END IF;
+  WITH points AS MATERIALIZED (
+    SELECT r.instance_uid, r.job_uid, r.backup_agent_uid, r.creation_date, r.gone_at
+    FROM vspc.restore_points r
+    WHERE r.instance_uid = ANY (added)
+      AND r.creation_date < ((last_day + 1)::timestamp AT TIME ZONE tz)
+  ), judged AS (
+    -- Each stored day whose end t falls in [creation, creation + RPO) of a new point of a job
+    -- live and enabled then: the versions covering t are those with valid_from <= t < valid_to.
+    SELECT DISTINCT s.instance_uid, e.day, s.organization_uid, e.t,
+      make_interval(hours => coalesce(p.rpo_hours, default_rpo)) AS rpo
+    FROM points n
+    CROSS JOIN LATERAL (
+      SELECT d::date AS day, ((d::date + 1)::timestamp AT TIME ZONE tz) AS t
+      FROM generate_series(
+        greatest(((n.creation_date AT TIME ZONE tz) - interval '1 microsecond')::date,
+                 first_day),
+        least(((n.creation_date + max_rpo) AT TIME ZONE tz)::date, last_day),
+        interval '1 day') AS d
+    ) e
+    JOIN vspc.backup_agent_job_snapshots s ON s.instance_uid = n.job_uid
+      AND s.valid_from <= e.t AND (s.valid_to IS NULL OR s.valid_to > e.t)
+      AND NOT s.is_deleted AND s.is_enabled IS TRUE
+    LEFT JOIN vspc.sla_policy p ON p.organization_uid = s.organization_uid
+    WHERE n.creation_date <= e.t
+      AND n.creation_date > e.t - make_interval(hours => coalesce(p.rpo_hours, default_rpo))
+      AND (n.gone_at IS NULL OR n.gone_at > e.t)
+  ), newly AS (
+    SELECT j.day, j.organization_uid, count(*) AS jobs
+    FROM judged j
+    WHERE NOT EXISTS (
+        SELECT 1 FROM vspc.job_run_facts f
+        WHERE f.instance_uid = j.instance_uid AND f.started_at <= j.t
+          AND f.status IN ('Success', 'Warning')
+          AND f.ended_at <= j.t AND f.ended_at > j.t - j.rpo)
+      AND NOT EXISTS (
+        SELECT 1 FROM vspc.restore_points r
+        WHERE r.job_uid = j.instance_uid
+          AND r.creation_date <= j.t AND r.creation_date > j.t - j.rpo
+          AND (r.gone_at IS NULL OR r.gone_at > j.t)
+          AND r.instance_uid <> ALL (added))
+    GROUP BY j.day, j.organization_uid
+  )
+  UPDATE vspc.sla_daily_counts c SET jobs_meeting_rpo = c.jobs_meeting_rpo + n.jobs
+  FROM newly n
+  WHERE c.day = n.day AND c.organization_uid IS NOT DISTINCT FROM n.organization_uid;
+  GET DIAGNOSTICS meeting = ROW_COUNT;
+
+  WITH points AS (
+    SELECT r.job_uid, r.backup_agent_uid, (r.creation_date AT TIME ZONE tz)::date AS day,
+      ((r.creation_date AT TIME ZONE tz)::date + 1)::timestamp AT TIME ZONE tz AS t
+    FROM vspc.restore_points r
+    WHERE r.instance_uid = ANY (added)
+      AND r.creation_date >= (first_day::timestamp AT TIME ZONE tz)
+      AND r.creation_date < ((last_day + 1)::timestamp AT TIME ZONE tz)
+  ), counted AS (
+    SELECT n.day, s.organization_uid
+    FROM points n
+    JOIN vspc.backup_agent_job_snapshots s ON s.instance_uid = n.job_uid
+      AND s.valid_from <= n.t AND (s.valid_to IS NULL OR s.valid_to > n.t)
+      AND NOT s.is_deleted
+    UNION ALL
+    SELECT n.day, a.organization_uid
+    FROM points n LEFT JOIN vspc.backup_agents a ON a.instance_uid = n.backup_agent_uid
+    WHERE n.job_uid IS NULL OR NOT EXISTS (
+      SELECT 1 FROM vspc.backup_agent_jobs j WHERE j.instance_uid = n.job_uid)
+  )
+  INSERT INTO vspc.sla_daily_counts AS c (day, organization_uid, jobs_protected, runs,
+    success_runs, warning_runs, failed_runs, jobs_meeting_rpo, rpo_hours,
+    restore_points_created)
+  SELECT n.day, n.organization_uid, 0, 0, 0, 0, 0, 0, coalesce(min(p.rpo_hours), default_rpo),
+    count(*)
+  FROM counted n LEFT JOIN vspc.sla_policy p ON p.organization_uid = n.organization_uid
+  GROUP BY n.day, n.organization_uid
+  ON CONFLICT (day, organization_uid) DO UPDATE
+    SET restore_points_created = c.restore_points_created + EXCLUDED.restore_points_created;
+  GET DIAGNOSTICS created = ROW_COUNT;
+  RETURN meeting + created;
+END
+$$;
+
+COMMENT ON FUNCTION vspc.sla_daily_add_points(uuid[]) IS
+  'count restore points just inserted into the stored completed days (jobs_meeting_rpo, '
+  'restore_points_created) without recomputing them; returns the rows changed';
+"""
+
+RESTORE_POINTS_CHANGED = r"""
+-- Restore points written for a completed day (a late-indexed point, a point a sync first sees
+-- after midnight, a repair by hand) change the stored days they count on. Points of today are
+-- counted when sla_daily is read, and a point merged away long after its creation (every full
+-- read finds some) changes no day: only the creation, job, agent, or a merge within the
+-- longest RPO (see sla_daily_compute) moves a day. A few points inserted are added to the
+-- stored days (sla_daily_add_points: a sync's late points cost milliseconds, not a
+-- recomputation of every organization's day); anything else, or completed days not stored
+-- yet, recomputes from the first day the points count on.
+CREATE OR REPLACE FUNCTION vspc.restore_points_changed() RETURNS trigger
+LANGUAGE plpgsql SET jit = off AS $$
+DECLARE
+  tz text := coalesce((SELECT time_zone FROM vspc.report_settings LIMIT 1), 'UTC');
+  today_start timestamptz := date_trunc('day', now() AT TIME ZONE tz) AT TIME ZONE tz;
+  max_rpo interval := make_interval(hours => greatest(
+    coalesce((SELECT max(p.rpo_hours) FROM vspc.sla_policy p), 24), 24));
+  since timestamptz;
+  added uuid[];
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT min(creation_date), array_agg(instance_uid) FILTER (WHERE creation_date < today_start)
+    INTO since, added FROM new_points;
+    IF since < today_start AND cardinality(added) <= 1000 AND (
+        SELECT max(day) FROM vspc.sla_daily_counts) >= (today_start AT TIME ZONE tz)::date - 1
+    THEN
+      PERFORM vspc.sla_daily_add_points(added);
+      RETURN NULL;
+    END IF;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT min(creation_date) INTO since FROM old_points;
+  ELSE
+    SELECT min(least(o.creation_date, n.creation_date)) INTO since
+    FROM old_points o JOIN new_points n ON n.instance_uid = o.instance_uid
+    WHERE (o.creation_date, o.job_uid, o.backup_agent_uid)
+            IS DISTINCT FROM (n.creation_date, n.job_uid, n.backup_agent_uid)
+       OR (o.gone_at IS DISTINCT FROM n.gone_at
+           AND (o.gone_at < o.creation_date + max_rpo OR n.gone_at < n.creation_date + max_rpo));
+  END IF;
+  IF since < today_start THEN
+    PERFORM vspc.refresh_sla_daily(since);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION vspc.restore_points_changed() IS
+  'trigger: count the restore points a statement wrote into sla_daily_counts (a few inserted: '
+  'added to the stored days; else recomputed from the first completed day they count on)';
+"""
+
+RESTORE_POINTS_CHANGED_0010 = r"""
+-- Restore points written for a completed day (a late-indexed point, a point a sync first sees
+-- after midnight, a repair by hand) recompute sla_daily_counts from that day. Points of today
+-- are counted when sla_daily is read, and a point merged away long after its creation (every
+-- full read finds some) changes no day: only the creation, job, agent, or a merge within the
+-- longest RPO (see sla_daily_compute) moves a day.
+CREATE OR REPLACE FUNCTION vspc.restore_points_changed() RETURNS trigger
+LANGUAGE plpgsql SET jit = off AS $$
+DECLARE
+  tz text := coalesce((SELECT time_zone FROM vspc.report_settings LIMIT 1), 'UTC');
+  today_start timestamptz := date_trunc('day', now() AT TIME ZONE tz) AT TIME ZONE tz;
+  max_rpo interval := make_interval(hours => greatest(
+    coalesce((SELECT max(p.rpo_hours) FROM vspc.sla_policy p), 24), 24));
+  since timestamptz;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT min(creation_date) INTO since FROM new_points;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT min(creation_date) INTO since FROM old_points;
+  ELSE
+    SELECT min(least(o.creation_date, n.creation_date)) INTO since
+    FROM old_points o JOIN new_points n ON n.instance_uid = o.instance_uid
+    WHERE (o.creation_date, o.job_uid, o.backup_agent_uid)
+            IS DISTINCT FROM (n.creation_date, n.job_uid, n.backup_agent_uid)
+       OR (o.gone_at IS DISTINCT FROM n.gone_at
+           AND (o.gone_at < o.creation_date + max_rpo OR n.gone_at < n.creation_date + max_rpo));
+  END IF;
+  IF since < today_start THEN
+    PERFORM vspc.refresh_sla_daily(since);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION vspc.restore_points_changed() IS
+  'trigger: recompute sla_daily_counts from the first completed day restore points written '
+  'by the statement count on';
+"""
+
+
+def upgrade() -> None:
+    op.execute(SLA_DAILY_ADD_POINTS)
+    op.execute(RESTORE_POINTS_CHANGED)
+
+
+def downgrade() -> None:
+    op.execute(RESTORE_POINTS_CHANGED_0010)
+    op.execute("DROP FUNCTION vspc.sla_daily_add_points(uuid[])")
