@@ -140,7 +140,7 @@ def recomputed(conn: Connection) -> dict[tuple[Any, Any], tuple[Any, ...]]:
     return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
-def written_by_last_statement(conn: Connection) -> set[tuple[Any, Any]]:
+def written_in_this_transaction(conn: Connection) -> set[tuple[Any, Any]]:
     """The stored rows the current transaction wrote."""
     rows = conn.execute(
         text(
@@ -200,7 +200,7 @@ def test_late_points_added_to_stored_days_equal_a_recomputation(
             after = stored(conn)
             assert after == recomputed(conn), f"round {round_no}: {added}"
             changed = {key for key in after if after[key] != before.get(key)}
-            assert written_by_last_statement(conn) == changed, f"round {round_no}"
+            assert written_in_this_transaction(conn) == changed, f"round {round_no}"
     # The rounds counted something: not every insert can have landed on nothing.
     assert any(v[5] for v in after.values())  # restore_points_created
 
