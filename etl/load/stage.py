@@ -442,18 +442,23 @@ WHERE f.fingerprint = p.fp AND j.deleted_at IS NULL AND j.source = %(source)s
 RETURNING seq
 """
 
+# Distinct job uuids as such (hashing their text cost twice as much), then the rejects'
+# uids only if there are any.
 _DISTINCT_KEYS = """
 WITH j AS (
-  SELECT instance_uid, pass_no FROM stage_jobs
-  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+  SELECT instance_uid FROM stage_jobs
+  WHERE (CAST(:t AS text) IS NULL OR system_type = :t)
+    AND (CAST(:p AS int) IS NULL OR pass_no = :p)
 ), r AS (
-  SELECT instance_uid, pass_no FROM stage_rejects
-  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+  SELECT instance_uid FROM stage_rejects
+  WHERE (CAST(:t AS text) IS NULL OR system_type = :t)
+    AND (CAST(:p AS int) IS NULL OR pass_no = :p)
 )
-SELECT (SELECT count(*) FROM (
-          SELECT instance_uid::text FROM j WHERE CAST(:p AS int) IS NULL OR pass_no = :p
-          UNION SELECT lower(instance_uid) FROM r
-          WHERE instance_uid IS NOT NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p)) k)
-     + (SELECT count(*) FROM r
-        WHERE instance_uid IS NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p))
+SELECT (SELECT count(DISTINCT instance_uid) FROM j)
+     + CASE WHEN EXISTS (SELECT FROM r WHERE instance_uid IS NOT NULL) THEN (
+         SELECT count(*) FROM (
+           SELECT lower(instance_uid) FROM r WHERE instance_uid IS NOT NULL
+           EXCEPT SELECT instance_uid::text FROM j) k)
+       ELSE 0 END
+     + (SELECT count(*) FROM r WHERE instance_uid IS NULL)
 """
