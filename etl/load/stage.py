@@ -68,6 +68,22 @@ class _UuidTextBinaryDumper(Dumper):
         return unhexlify(obj.replace("-", ""))
 
 
+_CREATE = f"""
+DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects, pg_temp.stage_merged;
+CREATE TEMP TABLE stage_jobs AS SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS}
+  FROM {backup_agent_jobs.schema}.{backup_agent_jobs.name} WITH NO DATA;
+-- same: the record's fingerprint matched the stored one (only seq, pass_no and the uid are
+-- staged); fp: the fingerprint of a fully staged record, kept by the merge.
+ALTER TABLE stage_jobs ADD COLUMN same boolean NOT NULL DEFAULT false, ADD COLUMN fp bytea;
+-- The staged copies an early merge wrote (see etl.load.merge.EarlyMerge).
+CREATE TEMP TABLE stage_merged (seq bigint PRIMARY KEY, instance_uid uuid);
+CREATE TEMP TABLE stage_rejects (seq bigint, pass_no int, instance_uid text,
+  reason text NOT NULL, raw jsonb NOT NULL, system_type text NOT NULL)
+"""
+"""The staging tables, created (or emptied) in one round trip; columns mirror the
+warehouse's types."""
+
+
 class Stage:
     """The temp tables ``stage_jobs`` and ``stage_rejects`` on one connection.
 
@@ -106,38 +122,8 @@ class Stage:
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
         self.end_copy()
-        table = f"{backup_agent_jobs.schema}.{backup_agent_jobs.name}"
-        self.conn.execute(
-            text(
-                "DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects, "
-                "pg_temp.stage_merged"
-            )
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_jobs AS "
-                f"SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS} FROM {table} WITH NO DATA"
-            )
-        )
-        # same: the record's fingerprint matched the stored one (only seq, pass_no and the uid
-        # are staged); fp: the fingerprint of a fully staged record, kept by the merge.
-        self.conn.execute(
-            text(
-                "ALTER TABLE stage_jobs ADD COLUMN same boolean NOT NULL DEFAULT false, "
-                "ADD COLUMN fp bytea"
-            )
-        )
-        # The staged copies an early merge wrote (see etl.load.merge.EarlyMerge).
-        self.conn.execute(
-            text("CREATE TEMP TABLE stage_merged (seq bigint PRIMARY KEY, instance_uid uuid)")
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_rejects "
-                "(seq bigint, pass_no int, instance_uid text, reason text NOT NULL, "
-                "raw jsonb NOT NULL, system_type text NOT NULL)"
-            )
-        )
+        # One round trip (no parameters: the simple query protocol takes several statements).
+        self.conn.exec_driver_sql(_CREATE)
         # Binary COPY needs each column's type; read them back from the table just made.
         self._types = [
             str(t)
