@@ -429,7 +429,7 @@ class _NamesReader:
     pages, the names are most likely unchanged and the thread starts once the job pages are
     staged, so its requests run while the merge keeps only PostgreSQL busy (beside the job
     pages they competed with them for the same two cores: +0.1-0.2 s on an hourly sync of
-    10,000 jobs). A first read (nothing known) starts once the job reader has its first page,
+    10,000 jobs). A first read (nothing known) starts once the first job page is in,
     so that its pages, every one to be staged, are staged between job pages instead of all
     after the merge (when is the loader's decision). The thread shares the client's
     ``VSPC_CONCURRENCY`` request slots.
