@@ -6,10 +6,11 @@ complete read of it may delete what it no longer lists (``deletes``). A *seconda
 only labels the primary one (names): the console refusing it is a warning, and it is upserted,
 never deleted from.
 
-Reader threads (``etl.extract.reader``) hand the loader one item at a time over a bounded
-queue: a page of records of a named collection (:class:`PageRead`), the end of a pass with its
-completeness facts (:class:`PassEnded`), the end of the secondary read (:class:`NamesRead`), or
-a failure (:class:`ReadFailed`). Nothing else travels between them.
+Readers (``etl.extract.reader``) hand the loader one item at a time, a job pass straight from
+its pager, the others over a bounded queue: a page of records of a named collection
+(:class:`PageRead`), the end of a pass with its completeness facts (:class:`PassEnded`), the
+end of the secondary read (:class:`NamesRead`), or a failure (:class:`ReadFailed`). Nothing
+else travels between them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,9 +64,6 @@ OnEvent = Callable[[str, str], None]
 DatabaseError = SQLAlchemyError | psycopg.Error
 
 CANCELLED = "cancelled before it finished (the process is shutting down); nothing was committed"
-JOB_PAGES_WAITING = 1
-"""Job pages waiting for the loader, at most (the reader waits beyond): memory stays flat, and
-the pager's requests in flight are what reads ahead."""
 NAME_PAGES_WAITING = 4
 """Name pages waiting for the loader, at most."""
 POINT_PAGES_WAITING = 32
@@ -432,7 +429,7 @@ class _NamesReader:
     pages, the names are most likely unchanged and the thread starts once the job pages are
     staged, so its requests run while the merge keeps only PostgreSQL busy (beside the job
     pages they competed with them for the same two cores: +0.1-0.2 s on an hourly sync of
-    10,000 jobs). A first read (nothing known) starts once the job reader has its first page,
+    10,000 jobs). A first read (nothing known) starts once the first job page is in,
     so that its pages, every one to be staged, are staged between job pages instead of all
     after the merge (when is the loader's decision). The thread shares the client's
     ``VSPC_CONCURRENCY`` request slots.
@@ -493,82 +490,110 @@ def _extract(
     names: _NamesReader,
     extract: _Extract,
 ) -> None:
-    """Read each platform's jobs into the loader, one collection after the other, re-reading
-    (bounded) a collection that shifted under the pager. A collection the console refuses
-    (404: an older console; 403: the account's scope) is skipped with a warning, unless the
-    console refuses them all; any other failure fails the run. Once the first page has come
-    back (the console answers, the credentials work), a first read of the names starts beside
-    the job pages."""
-    settings = run.settings
-    reading: dict[str, tuple[Collection, int]] = {}
-    by_name: dict[str, Collection] = {}
+    """Read each platform's jobs into the loader, one collection after the other (see
+    :class:`_JobPasses`); the name pages that arrive meanwhile go to the loader between job
+    pages. Once the first page has come back (the console answers, the credentials work), a
+    first read of the names starts beside the job pages."""
+    passes = _JobPasses(run, loader, client, extract)
+    try:
+        while passes.reading:
+            item = inbox.poll() or passes.next_item()
+            if isinstance(item, PageRead) and item.collection in passes.by_name:
+                _add_page(run, loader, names, extract, passes.by_name[item.collection], item)
+            elif isinstance(item, PassEnded) and item.collection in passes.reading:
+                passes.ended(item)
+            elif isinstance(item, ReadFailed) and item.collection in passes.reading:
+                passes.failed(item)
+            else:
+                with _timed(extract.timings, "names"):
+                    names.take(item)
+    finally:
+        passes.close()  # a failure or a cancel mid-pass: the pager's requests end now
+    if len(passes.refusals) == len(passes.by_name):
+        raise passes.refusals[0]  # no platform readable: the account's role or URL is wrong
 
-    def start(collection: Collection, attempt: int) -> None:
-        if attempt > 1:
-            loader.next_pass(collection.contract.system_type)
-        channel = inbox.channel(JOB_PAGES_WAITING)
-        work = partial(
-            reader.read_pass,
-            client,
-            collection,
-            channel,
-            page_size=settings.vspc_page_size,
-            concurrency=settings.vspc_concurrency,
-        )
-        reading[collection.name] = (collection, attempt)
-        reader.start(collection.name, channel, work)
 
-    refusals: list[BaseException] = []
-    # One collection after the other: each pager keeps VSPC_CONCURRENCY pages in flight and
-    # halves its share on throttling or logouts; three side by side would each keep theirs,
-    # and a console that logs sessions out every few requests would see no relief.
-    pending = list(job_collections(settings.platforms))
-    by_name.update((c.name, c) for c in pending)
-    start(pending.pop(0), 1)
-    while reading:
-        with _timed(extract.timings, "http_wait"):
-            item = inbox.get()
-        if isinstance(item, PageRead) and item.collection in by_name:
-            _add_page(run, loader, names, extract, by_name[item.collection], item)
-        elif isinstance(item, PassEnded) and item.collection in reading:
-            collection, attempt = reading.pop(item.collection)
-            system_type = collection.contract.system_type
-            verdict = loader.end_pass(item.report, system_type)
-            extract.verdicts[system_type] = verdict
-            if verdict.complete:
-                if pending:
-                    start(pending.pop(0), 1)
-                continue
+class _JobPasses:
+    """The passes over the job collections of a run, one at a time, taken on the loader's
+    thread (``reader.pass_items``: the pager's requests in flight read ahead): re-read
+    (bounded) a collection that shifted under the pager; skip one the console refuses (404:
+    an older console; 403: the account's scope) with a warning; any other failure fails the
+    run. One collection after the other: each pager keeps VSPC_CONCURRENCY pages in flight
+    and halves its share on throttling or logouts; three side by side would each keep theirs,
+    and a console that logs sessions out every few requests would see no relief."""
+
+    def __init__(self, run: _Run, loader: Loader, client: VspcClient, extract: _Extract) -> None:
+        self.run, self.loader, self.client, self.extract = run, loader, client, extract
+        self.reading: dict[str, tuple[Collection, int]] = {}
+        self.refusals: list[BaseException] = []
+        self.pending = list(job_collections(run.settings.platforms))
+        self.by_name = {c.name: c for c in self.pending}
+        self._items: Generator[PageRead | PassEnded, None, None] | None = None
+        self._start(self.pending.pop(0), 1)
+
+    def next_item(self) -> Item:
+        """The pass's next item, waiting for it; its failure as :class:`ReadFailed`."""
+        assert self._items is not None
+        try:
+            with _timed(self.extract.timings, "http_wait"):
+                return next(self._items)
+        except Exception as exc:  # handed on as a reader thread would hand it
+            (name,) = self.reading
+            return ReadFailed(name, exc)
+
+    def ended(self, item: PassEnded) -> None:
+        """A pass ended: its verdict; then a re-read, or the next collection."""
+        collection, attempt = self.reading.pop(item.collection)
+        system_type = collection.contract.system_type
+        verdict = self.loader.end_pass(item.report, system_type)
+        self.extract.verdicts[system_type] = verdict
+        max_passes = self.run.settings.vspc_max_passes
+        if not verdict.complete:
             log.warning(
                 "extract pass %d of %d of the %s jobs is not verifiably complete: %s",
                 attempt,
-                settings.vspc_max_passes,
+                max_passes,
                 system_type,
                 verdict.problem,
             )
-            if attempt < settings.vspc_max_passes:
-                start(collection, attempt + 1)
-            elif pending:
-                start(pending.pop(0), 1)
-        elif isinstance(item, ReadFailed) and item.collection in reading:
-            collection, _ = reading.pop(item.collection)
-            if not _refused(item.error):
-                raise item.error
-            refusals.append(item.error)
-            system_type = collection.contract.system_type
-            extract.verdicts[system_type] = None
-            warning = (
-                f"{system_type} jobs were skipped, none of them deleted or changed: {item.error}"
-            )
-            log.warning("%s; the other platforms are synced", warning)
-            extract.skipped.append(warning)
-            if pending:
-                start(pending.pop(0), 1)
-        else:
-            with _timed(extract.timings, "names"):
-                names.take(item)
-    if len(refusals) == len(by_name):
-        raise refusals[0]  # no platform readable: the account's role or the URL is wrong
+            if attempt < max_passes:
+                self._start(collection, attempt + 1)
+                return
+        self._next()
+
+    def failed(self, item: ReadFailed) -> None:
+        """A pass failed: a refusal skips the collection, anything else fails the run."""
+        collection, _ = self.reading.pop(item.collection)
+        if not _refused(item.error):
+            raise item.error
+        self.refusals.append(item.error)
+        system_type = collection.contract.system_type
+        self.extract.verdicts[system_type] = None
+        warning = f"{system_type} jobs were skipped, none of them deleted or changed: {item.error}"
+        log.warning("%s; the other platforms are synced", warning)
+        self.extract.skipped.append(warning)
+        self._next()
+
+    def close(self) -> None:
+        if self._items is not None:
+            self._items.close()
+
+    def _next(self) -> None:
+        if self.pending:
+            self._start(self.pending.pop(0), 1)
+
+    def _start(self, collection: Collection, attempt: int) -> None:
+        if attempt > 1:
+            self.loader.next_pass(collection.contract.system_type)
+        self.close()  # the pass before, if any, has ended
+        self.reading[collection.name] = (collection, attempt)
+        settings = self.run.settings
+        self._items = reader.pass_items(
+            self.client,
+            collection,
+            page_size=settings.vspc_page_size,
+            concurrency=settings.vspc_concurrency,
+        )
 
 
 class _PointsReader:

@@ -153,3 +153,16 @@ def test_a_full_channel_does_not_keep_another_reader_out() -> None:
         PageRead("organizations", ["a"]),
         PageRead("jobs", [2]),
     ]
+
+
+def test_polling_the_inbox_takes_only_what_waits_and_makes_room() -> None:
+    inbox = reader.Inbox()
+    names = inbox.channel(1)
+    assert inbox.poll() is None  # nothing waits: no waiting either
+    names.put(PageRead("organizations", ["a"]))  # full now
+    second = reader.start("names", names, lambda: names.put(PageRead("organizations", ["b"])))
+    assert inbox.poll() == PageRead("organizations", ["a"])  # and its room is given back
+    second.join(5)
+    assert not second.is_alive()
+    assert inbox.poll() == PageRead("organizations", ["b"])
+    assert inbox.poll() is None

@@ -249,7 +249,7 @@ def test_batches_write_every_new_job_while_pages_are_read(
     sim = console()
 
     def between_pages(read: int, records: int, total: int) -> None:
-        # The reader thread has the next pages waiting already: give each batch the time to
+        # The pager has the next pages in flight already: give each batch the time to
         # end before the loader takes the next page, which then starts the next batch.
         time.sleep(0.05)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -602,6 +603,15 @@ def test_cancel_stops_after_the_page_in_hand_and_keeps_nothing(
         "nothing was committed"
     )
     assert pages == [1, 2] and result.pages == 2
+    # The readers and the pager's requests in flight end with the run, not at exit.
+    deadline = time.monotonic() + 10
+    while ours := [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("vspc-") and not t.name.startswith("vspc-simulator")
+    ]:
+        assert time.monotonic() < deadline, ours
+        time.sleep(0.05)
     assert run_row(fresh_db, result.run_id)["status"] == "failed"
     assert current_rows(fresh_db) == {} and snapshots(fresh_db) == []
     again = sync(settings, fresh_db)

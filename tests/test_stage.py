@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from etl.load.stage import Stage, StagedReject
+from etl.load.stage import Stage, StagedReject, distinct_keys
 from etl.simulator import Simulator
 from etl.transform import transform_with_raw
 
@@ -101,3 +101,40 @@ def test_a_failure_with_the_copy_open_rolls_back_and_the_connection_goes_on(
         stage.add(*second, [])
         stage.commit()
         assert [seq for seq, _ in staged(conn)] == list(range(11, 21))
+
+
+def test_distinct_keys_count_each_job_once_per_pass_and_collection(
+    fresh_db: Engine, simulator: Simulator
+) -> None:
+    """A job staged twice counts once; a reject counts once by its uid in any case, not at
+    all if that job is staged too, and once each without a uid; passes and collections are
+    counted apart."""
+    first, second, third, *_ = pages(simulator, 10)
+    staged_uid = str(first[0][0][0])
+    other = "9E5A2C4B-0D1F-4A3B-8C7D-6E5F4A3B2C1D"
+    rejects = [
+        StagedReject(staged_uid.upper(), "bad field", {}),  # the job is staged: no more
+        StagedReject("not-a-uuid", "bad uid", {}),
+        StagedReject("NOT-A-UUID", "bad uid", {}),  # the same key
+        StagedReject(None, "no uid", {}),
+        StagedReject(None, "no uid", {}),  # each counts
+        StagedReject(other, "bad field", {}),
+        StagedReject(other.lower(), "bad field", {}),  # the same job
+    ]
+    linux_rows = [(*row[:-1], "Linux") for row in third[0]]
+    with fresh_db.connect() as conn:
+        stage = Stage(conn)
+        stage.create()
+        stage.add(*first, rejects)
+        stage.add(*first, [])  # the same page served twice
+        stage.add(linux_rows, third[1], third[2], [], system_type="Linux")
+        assert stage.distinct_keys() == 10 + 1 + 2 + 1
+        assert stage.distinct_keys("Linux") == 10
+        assert stage.distinct_keys("Mac") == 0
+        stage.next_pass()
+        stage.add(*second, [StagedReject(None, "no uid", {})])
+        assert stage.distinct_keys() == 10 + 1
+        assert stage.distinct_keys("Linux") == 10  # its own pass is still the first
+        # everything staged, every pass and collection: 30 uids, the rejects' 2 uids and 3
+        # records without one
+        assert distinct_keys(conn) == 30 + 2 + 3

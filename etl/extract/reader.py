@@ -1,16 +1,20 @@
-"""Reader threads: each reads collections of the console and hands items to one inbox.
+"""Readers: each reads collections of the console as ``etl.collections`` items.
 
-A reader never touches the database: it puts what it read (``etl.collections`` items) on the
-:class:`Inbox`, the queue the loader takes from, through a :class:`Channel` of its own. A
-reader whose channel is full waits, so memory stays flat however large the console;
-:meth:`Inbox.stop` ends every reader at its next page without waiting for room.
+A reader never touches the database. :func:`pass_items` is one pass over a primary collection
+as items, taken by the loader's thread itself where nothing else needs it (the job pages: the
+pager's requests in flight are what reads ahead, and a thread between them and the loader
+only added hand-offs of the interpreter's lock to every statement of the loader). The other
+readers run in threads (:func:`start`) and put their items on the :class:`Inbox`, the queue
+the loader takes from, through a :class:`Channel` of their own. A reader whose channel is full
+waits, so memory stays flat however large the console; :meth:`Inbox.stop` ends every reader
+at its next page without waiting for room.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from contextlib import closing
 
 from etl.collections import Collection as ConsoleCollection
@@ -40,7 +44,18 @@ class Inbox:
 
     def get(self) -> Item:
         """The next item, waiting for it."""
-        channel, item = self._queue.get()
+        return self._took(self._queue.get())
+
+    def poll(self) -> Item | None:
+        """The next item if one is waiting, else None."""
+        try:
+            return self._took(self._queue.get_nowait())
+        except queue.Empty:
+            return None
+
+    @staticmethod
+    def _took(entry: tuple[Channel | None, Item]) -> Item:
+        channel, item = entry
         if channel is not None:
             channel.room.release()
         return item
@@ -89,18 +104,18 @@ def start(name: str, channel: Channel, work: Callable[[], None]) -> threading.Th
     return thread
 
 
-def read_pass(
+def pass_items(
     client: VspcClient,
     collection: ConsoleCollection,
-    inbox: Channel,
     *,
     page_size: int,
     concurrency: int,
     params: Mapping[str, str] | None = None,
     sort: str | None = None,
-) -> None:
-    """One pass over a primary collection: its pages, then :class:`PassEnded`. ``params``
-    add to the query (a filter), ``sort`` replaces the pager's order by ``instanceUid``."""
+) -> Generator[PageRead | PassEnded, None, None]:
+    """One pass over a primary collection: its pages, then :class:`PassEnded` (a failure is
+    raised). ``params`` add to the query (a filter), ``sort`` replaces the pager's order by
+    ``instanceUid``. Close it to end the pass early: the pager's threads end then, not at GC."""
     report = PassReport()
     pages = iter_pages(
         client,
@@ -111,12 +126,35 @@ def read_pass(
         params=params,
         sort=sort or SORT_BY_INSTANCE_UID,
     )
-    # A stop or a failure ends the pager's threads now, not at GC.
     records = collection.records or list
     with closing(pages):
         for page in pages:
-            inbox.put(PageRead(collection.name, records(page.items), page.offset, page.total))
-    inbox.put(PassEnded(collection.name, report))
+            yield PageRead(collection.name, records(page.items), page.offset, page.total)
+    yield PassEnded(collection.name, report)
+
+
+def read_pass(
+    client: VspcClient,
+    collection: ConsoleCollection,
+    inbox: Channel,
+    *,
+    page_size: int,
+    concurrency: int,
+    params: Mapping[str, str] | None = None,
+    sort: str | None = None,
+) -> None:
+    """:func:`pass_items` in a reader thread: each item put on ``inbox``."""
+    items = pass_items(
+        client,
+        collection,
+        page_size=page_size,
+        concurrency=concurrency,
+        params=params,
+        sort=sort,
+    )
+    with closing(items):
+        for item in items:
+            inbox.put(item)
 
 
 def read_new_points(

@@ -83,15 +83,14 @@ class NameStage:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._seq = 0
-        for kind, (table, columns) in _TABLES.items():
-            conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{_stage(kind)}"))
-            conn.execute(
-                text(
-                    f"CREATE TEMP TABLE {_stage(kind)} AS "
-                    f"SELECT 0::bigint AS seq, {', '.join(columns)} FROM vspc.{table} "
-                    "WITH NO DATA"
-                )
+        conn.exec_driver_sql(  # one round trip: no parameters, several statements
+            ";\n".join(
+                f"DROP TABLE IF EXISTS pg_temp.{_stage(kind)};\n"
+                f"CREATE TEMP TABLE {_stage(kind)} AS "
+                f"SELECT 0::bigint AS seq, {', '.join(columns)} FROM vspc.{table} WITH NO DATA"
+                for kind, (table, columns) in _TABLES.items()
             )
+        )
 
     def add(
         self, kind: str, rows: Sequence[OrganizationRow | AgentRow | ManagementAgentRow]

@@ -171,20 +171,12 @@ class PointStage:
         self._seq = 0
 
     def create(self) -> None:
-        self.conn.execute(
-            text("DROP TABLE IF EXISTS pg_temp.stage_points, pg_temp.stage_point_rejects")
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_points AS SELECT 0::bigint AS seq, 0 AS pass_no, "
-                f"{_STAGED}, raw FROM vspc.restore_points WITH NO DATA"
-            )
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_point_rejects (seq bigint NOT NULL, pass_no int NOT "
-                "NULL, instance_uid text, reason text NOT NULL, raw jsonb NOT NULL)"
-            )
+        self.conn.exec_driver_sql(  # one round trip: no parameters, several statements
+            "DROP TABLE IF EXISTS pg_temp.stage_points, pg_temp.stage_point_rejects;\n"
+            "CREATE TEMP TABLE stage_points AS SELECT 0::bigint AS seq, 0 AS pass_no, "
+            f"{_STAGED}, raw FROM vspc.restore_points WITH NO DATA;\n"
+            "CREATE TEMP TABLE stage_point_rejects (seq bigint NOT NULL, pass_no int NOT "
+            "NULL, instance_uid text, reason text NOT NULL, raw jsonb NOT NULL)"
         )
 
     def add(self, rows: Sequence[PointRow], rejects: Sequence[Reject]) -> None:

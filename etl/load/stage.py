@@ -68,6 +68,22 @@ class _UuidTextBinaryDumper(Dumper):
         return unhexlify(obj.replace("-", ""))
 
 
+_CREATE = f"""
+DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects, pg_temp.stage_merged;
+CREATE TEMP TABLE stage_jobs AS SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS}
+  FROM {backup_agent_jobs.schema}.{backup_agent_jobs.name} WITH NO DATA;
+-- same: the record's fingerprint matched the stored one (only seq, pass_no and the uid are
+-- staged); fp: the fingerprint of a fully staged record, kept by the merge.
+ALTER TABLE stage_jobs ADD COLUMN same boolean NOT NULL DEFAULT false, ADD COLUMN fp bytea;
+-- The staged copies an early merge wrote (see etl.load.merge.EarlyMerge).
+CREATE TEMP TABLE stage_merged (seq bigint PRIMARY KEY, instance_uid uuid);
+CREATE TEMP TABLE stage_rejects (seq bigint, pass_no int, instance_uid text,
+  reason text NOT NULL, raw jsonb NOT NULL, system_type text NOT NULL)
+"""
+"""The staging tables, created (or emptied) in one round trip; columns mirror the
+warehouse's types."""
+
+
 class Stage:
     """The temp tables ``stage_jobs`` and ``stage_rejects`` on one connection.
 
@@ -106,38 +122,8 @@ class Stage:
     def create(self) -> None:
         """Create (or empty) the staging tables; columns mirror the warehouse types."""
         self.end_copy()
-        table = f"{backup_agent_jobs.schema}.{backup_agent_jobs.name}"
-        self.conn.execute(
-            text(
-                "DROP TABLE IF EXISTS pg_temp.stage_jobs, pg_temp.stage_rejects, "
-                "pg_temp.stage_merged"
-            )
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_jobs AS "
-                f"SELECT 0::bigint AS seq, 0 AS pass_no, {_COLUMNS} FROM {table} WITH NO DATA"
-            )
-        )
-        # same: the record's fingerprint matched the stored one (only seq, pass_no and the uid
-        # are staged); fp: the fingerprint of a fully staged record, kept by the merge.
-        self.conn.execute(
-            text(
-                "ALTER TABLE stage_jobs ADD COLUMN same boolean NOT NULL DEFAULT false, "
-                "ADD COLUMN fp bytea"
-            )
-        )
-        # The staged copies an early merge wrote (see etl.load.merge.EarlyMerge).
-        self.conn.execute(
-            text("CREATE TEMP TABLE stage_merged (seq bigint PRIMARY KEY, instance_uid uuid)")
-        )
-        self.conn.execute(
-            text(
-                "CREATE TEMP TABLE stage_rejects "
-                "(seq bigint, pass_no int, instance_uid text, reason text NOT NULL, "
-                "raw jsonb NOT NULL, system_type text NOT NULL)"
-            )
-        )
+        # One round trip (no parameters: the simple query protocol takes several statements).
+        self.conn.exec_driver_sql(_CREATE)
         # Binary COPY needs each column's type; read them back from the table just made.
         self._types = [
             str(t)
@@ -442,18 +428,23 @@ WHERE f.fingerprint = p.fp AND j.deleted_at IS NULL AND j.source = %(source)s
 RETURNING seq
 """
 
+# Distinct job uuids as such (hashing their text cost twice as much), then the rejects'
+# uids only if there are any.
 _DISTINCT_KEYS = """
 WITH j AS (
-  SELECT instance_uid, pass_no FROM stage_jobs
-  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+  SELECT instance_uid FROM stage_jobs
+  WHERE (CAST(:t AS text) IS NULL OR system_type = :t)
+    AND (CAST(:p AS int) IS NULL OR pass_no = :p)
 ), r AS (
-  SELECT instance_uid, pass_no FROM stage_rejects
-  WHERE CAST(:t AS text) IS NULL OR system_type = :t
+  SELECT instance_uid FROM stage_rejects
+  WHERE (CAST(:t AS text) IS NULL OR system_type = :t)
+    AND (CAST(:p AS int) IS NULL OR pass_no = :p)
 )
-SELECT (SELECT count(*) FROM (
-          SELECT instance_uid::text FROM j WHERE CAST(:p AS int) IS NULL OR pass_no = :p
-          UNION SELECT lower(instance_uid) FROM r
-          WHERE instance_uid IS NOT NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p)) k)
-     + (SELECT count(*) FROM r
-        WHERE instance_uid IS NULL AND (CAST(:p AS int) IS NULL OR pass_no = :p))
+SELECT (SELECT count(DISTINCT instance_uid) FROM j)
+     + CASE WHEN EXISTS (SELECT FROM r WHERE instance_uid IS NOT NULL) THEN (
+         SELECT count(*) FROM (
+           SELECT lower(instance_uid) FROM r WHERE instance_uid IS NOT NULL
+           EXCEPT SELECT instance_uid::text FROM j) k)
+       ELSE 0 END
+     + (SELECT count(*) FROM r WHERE instance_uid IS NULL)
 """
