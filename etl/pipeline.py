@@ -633,16 +633,15 @@ class _PointsReader:
         overlap = plan.overlap_params()
         work: Callable[[], None]
         if overlap is None:  # a full read: one pass, like a job collection's
-            work = partial(
-                reader.read_pass,
+            items = reader.pass_items(
                 self.client,
                 RESTORE_POINTS,
-                channel,
                 page_size=page_size,
                 concurrency=concurrency,
                 params=plan.params(),
                 sort=SORT_BY_CREATION,
             )
+            work = partial(reader.put_each, items, channel)
         else:
             work = partial(
                 reader.read_new_points,

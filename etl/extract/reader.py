@@ -133,25 +133,8 @@ def pass_items(
     yield PassEnded(collection.name, report)
 
 
-def read_pass(
-    client: VspcClient,
-    collection: ConsoleCollection,
-    inbox: Channel,
-    *,
-    page_size: int,
-    concurrency: int,
-    params: Mapping[str, str] | None = None,
-    sort: str | None = None,
-) -> None:
-    """:func:`pass_items` in a reader thread: each item put on ``inbox``."""
-    items = pass_items(
-        client,
-        collection,
-        page_size=page_size,
-        concurrency=concurrency,
-        params=params,
-        sort=sort,
-    )
+def put_each(items: Generator[Item, None, None], inbox: Channel) -> None:
+    """Run ``items`` (a :func:`pass_items`) in a reader thread: each item put on ``inbox``."""
     with closing(items):
         for item in items:
             inbox.put(item)
