@@ -107,7 +107,10 @@ def test_the_history_covers_the_days_asked_and_ends_now(demo_db_engine: Engine) 
         ).scalar_one()
     assert status == ["success"]
     assert finished < timedelta(minutes=1)  # each run ends its own duration after its start
-    assert jobs[0] > 0 and jobs[1] > 0  # jobs came and went
+    # Jobs came or went. Not both for sure: which ones the seeded console adds and deletes
+    # in a week depends on the hour the demo ends (its schedules' runs draw from the same
+    # stream), and some hours it deletes none (the warehouse then has none deleted either).
+    assert jobs[0] + jobs[1] > 0
     assert failed_sessions > 0
 
 
