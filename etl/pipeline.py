@@ -496,20 +496,21 @@ def _extract(
     first read of the names starts beside the job pages."""
     passes = _JobPasses(run, loader, client, extract)
     try:
-        while passes.reading:
+        while passes.current is not None:
             item = inbox.poll() or passes.next_item()
-            if isinstance(item, PageRead) and item.collection in passes.by_name:
-                _add_page(run, loader, names, extract, passes.by_name[item.collection], item)
-            elif isinstance(item, PassEnded) and item.collection in passes.reading:
+            collection, _ = passes.current
+            if isinstance(item, PageRead) and item.collection == collection.name:
+                _add_page(run, loader, names, extract, collection, item)
+            elif isinstance(item, PassEnded) and item.collection == collection.name:
                 passes.ended(item)
-            elif isinstance(item, ReadFailed) and item.collection in passes.reading:
+            elif isinstance(item, ReadFailed) and item.collection == collection.name:
                 passes.failed(item)
             else:
                 with _timed(extract.timings, "names"):
                     names.take(item)
     finally:
         passes.close()  # a failure or a cancel mid-pass: the pager's requests end now
-    if len(passes.refusals) == len(passes.by_name):
+    if len(passes.refusals) == passes.collections:
         raise passes.refusals[0]  # no platform readable: the account's role or URL is wrong
 
 
@@ -524,10 +525,11 @@ class _JobPasses:
 
     def __init__(self, run: _Run, loader: Loader, client: VspcClient, extract: _Extract) -> None:
         self.run, self.loader, self.client, self.extract = run, loader, client, extract
-        self.reading: dict[str, tuple[Collection, int]] = {}
+        self.current: tuple[Collection, int] | None = None
+        """The collection being read and its attempt; None once every pass is over."""
         self.refusals: list[BaseException] = []
         self.pending = list(job_collections(run.settings.platforms))
-        self.by_name = {c.name: c for c in self.pending}
+        self.collections = len(self.pending)
         self._items: Generator[PageRead | PassEnded, None, None] | None = None
         self._start(self.pending.pop(0), 1)
 
@@ -538,12 +540,13 @@ class _JobPasses:
             with _timed(self.extract.timings, "http_wait"):
                 return next(self._items)
         except Exception as exc:  # handed on as a reader thread would hand it
-            (name,) = self.reading
-            return ReadFailed(name, exc)
+            assert self.current is not None
+            return ReadFailed(self.current[0].name, exc)
 
     def ended(self, item: PassEnded) -> None:
         """A pass ended: its verdict; then a re-read, or the next collection."""
-        collection, attempt = self.reading.pop(item.collection)
+        assert self.current is not None
+        collection, attempt = self.current
         system_type = collection.contract.system_type
         verdict = self.loader.end_pass(item.report, system_type)
         self.extract.verdicts[system_type] = verdict
@@ -563,7 +566,8 @@ class _JobPasses:
 
     def failed(self, item: ReadFailed) -> None:
         """A pass failed: a refusal skips the collection, anything else fails the run."""
-        collection, _ = self.reading.pop(item.collection)
+        assert self.current is not None
+        collection, _ = self.current
         if not _refused(item.error):
             raise item.error
         self.refusals.append(item.error)
@@ -579,6 +583,7 @@ class _JobPasses:
             self._items.close()
 
     def _next(self) -> None:
+        self.current = None
         if self.pending:
             self._start(self.pending.pop(0), 1)
 
@@ -586,7 +591,7 @@ class _JobPasses:
         if attempt > 1:
             self.loader.next_pass(collection.contract.system_type)
         self.close()  # the pass before, if any, has ended
-        self.reading[collection.name] = (collection, attempt)
+        self.current = (collection, attempt)
         settings = self.run.settings
         self._items = reader.pass_items(
             self.client,

@@ -212,39 +212,35 @@ FROM stage_jobs l JOIN stage_changed c ON c.instance_uid = l.instance_uid AND NO
 """
 
 # Live jobs of this source when the run began (the early merge's have this run's id), and
-# those the extract lacks (neither staged nor rejected), counted per platform: one hash join
-# of the live jobs with the stage (nested loops off: one planned from the stale statistics
-# right after a first sync probed the staging index once per job, ~2 us each, ~0.2 s per
-# 100,000 jobs); the rejects are looked at only for a job the stage lacks (CASE keeps the
-# order).
+# those the extract lacks: neither staged nor rejected. One definition of each serves the
+# count and the list of missing jobs.
+_LIVE_JOB = """l.source = :source AND l.deleted_at IS NULL
+  AND l.last_run_id IS DISTINCT FROM :run_id"""
+_NOT_REJECTED = """NOT EXISTS (
+    SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = l.instance_uid::text)"""
+
+# The count, per platform: one hash join of the live jobs with the stage (nested loops off:
+# one planned from the stale statistics right after a first sync probed the staging index
+# once per job, ~2 us each, ~0.2 s per 100,000 jobs); the rejects are looked at only for a
+# job the stage lacks (CASE keeps the order).
 _LIVE_MISSING = f"""
 SELECT l.system_type, count(*), count(*) FILTER (WHERE CASE WHEN s.instance_uid IS NULL
-  THEN NOT EXISTS (
-    SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = l.instance_uid::text)
-  ELSE false END)
+  THEN {_NOT_REJECTED} ELSE false END)
 FROM {JOBS} l LEFT JOIN stage_jobs s ON s.instance_uid = l.instance_uid
-WHERE l.source = :source AND l.deleted_at IS NULL AND l.last_run_id IS DISTINCT FROM :run_id
+WHERE {_LIVE_JOB}
 GROUP BY l.system_type
 """
 
-# The jobs themselves, of the platforms whose collection may delete (read completely, within
-# the ratio): set operations, a hash whatever the statistics.
-_LIVE_DELETABLE = f"""
-WITH live AS MATERIALIZED (
-  SELECT instance_uid, system_type FROM {JOBS}
-  WHERE source = :source AND deleted_at IS NULL AND last_run_id IS DISTINCT FROM :run_id
-    AND system_type = ANY(CAST(:deletable AS text[]))
-)"""
-_MISSING = """
-SELECT m.instance_uid FROM (
-  SELECT instance_uid FROM live EXCEPT SELECT instance_uid FROM stage_jobs) m
-WHERE NOT EXISTS (
-  SELECT 1 FROM stage_rejects r WHERE lower(r.instance_uid) = m.instance_uid::text)
-"""
-
-# Only when some are missing: the jobs themselves.
+# Only when some are missing: the jobs themselves, of the platforms whose collection may
+# delete (read completely, within the ratio). Set operations: a hash whatever the statistics.
 _GONE = f"""
-CREATE TEMP TABLE stage_gone AS {_LIVE_DELETABLE}{_MISSING}"""
+CREATE TEMP TABLE stage_gone AS
+SELECT l.instance_uid FROM (
+  SELECT l.instance_uid FROM {JOBS} l
+  WHERE {_LIVE_JOB} AND l.system_type = ANY(CAST(:deletable AS text[]))
+  EXCEPT SELECT instance_uid FROM stage_jobs) l
+WHERE {_NOT_REJECTED}
+"""
 
 _SOFT_DELETE = f"""
 UPDATE {JOBS} j SET deleted_at = :now, last_run_id = :run_id
@@ -455,9 +451,8 @@ class _Steps:
         # after.
         live: dict[str, tuple[int, int]] = {}
         if count_live:
-            # Right after a first sync the warehouse table looks empty to the planner: it
-            # joined the live jobs with the missing ones by a nested loop that computed the
-            # missing set once per live job (2.5 s at 10,000 jobs, quadratic). Hashes only.
+            # Right after a first sync the warehouse table looks empty to the planner: a
+            # nested loop over it probed the stage once per live job. Hashes only.
             run(text("SET LOCAL enable_nestloop = off"))
             for system_type, n_live, n_missing in run(text(_LIVE_MISSING), params):
                 live[system_type] = (int(n_live), int(n_missing))
