@@ -1,7 +1,7 @@
 """Sync throughput and memory: the simulator and PostgreSQL on loopback, one ETL process per run.
 
     python bench/sync_bench.py --jobs 10000 100000 1000000 [--latency 0.1] [--concurrency 4]
-                               [--repeat N] [--baseline DIR]
+                               [--repeat N] [--baseline DIR] [--start now|ISO]
 
 For each size it starts ``vspc-etl simulate`` in a process of its own, creates a throwaway
 database on the PostgreSQL named by BENCH_DATABASE_URL (default postgres@127.0.0.1:5432, else an
@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,21 @@ def calibration() -> float:
     return time.perf_counter() - started
 
 
+def console_start(value: str) -> datetime:
+    """``--start``: 'now' (to the minute), or an ISO-8601 instant with its offset."""
+    if value == "now":
+        return datetime.now(UTC).replace(second=0, microsecond=0)
+    try:
+        start = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither 'now' nor an ISO-8601 instant"
+        ) from None
+    if start.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    return start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
@@ -244,6 +259,12 @@ def main() -> int:
         type=Path,
         help="a checkout of an earlier commit (git worktree add DIR REV): every case also runs "
         "with its ETL, on a simulator and database of its own, the two sides alternating",
+    )
+    parser.add_argument(
+        "--start",
+        type=console_start,
+        help="the simulators' clock when they start: 'now' or an ISO-8601 instant (default: the "
+        "simulator's own, 2026-11-01: the sessions then end weeks before the warehouse's today)",
     )
     args = parser.parse_args()
     sides: list[tuple[str, Path]] = [("", ROOT)]
@@ -285,7 +306,8 @@ def main() -> int:
     for jobs in args.jobs:
         with ExitStack() as stack:
             sims = {
-                name: stack.enter_context(simulator(jobs, 0.0, like_baseline)) for name, _ in sides
+                name: stack.enter_context(simulator(jobs, 0.0, like_baseline, start=args.start))
+                for name, _ in sides
             }
             for _ in range(args.repeat):
                 with ExitStack() as rep:
@@ -321,7 +343,9 @@ def main() -> int:
         with ExitStack() as stack:
             places = {
                 name: (
-                    stack.enter_context(simulator(jobs, args.latency, like_baseline)),
+                    stack.enter_context(
+                        simulator(jobs, args.latency, like_baseline, start=args.start)
+                    ),
                     stack.enter_context(database(code)),
                 )
                 for name, code in sides
