@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
+from sync_bench import autocommit, checkpoint
 
 from etl.db import migrate, normalize_url
 from etl.load.reporting import rebuild
@@ -186,25 +187,10 @@ def clone(db: URL, suffix: str) -> Iterator[URL]:
         admin.dispose()
 
 
-def checkpoint(db: URL) -> None:
-    """What a production sync finds: PostgreSQL checkpoints every few minutes (5 by default),
-    so an hourly or daily sync is the first to touch each page since the last one, and writes a
-    full-page image of it to the WAL. Without this, back-to-back benchmark syncs would not."""
-    autocommit(db.set(database="postgres"), "CHECKPOINT")
-
-
 def vacuum(db: URL) -> None:
     """What autovacuum does in the hours between production syncs: a daily sync updates most
     rows of ``backup_agent_jobs`` and ``job_sla_state``, far past its thresholds (20 %)."""
     autocommit(db, "VACUUM ANALYZE")
-
-
-def autocommit(db: URL, statement: str) -> None:
-    """Run one statement that cannot run inside a transaction block."""
-    engine = create_engine(db, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
 
 
 SIDES = {"with": (), "without": ("--without-reporting",)}

@@ -1,7 +1,7 @@
 """Sync throughput and memory: the simulator and PostgreSQL on loopback, one ETL process per run.
 
     python bench/sync_bench.py --jobs 10000 100000 1000000 [--latency 0.1] [--concurrency 4]
-                               [--repeat N] [--baseline DIR]
+                               [--repeat N] [--baseline DIR] [--start now|ISO]
 
 For each size it starts ``vspc-etl simulate`` in a process of its own, creates a throwaway
 database on the PostgreSQL named by BENCH_DATABASE_URL (default postgres@127.0.0.1:5432, else an
@@ -23,6 +23,7 @@ collections the baseline did not read (``LIKE_BASELINE_REFUSED``) and the backup
 the two sides read from different endpoints (the baseline ``/backupAgents/windows``, without
 computer names; this code ``/backupAgents``, four times the bytes per agent); this side syncs
 with ``VSPC_PLATFORMS=windows``. Each side asks once for each refused collection and skips it.
+Each sync starts after a CHECKPOINT, as a production sync does (see :func:`checkpoint`).
 With ``--repeat N`` each size's three cases run N times, each time on a new database, and a
 last table gives each case's median and range (one run of a case scatters by 10-20 % here).
 Prints a Markdown table (copy it into bench/RESULTS.md). All traffic stays on 127.0.0.1.
@@ -41,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,22 @@ _MIGRATE = (
 )
 
 
+def autocommit(db: URL, statement: str) -> None:
+    """Run one statement that cannot run inside a transaction block."""
+    engine = create_engine(db, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+def checkpoint(db: URL) -> None:
+    """What a production sync finds: PostgreSQL checkpoints every few minutes (5 by default),
+    so an hourly or daily sync is the first to touch each page since the last one, and writes a
+    full-page image of it to the WAL. Without this, back-to-back benchmark syncs would not, and
+    a checkpoint the previous sync's writes started would slow whichever sync came next."""
+    autocommit(db.set(database="postgres"), "CHECKPOINT")
+
+
 def sync(
     db: URL,
     vspc_url: str,
@@ -209,6 +226,21 @@ def calibration() -> float:
     return time.perf_counter() - started
 
 
+def console_start(value: str) -> datetime:
+    """``--start``: 'now' (to the minute), or an ISO-8601 instant with its offset."""
+    if value == "now":
+        return datetime.now(UTC).replace(second=0, microsecond=0)
+    try:
+        start = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither 'now' nor an ISO-8601 instant"
+        ) from None
+    if start.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no UTC offset (add Z or +HH:MM)")
+    return start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
@@ -227,6 +259,12 @@ def main() -> int:
         type=Path,
         help="a checkout of an earlier commit (git worktree add DIR REV): every case also runs "
         "with its ETL, on a simulator and database of its own, the two sides alternating",
+    )
+    parser.add_argument(
+        "--start",
+        type=console_start,
+        help="the simulators' clock when they start: 'now' or an ISO-8601 instant (default: the "
+        "simulator's own, 2026-11-01: the sessions then end weeks before the warehouse's today)",
     )
     args = parser.parse_args()
     sides: list[tuple[str, Path]] = [("", ROOT)]
@@ -249,10 +287,12 @@ def main() -> int:
         nonlocal step
         order = sides if step % 2 == 0 else sides[::-1]  # neither side always goes first
         step += 1
-        results = {
-            name: sync(places[name][1], places[name][0], args.concurrency, code, like_baseline)
-            for name, code in order
-        }
+        results = {}
+        for name, code in order:
+            checkpoint(places[name][1])
+            results[name] = sync(
+                places[name][1], places[name][0], args.concurrency, code, like_baseline
+            )
         walls.setdefault((jobs, case), []).append(results[sides[0][0]]["wall_s"])
         for name, _ in sides:
             r = results[name]
@@ -266,7 +306,8 @@ def main() -> int:
     for jobs in args.jobs:
         with ExitStack() as stack:
             sims = {
-                name: stack.enter_context(simulator(jobs, 0.0, like_baseline)) for name, _ in sides
+                name: stack.enter_context(simulator(jobs, 0.0, like_baseline, start=args.start))
+                for name, _ in sides
             }
             for _ in range(args.repeat):
                 with ExitStack() as rep:
@@ -302,7 +343,9 @@ def main() -> int:
         with ExitStack() as stack:
             places = {
                 name: (
-                    stack.enter_context(simulator(jobs, args.latency, like_baseline)),
+                    stack.enter_context(
+                        simulator(jobs, args.latency, like_baseline, start=args.start)
+                    ),
                     stack.enter_context(database(code)),
                 )
                 for name, code in sides

@@ -6,6 +6,7 @@ Each runs as a user would run it, in a process of its own, on the test session's
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -102,6 +104,25 @@ def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_
         assert [c.get(path).status_code for path in refused] == [404] * 4
 
 
+def test_the_consoles_clock_starts_now_or_when_asked() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sync_bench
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = sync_bench.console_start("now")
+    assert before <= now <= datetime.now(UTC) and (now.second, now.microsecond) == (0, 0)
+    asked = sync_bench.console_start("2026-12-01T06:30:00+01:00")
+    assert asked == datetime(2026, 12, 1, 5, 30, tzinfo=UTC)
+    for wrong, why in (("2026-12-01T06:30:00", "has no UTC offset"), ("today", "neither")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            sync_bench.console_start(wrong)
+    with sync_bench.simulator(30, 0.0, like_baseline=True, start=asked) as url:
+        stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
+        assert datetime.fromisoformat(stats["now"]) == asked
+
+
 def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL) -> None:
     # This checkout as its own baseline: both sides read the Windows jobs and their names only.
     out = run_bench("sync_bench.py", server_url, "--jobs", "1000", "--baseline", str(ROOT))
@@ -118,7 +139,9 @@ def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL
 
 
 def test_sync_bench_repeats_on_new_databases_and_summarises(server_url: URL) -> None:
-    out = run_bench("sync_bench.py", server_url, "--jobs", "1000", "--repeat", "2")
+    out = run_bench(
+        "sync_bench.py", server_url, "--jobs", "1000", "--repeat", "2", "--start", "now"
+    )
     rows = table_rows(out, "1,000")
     runs = [row for row in rows if len(row) == 10]
     summary = {row[1]: row for row in rows if len(row) == 6}

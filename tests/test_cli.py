@@ -119,7 +119,7 @@ def test_unreachable_database_exits_1(runner: CliRunner, sim_server: SimulatorSe
 def test_migrate_reports_revision(runner: CliRunner, database_url: URL) -> None:
     result = runner.invoke(main, ["migrate"], env=env_for(database_url))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().endswith("is at revision 0011")
+    assert result.stdout.strip().endswith("is at revision 0012")
 
 
 @pytest.mark.parametrize("auth", ["password", "api-key"])

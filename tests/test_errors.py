@@ -35,7 +35,7 @@ from etl.simulator import SimulatorServer
 from tests.conftest import TEST_API_KEY, create_database, drop_database, make_settings
 
 MISSING = "schema vspc is missing: run `vspc-etl migrate`"
-BEHIND = "schema vspc is at 0003, this version needs 0011: run `vspc-etl migrate`"
+BEHIND = "schema vspc is at 0003, this version needs 0012: run `vspc-etl migrate`"
 # Nothing is sent to this console: every command here fails before it would be.
 NO_CONSOLE = "https://127.0.0.1:9"
 
@@ -115,7 +115,7 @@ def test_a_schema_newer_than_this_version_says_upgrade(engine: Engine) -> None:
             check_schema(conn)
         conn.rollback()
     assert str(caught.value) == (
-        "schema vspc is at 0099, a revision this version does not know (it needs 0011): "
+        "schema vspc is at 0099, a revision this version does not know (it needs 0012): "
         "upgrade vspc-etl to the version that migrated it"
     )
     check_schema(engine)  # the session database itself is at head
@@ -142,14 +142,14 @@ def test_a_command_on_a_newer_schema_says_upgrade(
     assert_one_sentence(
         result,
         2,
-        "schema vspc is at 0099, a revision this version does not know (it needs 0011): "
+        "schema vspc is at 0099, a revision this version does not know (it needs 0012): "
         "upgrade vspc-etl to the version that migrated it",
     )
 
 
 def test_the_revision_needed_is_the_last_migration() -> None:
-    assert known_revisions() == [f"{n:04d}" for n in range(1, 12)]
-    assert head_revision() == "0011"
+    assert known_revisions() == [f"{n:04d}" for n in range(1, 13)]
+    assert head_revision() == "0012"
 
 
 def test_the_daemon_says_it_at_each_turn_and_readyz_gives_it(
@@ -189,7 +189,7 @@ def test_migrate_to_an_unknown_revision_names_the_known_ones(
         result,
         2,
         "unknown migration revision '9999': give one of "
-        "0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, 0011, head or base",
+        "0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, 0011, 0012, head or base",
     )
 
 
@@ -207,8 +207,8 @@ def test_migrate_says_what_it_did_and_nothing_else(runner: CliRunner, server_url
         drop_database(server_url, url)
     assert said == [
         f"database {where}: schema vspc created; it is at revision 0003\n",
-        f"database {where}: migrated from revision 0003; it is at revision 0011\n",
-        f"database {where}: nothing to migrate; it is at revision 0011\n",
+        f"database {where}: migrated from revision 0003; it is at revision 0012\n",
+        f"database {where}: nothing to migrate; it is at revision 0012\n",
     ]
 
 

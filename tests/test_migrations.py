@@ -34,7 +34,7 @@ POINTS = {"restore_points"}  # revision 0009
 TABLES = CORE | REPORTING | CACHE | PLATFORMS | POINTS
 REPORTING_VIEWS = {"job_runs", "job_sla_current", "sla_daily"}
 VIEWS = REPORTING_VIEWS | {"computer_sla_current"}  # revision 0010
-HEAD = "0011"
+HEAD = "0012"
 
 
 @pytest.fixture

@@ -266,6 +266,40 @@ def test_refresh_from_a_day_equals_a_full_refresh(history: Connection) -> None:
     assert again == everything
 
 
+def test_a_job_first_seen_at_midnight_counts_on_the_day_that_ends_then(fresh_db: Engine) -> None:
+    # The days read only versions opened by the end of the last day judged: a version opened
+    # exactly at midnight is live at the end of the day before; one opened a microsecond later
+    # is not, nor on any earlier day. Sessions before the warehouse's first look (the days a
+    # first sync catches up on) count as runs on their own days.
+    midnight = at(2)
+    rows = [
+        *versions(job(31), ORG_A, Seen(midnight, "Success", at(1, 22), at(1, 23))),
+        *versions(
+            job(32),
+            ORG_A,
+            Seen(midnight + timedelta(microseconds=1), "Success", at(0, 22), at(0, 23)),
+        ),
+    ]
+    with fresh_db.begin() as conn:
+        insert(conn, rows)
+        rebuild(conn)
+    with fresh_db.connect() as conn:
+        assert daily(conn, ORG_A, 0, 2) == {
+            day(0): (0, 1, 1, 0, 0, d("1.0000"), 0, None),  # J32's session, neither live yet
+            day(1): (1, 1, 1, 0, 0, d("1.0000"), 1, d("1.0000")),  # J31 live, its run 1 h ago
+            day(2): (2, 0, 0, 0, 0, None, 0, d("0.0000")),  # both successes over 24 h old
+        }
+        # Computed as ranges that end on day 0 or day 1 (the boundary of the versions read):
+        # the rows stored by the full computation.
+        stored = "SELECT * FROM vspc.sla_daily_counts WHERE day BETWEEN :a AND :b ORDER BY 1, 2"
+        computed = "SELECT * FROM vspc.sla_daily_compute(:a, :b, 'UTC', now()) ORDER BY 1, 2"
+        for first, last in ((0, 0), (1, 1), (0, 1)):
+            days = {"a": day(first), "b": day(last)}
+            rows = conn.execute(text(computed), days).all()
+            assert rows == conn.execute(text(stored), days).all()
+            assert [r.jobs_protected for r in rows] == [0, 1][first : last + 1]
+
+
 def today_rows(conn: Connection) -> dict[Any, tuple[Any, ...]]:
     rows = conn.execute(
         text(

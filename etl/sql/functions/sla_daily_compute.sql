@@ -42,6 +42,9 @@ BEGIN
                         last_day) END - from_day) AS k
       WHERE NOT s.is_deleted
         AND (s.valid_to IS NULL OR s.valid_to > first_end)
+        -- Opened by the end of last_day, or it holds at no day's end judged: read through
+        -- the index, the versions a later sync opened (a whole first sync's) are not read.
+        AND s.valid_from <= ((last_day + 1)::timestamp AT TIME ZONE tz)
     ), points AS (
       SELECT r.job_uid, r.backup_agent_uid, r.creation_date, r.gone_at,
         r.gone_at < r.creation_date + make_interval(hours => max_rpo) AS brief
