@@ -330,7 +330,11 @@ def main() -> int:
             # management agents, restore points) waits out the latency: the requests the
             # simulator answered.
             stats = httpx.get(f"{latency_sim}/_sim/stats", timeout=60).json()["requests"]
-            read = {e: n for e, n in stats.items() if e not in ("token", "unknown", "refused")}
+            read = {
+                e: n
+                for e, n in stats.items()
+                if e not in ("token", "unknown", "refused", "control")
+            }
             pages = sum(read.values())
             bound = pages * args.latency / args.concurrency
             note = f"{pages} pages of {len(read)} collections; bound {bound:.2f} s"
