@@ -7,12 +7,14 @@ Each runs as a user would run it, in a process of its own, on the test session's
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -82,12 +84,17 @@ def test_sync_bench_runs_every_case(server_url: URL) -> None:
     assert bench_databases(server_url) == before  # its throwaway databases are gone
 
 
-def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_only() -> None:
+def import_sync_bench() -> ModuleType:
+    """``bench/sync_bench.py`` as a module (it imports its neighbours as scripts do)."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import sync_bench
+        return importlib.import_module("sync_bench")
     finally:
         sys.path.remove(str(ROOT / "bench"))
+
+
+def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_only() -> None:
+    sync_bench = import_sync_bench()
     api = "/api/v3"
     with (
         sync_bench.simulator(30, 0.0, like_baseline=True) as url,
@@ -106,11 +113,7 @@ def test_a_console_like_the_baselines_serves_the_windows_jobs_and_organizations_
 
 
 def test_the_consoles_clock_starts_now_or_when_asked() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import sync_bench
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    sync_bench = import_sync_bench()
     before = datetime.now(UTC).replace(second=0, microsecond=0)
     now = sync_bench.console_start("now")
     assert before <= now <= datetime.now(UTC) and (now.second, now.microsecond) == (0, 0)
