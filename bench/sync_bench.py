@@ -51,6 +51,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from etl.db import migrate, normalize_url
+from etl.simulator.data import DEFAULT_START
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-api-key"
@@ -264,7 +265,7 @@ def main() -> int:
         "--start",
         type=console_start,
         help="the simulators' clock when they start: 'now' or an ISO-8601 instant (default: the "
-        "simulator's own, 2026-11-01: the sessions then end weeks before the warehouse's today)",
+        f"simulator's own fixed start, {DEFAULT_START:%Y-%m-%d}, whatever today is)",
     )
     args = parser.parse_args()
     sides: list[tuple[str, Path]] = [("", ROOT)]
@@ -289,10 +290,9 @@ def main() -> int:
         step += 1
         results = {}
         for name, code in order:
-            checkpoint(places[name][1])
-            results[name] = sync(
-                places[name][1], places[name][0], args.concurrency, code, like_baseline
-            )
+            vspc_url, db = places[name]
+            checkpoint(db)
+            results[name] = sync(db, vspc_url, args.concurrency, code, like_baseline)
         walls.setdefault((jobs, case), []).append(results[sides[0][0]]["wall_s"])
         for name, _ in sides:
             r = results[name]
