@@ -295,9 +295,9 @@ def test_a_job_first_seen_at_midnight_counts_on_the_day_that_ends_then(fresh_db:
         computed = "SELECT * FROM vspc.sla_daily_compute(:a, :b, 'UTC', now()) ORDER BY 1, 2"
         for first, last in ((0, 0), (1, 1), (0, 1)):
             days = {"a": day(first), "b": day(last)}
-            rows = conn.execute(text(computed), days).all()
-            assert rows == conn.execute(text(stored), days).all()
-            assert [r.jobs_protected for r in rows] == [0, 1][first : last + 1]
+            counts = conn.execute(text(computed), days).all()
+            assert counts == conn.execute(text(stored), days).all()
+            assert [r.jobs_protected for r in counts] == [0, 1][first : last + 1]
 
 
 def today_rows(conn: Connection) -> dict[Any, tuple[Any, ...]]:
