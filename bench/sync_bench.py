@@ -16,7 +16,8 @@ embedded one), and runs, each in a fresh ETL process (``bench/_sync_worker.py``)
               wall time without latency
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR REV``)
 every case runs with both ETLs, each on a simulator and database of its own, the two sides
-alternating who goes first: the ratio column compares them within one run, on one machine.
+alternating who goes first: the note compares them within one run, on one machine (wall time,
+and the CPU time of the whole ETL process, start and imports included).
 Both sides then do the same work: the Windows jobs and the organizations, what the loader's
 baseline (``0ce179c``) read. The simulators serve the Windows platform only and refuse (404) the
 collections the baseline did not read (``LIKE_BASELINE_REFUSED``) and the backup agents, which
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -195,6 +197,7 @@ def sync(
     )
     if like_baseline:
         env["VSPC_PLATFORMS"] = "windows"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, str(code / "bench" / "_sync_worker.py")],
         env=env,
@@ -203,9 +206,15 @@ def sync(
         timeout=3600,
         check=False,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"sync failed: {proc.stdout}{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    figures = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    # The whole worker's CPU time (start and imports included), counted alike for either side.
+    figures["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime
+    )
+    return figures
 
 
 def row(jobs: int, case: str, r: dict[str, Any], note: str = "") -> str:
@@ -299,8 +308,11 @@ def main() -> int:
             label = f"{case} ({name})" if name else case
             extra = note(r)
             if name == "this" and len(sides) > 1:
-                ratio = r["wall_s"] / results["baseline"]["wall_s"]
-                extra = f"{extra}; {ratio:.2f} x baseline" if extra else f"{ratio:.2f} x baseline"
+                theirs = results["baseline"]
+                ratio = r["wall_s"] / theirs["wall_s"]
+                cpu = r["process_cpu_s"] / theirs["process_cpu_s"]
+                versus = f"{ratio:.2f} x baseline, CPU {cpu:.2f} x"
+                extra = f"{extra}; {versus}" if extra else versus
             print(row(jobs, label, r, extra), flush=True)
 
     for jobs in args.jobs:

@@ -139,7 +139,7 @@ def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL
     notes = [row[-1] for row in rows]
     assert notes[1::2] == ["1,000 inserted", "100 updated", "1,000 unchanged"]
     for note, expected in zip(notes[::2], notes[1::2], strict=True):
-        assert re.fullmatch(rf"{expected}; [0-9.]+ x baseline", note), note
+        assert re.fullmatch(rf"{expected}; [0-9.]+ x baseline, CPU [0-9.]+ x", note), note
 
 
 def test_sync_bench_repeats_on_new_databases_and_summarises(server_url: URL) -> None:
