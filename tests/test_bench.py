@@ -139,7 +139,22 @@ def test_sync_bench_compares_with_a_baseline_doing_the_same_work(server_url: URL
     notes = [row[-1] for row in rows]
     assert notes[1::2] == ["1,000 inserted", "100 updated", "1,000 unchanged"]
     for note, expected in zip(notes[::2], notes[1::2], strict=True):
-        assert re.fullmatch(rf"{expected}; [0-9.]+ x baseline, CPU [0-9.]+ x", note), note
+        match = re.fullmatch(rf"{expected}; [0-9.]+ x baseline, CPU ([0-9.]+) x", note)
+        assert match, note
+        # The same code on both sides: the two processes' CPU times are alike (start included).
+        assert 0.5 < float(match[1]) < 2, note
+
+
+def test_a_syncs_cpu_time_counts_its_whole_process(
+    server_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_bench = import_sync_bench()
+    monkeypatch.setenv("BENCH_DATABASE_URL", server_url.render_as_string(hide_password=False))
+    with sync_bench.simulator(200, 0.0) as url, sync_bench.database() as db:
+        figures = sync_bench.sync(db, url, 2)
+    assert (figures["status"], figures["inserted"]) == ("success", 200)
+    # The worker's own figure is the run's; the one the pairs compare adds its start and imports.
+    assert figures["process_cpu_s"] > figures["cpu_s"] > 0
 
 
 def test_sync_bench_repeats_on_new_databases_and_summarises(server_url: URL) -> None:
